@@ -1,0 +1,283 @@
+"""One typed configuration, read from four places.
+
+Precedence, highest first: command-line flag > environment (``IMAGE_SEARCH_*``) > TOML file
+(``$XDG_CONFIG_HOME/image-search/config.toml``) > default. Every option is a field of
+:class:`Config`; its metadata says how it is parsed and documented, and the README's table
+is checked against these fields by a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "IMAGE_SEARCH_"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the option and its source."""
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def data_home() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "image-search"
+
+
+def config_home() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "image-search"
+
+
+def cache_home() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / "image-search"
+
+
+def _paths(value: Any) -> list[Path]:
+    if isinstance(value, str):
+        value = [v for v in value.split(os.pathsep) if v]
+    return [Path(v).expanduser() for v in value]
+
+
+def _patterns(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _positive(kind: type) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be greater than 0, got {value!r}")
+        return number
+
+    return parse
+
+
+def _port(value: Any) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"not a TCP port: {value!r}")
+    return number
+
+
+def _optional_path(value: Any) -> Path | None:
+    return Path(value).expanduser() if value not in (None, "") else None
+
+
+def _str(value: Any) -> str:
+    return str(value)
+
+
+def _opt(
+    default: Any = None,
+    *,
+    parse: Callable[[Any], Any] = _str,
+    help: str,
+    factory: Callable[[], Any] | None = None,
+    cli: bool = True,
+    secret: bool = False,
+    metavar: str | None = None,
+) -> Any:
+    meta = {"parse": parse, "help": help, "cli": cli, "secret": secret, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """Every setting of image-search. Build it with :func:`load_config`."""
+
+    roots: list[Path] = _opt(
+        factory=list,
+        parse=_paths,
+        metavar="PATH",
+        help="Picture folders to index and watch (several; in the environment separated by ':').",
+    )
+    database_url: str = _opt(
+        factory=lambda: f"surrealkv://{data_home() / 'db'}",
+        help="SurrealDB location: surrealkv://DIR (embedded, default under $XDG_DATA_HOME/image-search/), "
+        "mem:// (in memory, lost on exit), ws://HOST:PORT or wss://… (a SurrealDB server).",
+    )
+    namespace: str = _opt("image_search", help="SurrealDB namespace.")
+    database: str = _opt("main", help="SurrealDB database name.")
+    db_user: str | None = _opt(None, help="User for a ws:// or wss:// server (embedded needs none).")
+    db_password: str | None = _opt(
+        None,
+        cli=False,
+        secret=True,
+        help="Password for the server user. Environment or config file only, never a flag.",
+    )
+    db_password_file: Path | None = _opt(
+        None,
+        parse=_optional_path,
+        help="File whose first line is the server password (for systemd credentials or podman secrets).",
+    )
+    model: str = _opt(
+        "openai/clip-vit-large-patch14",
+        help="CLIP model: a Hugging Face id (from the usual cache, HF_HOME honoured) or a local directory.",
+    )
+    device: str = _opt(
+        "auto",
+        parse=_choice("auto", "cuda", "xpu", "mps", "cpu"),
+        help="Where images are embedded: auto picks CUDA (also ROCm builds), then Intel XPU, Apple MPS, CPU.",
+    )
+    dtype: str = _opt(
+        "auto",
+        parse=_choice("auto", "float16", "bfloat16", "float32"),
+        help="Image model precision: auto is float16 on a GPU and float32 on the CPU.",
+    )
+    text_dtype: str = _opt(
+        "int8",
+        parse=_choice("int8", "float32"),
+        help="Text model on the CPU: int8 (dynamic quantisation, ~4x faster) or float32.",
+    )
+    batch_size: int = _opt(
+        0,
+        parse=lambda v: _check_nonneg(int(v)),
+        help="Images per model batch; 0 picks 256 on a GPU and 16 on the CPU.",
+    )
+    workers: int = _opt(
+        0,
+        parse=lambda v: _check_nonneg(int(v)),
+        help="Decoding processes; 0 means one per CPU core.",
+    )
+    host: str = _opt("127.0.0.1", help="Address the web server listens on.")
+    port: int = _opt(3000, parse=_port, help="Port the web server listens on.")
+    cache_dir: Path = _opt(
+        factory=cache_home,
+        parse=lambda v: Path(v).expanduser(),
+        help="Cache directory (thumbnails), default $XDG_CACHE_HOME/image-search/.",
+    )
+    include: list[str] = _opt(
+        factory=list,
+        parse=_patterns,
+        metavar="GLOB",
+        help="Only index files whose path relative to its root matches one of these globs (comma-separated).",
+    )
+    exclude: list[str] = _opt(
+        factory=list,
+        parse=_patterns,
+        metavar="GLOB",
+        help="Skip files and folders whose path relative to its root matches one of these globs.",
+    )
+    follow_symlinks: bool = _opt(
+        False,
+        parse=_bool,
+        help="Follow symbolic links inside the picture folders (loops are detected).",
+    )
+    max_megapixels: float = _opt(
+        100.0,
+        parse=_positive(float),
+        help="Refuse images larger than this many megapixels (and decompression bombs); recorded as failed.",
+    )
+
+    @property
+    def password(self) -> str | None:
+        """The server password: from the environment/config, else the password file."""
+        if self.db_password:
+            return self.db_password
+        if self.db_password_file:
+            try:
+                return self.db_password_file.read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError(
+                    f"db_password_file {self.db_password_file}: cannot read it ({exc})"
+                ) from exc
+        return None
+
+
+def _check_nonneg(value: int) -> int:
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def options() -> list[dataclasses.Field[Any]]:
+    """The fields of :class:`Config`, in order: what the README documents and the CLI offers."""
+    return list(dataclasses.fields(Config))
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def default_config_file() -> Path:
+    return config_home() / "config.toml"
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Config:
+    """Merge defaults < TOML file < environment < CLI values into a :class:`Config`.
+
+    ``cli`` holds only the flags the user gave (``None`` values are ignored). A config file
+    named explicitly (flag or ``IMAGE_SEARCH_CONFIG``) must exist; the default one may not.
+    """
+    environ = os.environ if environ is None else environ
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    explicit = config_file or (
+        Path(environ["IMAGE_SEARCH_CONFIG"]) if environ.get("IMAGE_SEARCH_CONFIG") else None
+    )
+    path = explicit or default_config_file()
+    from_file: dict[str, Any] = {}
+    if explicit is not None or path.exists():
+        try:
+            from_file = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    known = {f.name for f in options()}
+    unknown = sorted(set(from_file) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+
+    values: dict[str, Any] = {}
+    for f in options():
+        parse = f.metadata["parse"]
+        for source, raw in (
+            (f"config file {path}", from_file.get(f.name)),
+            (f"environment {env_name(f.name)}", environ.get(env_name(f.name))),
+            (f"option --{f.name.replace('_', '-')}", cli.get(f.name)),
+        ):
+            if raw is None:
+                continue
+            try:
+                values[f.name] = parse(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{f.name} from {source}: {exc}") from None
+    return Config(**values)
