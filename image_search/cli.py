@@ -1,0 +1,322 @@
+"""``image-search``: the command line. Each command is a small async function over the core."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, load_config, options
+from .errors import UserError
+from .store import StoreError
+
+log = logging.getLogger("image_search")
+
+Command = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _config_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "configuration (flag > IMAGE_SEARCH_* environment > config file > default)"
+    )
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML config file (default $XDG_CONFIG_HOME/image-search/config.toml)",
+    )
+    for f in options():
+        if not f.metadata["cli"] or f.name == "roots":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            group.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=f.metadata["help"],
+            )
+        elif f.type in ("list[str]",):
+            group.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                action="append",
+                metavar=f.metadata["metavar"],
+                help=f.metadata["help"] + " Repeatable.",
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                metavar=f.metadata["metavar"] or f.name.upper(),
+                help=f.metadata["help"],
+            )
+    group.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = _config_parent()
+    parser = argparse.ArgumentParser(
+        prog="image-search", description="Semantic search over your own photos (CLIP + SurrealDB)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", parents=[parent], help="Index picture folders once (incremental).")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="Folders or files (default: the configured roots).",
+    )
+    p.add_argument("--force", action="store_true", help="Re-read every file, even unchanged ones.")
+    p.add_argument(
+        "--reembed",
+        action="store_true",
+        help="The database holds another model's vectors: drop them and embed everything with this model.",
+    )
+    p.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", parents=[parent], help="Search the index with text.")
+    p.add_argument("text", help="What to look for, e.g. 'a dog on a beach at sunset'.")
+    p.add_argument("--limit", type=int, default=20, help="How many results (default 20).")
+    p.add_argument("--json", action="store_true", help="JSON: a list of {path, score, id}.")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("status", parents=[parent], help="Counts, model, database location and failed files.")
+    p.add_argument("--json", action="store_true", help="Print JSON.")
+    p.set_defaults(run=cmd_status)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    values = {f.name: getattr(args, f.name, None) for f in options()}
+    if getattr(args, "paths", None):
+        values["roots"] = None  # paths given on the command line are handled by the command
+    return load_config(values, config_file=args.config)
+
+
+# -- index ----------------------------------------------------------------------------------
+
+
+class ProgressLine:
+    """One self-rewriting progress line on a terminal; periodic log lines elsewhere."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, progress: Any) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self.last < 10 and progress.done < progress.total:
+            return
+        self.last = now
+        eta = progress.eta
+        text = (
+            f"{progress.done}/{progress.total} files  {progress.rate:.1f} img/s  "
+            f"ETA {_duration(eta) if eta is not None else '?'}"
+        )
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            if progress.done >= progress.total:
+                self.stream.write("\n")
+            self.stream.flush()
+        else:
+            log.info("%s", text)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+async def cmd_index(config: Config, args: argparse.Namespace) -> int:
+    from .indexer import FileRef, Indexer, Summary
+    from .model import ImageEmbedder, ModelSource
+    from .scan import Filter, normalise_root, root_of, walk
+    from .store import Store
+
+    targets = [normalise_root(p) for p in args.paths] or [normalise_root(p) for p in config.roots]
+    if not targets:
+        raise UserError("no picture folders: give PATH arguments or set roots in the configuration")
+    configured = [normalise_root(p) for p in config.roots]
+    flt = Filter(config.include, config.exclude, config.follow_symlinks)
+    source = ModelSource(config.model)
+    embedder = ImageEmbedder(source, config.device, config.dtype)
+    total = Summary()
+    async with Store.from_config(config) as store:
+        await store.check_model(source.model_id, reembed=args.reembed)
+        embedder.load()
+        log.info(
+            "model %s on %s (%s)",
+            source.model_id,
+            embedder.device,
+            str(embedder.dtype).removeprefix("torch."),
+        )
+        async with Indexer(
+            store,
+            embedder,
+            workers=config.workers,
+            batch_size=config.batch_size,
+            max_megapixels=config.max_megapixels,
+            on_progress=ProgressLine(),
+        ) as indexer:
+            for target in targets:
+                path = Path(target)
+                if not path.exists():
+                    raise UserError(f"{target} does not exist")
+                root = root_of(target, configured) or (target if path.is_dir() else str(path.parent))
+                files = list(walk(target, flt)) if path.is_dir() else [target]
+                summary = await indexer.index([FileRef(f, root) for f in files], force=args.force)
+                if path.is_dir():
+                    summary.removed = await remove_missing(store, root, target, set(files))
+                total.add(summary)
+                total.seconds += summary.seconds
+    if args.json:
+        print(json.dumps(total.as_dict(), indent=2))
+    else:
+        rate = (total.indexed + total.reused) / total.seconds if total.seconds else 0.0
+        print(
+            f"indexed {total.indexed}, reused {total.reused} (same content elsewhere), "
+            f"unchanged {total.unchanged}, removed {total.removed}, failed {len(total.failed)} "
+            f"in {total.seconds:.1f} s ({rate:.1f} img/s)"
+        )
+        for failed_path, reason in total.failed:
+            print(f"  failed: {failed_path}: {reason}")
+    return 0
+
+
+async def remove_missing(store: Any, root: str, under: str, seen: set[str]) -> int:
+    """Drop rows under ``under`` whose files are gone (the folder itself is present)."""
+    import os
+
+    from .store import real_path
+
+    prefix = under.rstrip("/") + "/"
+    gone = []
+    for row in await store.rows_under(root):
+        path = real_path(row)
+        if path.startswith(prefix) and path not in seen and not os.path.lexists(path):
+            gone.append(row["id"].id)
+    await store.delete(gone)
+    return len(gone)
+
+
+# -- search ---------------------------------------------------------------------------------
+
+
+async def cmd_search(config: Config, args: argparse.Namespace) -> int:
+    from .model import ModelSource, TextEmbedder
+    from .store import Store, real_path
+    from .vectors import VectorIndex
+
+    source = ModelSource(config.model)
+    async with Store.from_config(config) as store:
+        stored = await store.stored_model()
+        if stored is not None and stored != source.model_id:
+            raise UserError(
+                f"the database was indexed with model {stored!r}, not {source.model_id!r}: "
+                f"search with --model {stored!r}, or re-index with `image-search index --reembed`"
+            )
+        keys, matrix = await store.load_embeddings(source.model_id)
+        index = VectorIndex.build(keys, matrix)
+        query = TextEmbedder(source, config.text_dtype).load().embed_texts([args.text])[0]
+        hits = index.search(query, max(args.limit, 0))
+        rows = await store.get([k for k, _ in hits])
+    results = [
+        {"path": real_path(rows[k]), "score": round(score, 4), "id": k} for k, score in hits if k in rows
+    ]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        if not results:
+            print("no results (is anything indexed? see `image-search status`)", file=sys.stderr)
+        for r in results:
+            print(f"{r['score']:.4f}  {r['path']}")
+    return 0
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+async def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from .store import Store, real_path
+
+    async with Store.from_config(config) as store:
+        counts = await store.counts()
+        model = await store.stored_model()
+        failures = await store.failures()
+        version = await store.schema_version()
+    status: dict[str, Any] = {
+        "indexed": counts.indexed,
+        "failed": counts.failed,
+        "offline": counts.offline,
+        "total": counts.total,
+        "model": model,
+        "configured_model": config.model,
+        "database": config.database_url,
+        "schema_version": version,
+        "failed_files": [{"path": real_path(f), "error": f["error"]} for f in failures],
+    }
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(f"database   {status['database']} (schema {version})")
+        print(f"model      {model or '(none yet)'}")
+        print(f"indexed    {counts.indexed}")
+        print(f"offline    {counts.offline}")
+        print(f"failed     {counts.failed}")
+        for f in status["failed_files"]:
+            print(f"  {f['path']}: {f['error']}")
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(args)
+        return asyncio.run(args.run(config, args))
+    except (UserError, ConfigError, StoreError) as exc:
+        print(f"image-search: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("image-search: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console entry point. Exits with ``os._exit`` once everything is closed: the embedded
+    SurrealDB engine (surrealdb-embedded 3.0.0b10) can abort with a Rust panic when its runtime
+    threads meet Python's interpreter finalisation (intermittently, exit status 134)."""
+    import os
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

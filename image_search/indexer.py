@@ -1,0 +1,263 @@
+"""Files on disk → committed rows: plan, decode in a process pool, embed in batches, write.
+
+* Decoding runs in worker processes with a bounded lookahead of futures, so the model never
+  waits for the CPU while the CPU can keep up, and memory stays bounded.
+* Every result travels with its own path from the worker to the row: a failed file becomes
+  a row with its reason and can never shift another file's embedding.
+* A file whose content hash already has an embedding of this model (a copy, a move seen as
+  delete + create, a touched file) reuses it without running the model.
+* Each batch is one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .imaging import Prepared, prepare
+from .model import ImageEmbedder, default_batch_size
+from .store import Store, from_bytes, image_key, now, path_fields, to_bytes
+
+log = logging.getLogger(__name__)
+
+PLAN_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str
+    root: str
+
+    @property
+    def key(self) -> str:
+        return image_key(self.path)
+
+
+@dataclass
+class Progress:
+    total: int = 0
+    done: int = 0
+    embedded: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.rate
+        return (self.total - self.done) / rate if rate > 0 else None
+
+
+@dataclass
+class Summary:
+    indexed: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, other: Summary) -> None:
+        self.indexed += other.indexed
+        self.reused += other.reused
+        self.unchanged += other.unchanged
+        self.removed += other.removed
+        self.failed.extend(other.failed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "indexed": self.indexed,
+            "reused": self.reused,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "failed": [{"path": p, "error": e} for p, e in self.failed],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def unchanged(row: dict[str, Any] | None, size: int, mtime_ns: int, model_id: str) -> bool:
+    """Whether a stored row still describes the file: same size and mtime, and either embedded
+    by this model or failed (a failed file is retried only when it changes)."""
+    if row is None or row["size"] != size or row["mtime_ns"] != mtime_ns:
+        return False
+    return row.get("model") == model_id or row.get("error") is not None
+
+
+class Indexer:
+    """Owns the decoding pool and the model thread; use as an async context manager."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: ImageEmbedder,
+        *,
+        workers: int = 0,
+        batch_size: int = 0,
+        max_megapixels: float = 100.0,
+        draft: bool = True,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.workers = workers or os.cpu_count() or 1
+        self.batch_size = batch_size or default_batch_size(embedder.device)
+        self.max_megapixels = max_megapixels
+        self.draft = draft
+        self.on_progress = on_progress
+        self.model_id = embedder.source.model_id
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.model_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        # Written rows' keys and vectors, for whoever keeps an in-memory index in step.
+        self.on_written: Callable[[list[str], np.ndarray, list[str]], None] | None = None
+
+    async def __aenter__(self) -> Indexer:
+        # forkserver/spawn: workers must not inherit torch's threads or the database handle.
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context(method)
+        )
+        self.model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.model_thread is not None:
+            self.model_thread.shutdown(wait=True)
+
+    async def plan(self, files: Sequence[FileRef], *, force: bool = False) -> tuple[list[FileRef], int]:
+        """The files that need work, and how many are unchanged since they were stored."""
+        todo: list[FileRef] = []
+        skipped = 0
+        for start in range(0, len(files), PLAN_CHUNK):
+            chunk = files[start : start + PLAN_CHUNK]
+            rows = {} if force else await self.store.get([f.key for f in chunk])
+            for ref in chunk:
+                try:
+                    st = os.stat(ref.path)
+                except OSError:
+                    todo.append(ref)  # prepare() records why it cannot be read
+                    continue
+                if unchanged(rows.get(ref.key), st.st_size, st.st_mtime_ns, self.model_id):
+                    skipped += 1
+                else:
+                    todo.append(ref)
+        return todo, skipped
+
+    async def index(self, files: Sequence[FileRef], *, force: bool = False) -> Summary:
+        """Index these files (incrementally unless ``force``); returns what happened."""
+        started = time.monotonic()
+        todo, skipped = await self.plan(files, force=force)
+        summary = Summary(unchanged=skipped)
+        progress = Progress(total=len(todo))
+        assert self.pool is not None, "use Indexer as an async context manager"
+        loop = asyncio.get_running_loop()
+        window = 2 * self.batch_size + 2 * self.workers
+        pending: deque[tuple[FileRef, asyncio.Future[Prepared]]] = deque()
+        queue = iter(todo)
+        crop = self.embedder.crop
+
+        def fill() -> None:
+            while len(pending) < window:
+                ref = next(queue, None)
+                if ref is None:
+                    return
+                future = self.pool.submit(prepare, ref.path, crop, self.max_megapixels, self.draft)  # type: ignore[union-attr]
+                pending.append((ref, asyncio.wrap_future(future, loop=loop)))
+
+        fill()
+        batch: list[tuple[FileRef, Prepared]] = []
+        try:
+            while pending:
+                ref, future = pending.popleft()
+                try:
+                    prepared = await future
+                except concurrent.futures.process.BrokenProcessPool:
+                    raise
+                except Exception as exc:  # pickling or a worker crash on this file alone
+                    prepared = Prepared(path=ref.path, size=0, mtime_ns=0, error=f"cannot decode: {exc}")
+                fill()
+                batch.append((ref, prepared))
+                if len(batch) >= self.batch_size or not pending:
+                    await self.commit(batch, summary)
+                    progress.done += len(batch)
+                    batch = []
+                    if self.on_progress:
+                        self.on_progress(progress)
+        finally:
+            for _, future in pending:
+                future.cancel()
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    async def commit(self, batch: Sequence[tuple[FileRef, Prepared]], summary: Summary) -> None:
+        """Embed what is new in one batch and write the whole batch in one transaction."""
+        good = [(ref, p) for ref, p in batch if p.error is None]
+        known = await self.store.embeddings_by_hash([p.hash for _, p in good if p.hash], self.model_id)
+        fresh: dict[str, int] = {}  # content hash → row in `pixels`, so a duplicate in-batch embeds once
+        pixels: list[np.ndarray] = []
+        for _, p in good:
+            if p.hash not in known and p.hash not in fresh:
+                fresh[p.hash] = len(pixels)  # type: ignore[index]
+                pixels.append(p.pixels)  # type: ignore[arg-type]
+        vectors = np.zeros((0, 0), dtype=np.float32)
+        if pixels:
+            assert self.model_thread is not None
+            vectors = await asyncio.get_running_loop().run_in_executor(
+                self.model_thread, self.embedder.embed_pixels, np.stack(pixels)
+            )
+        stamp = now()
+        rows: list[dict[str, Any]] = []
+        written: list[str] = []
+        written_vectors: list[np.ndarray] = []
+        failed: list[str] = []
+        for ref, p in batch:
+            row: dict[str, Any] = {
+                "key": ref.key,
+                **path_fields(ref.path),
+                "root": ref.root,
+                "size": p.size,
+                "mtime_ns": p.mtime_ns,
+                "hash": p.hash,
+                "width": p.width,
+                "height": p.height,
+                "taken_at": p.taken_at,
+                "format": p.format,
+                "indexed_at": stamp,
+                "embedding": None,
+                "model": None,
+                "error": p.error,
+                "offline": False,
+            }
+            if p.error is None:
+                if p.hash in known:
+                    blob = known[p.hash]  # type: ignore[index]
+                    summary.reused += 1
+                else:
+                    blob = to_bytes(vectors[fresh[p.hash]])  # type: ignore[index]
+                    summary.indexed += 1
+                row["embedding"], row["model"] = blob, self.model_id
+                written.append(ref.key)
+                written_vectors.append(from_bytes(blob).astype(np.float32))
+            else:
+                log.warning("skipping %s: %s", ref.path, p.error)
+                summary.failed.append((ref.path, p.error))
+                failed.append(ref.key)
+            rows.append(row)
+        await self.store.write(rows)
+        if self.on_written is not None:
+            matrix = np.stack(written_vectors) if written_vectors else np.zeros((0, 0), dtype=np.float32)
+            self.on_written(written, matrix, failed)

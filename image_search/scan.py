@@ -1,0 +1,85 @@
+"""Finding photos under the picture roots: extensions, hidden and partial files, globs, symlinks."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .imaging import is_candidate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which files under a root are photos to index."""
+
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    follow_symlinks: bool = False
+
+    def wants_dir(self, rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        return not name.startswith(".") and not self._excluded(rel)
+
+    def wants_file(self, rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        if not is_candidate(name) or self._excluded(rel):
+            return False
+        if any(part.startswith(".") for part in rel.split("/")[:-1]):
+            return False
+        return not self.include or any(fnmatch.fnmatch(rel, pat) for pat in self.include)
+
+    def _excluded(self, rel: str) -> bool:
+        return any(
+            fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pat) for pat in self.exclude
+        )
+
+
+def root_of(path: str, roots: Sequence[str]) -> str | None:
+    """The configured root that holds ``path`` (the deepest one), or None."""
+    best = None
+    for root in roots:
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            if best is None or len(root) > len(best):
+                best = root
+    return best
+
+
+def walk(root: str, flt: Filter) -> Iterator[str]:
+    """Every wanted file under ``root``, as absolute paths. Unreadable folders are logged and
+    skipped; with ``follow_symlinks`` each real folder is visited once, so loops end."""
+    seen: set[tuple[int, int]] = set()
+
+    def onerror(exc: OSError) -> None:
+        log.warning("skipping %s: %s", exc.filename, exc.strerror)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=flt.follow_symlinks):
+        if flt.follow_symlinks:
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                dirnames[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                log.warning("skipping %s: a symlink loop or a folder already visited", dirpath)
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = sorted(d for d in dirnames if flt.wants_dir(rel_dir + d))
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            if not flt.follow_symlinks and os.path.islink(full):
+                continue
+            if flt.wants_file(rel_dir + name):
+                yield full
+
+
+def normalise_root(path: str | os.PathLike[str]) -> str:
+    return str(Path(path).expanduser().absolute())
