@@ -1,0 +1,52 @@
+"""Benchmarks: pytest-benchmark, run with `scripts/dev bench` (see the README's table).
+
+Where the real weights are absent, the ViT-L/14 architecture is built with random weights
+from the config shipped in the package (same shapes and FLOPs); each benchmark says which in
+its extra_info.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from image_search.model import ModelSource
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running benchmark")
+    config.addinivalue_line("markers", "gpu: needs a GPU")
+
+
+@pytest.fixture(scope="session")
+def vit_l14() -> ModelSource:
+    """The real ViT-L/14 when cached locally (HF cache), else its architecture with random weights."""
+    from image_search.model import DEFAULT_MODEL
+
+    real = ModelSource(DEFAULT_MODEL)
+    try:
+        real.crop_spec()
+        return real
+    except Exception:
+        return ModelSource(random_weights=True)
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def unit_vectors(n: int, d: int = 768, seed: int = 0) -> np.ndarray:
+    m = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def bench_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench")

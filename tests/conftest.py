@@ -1,0 +1,143 @@
+"""Shared fixtures: a tiny real CLIP checkpoint, real photos, and real SurrealDB stores."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
+from image_search.store import Store
+from image_search.testing import build_tiny_clip
+
+WALLPAPER_DIRS = [Path("/usr/share/wallpapers"), Path("/usr/share/backgrounds")]
+# Real photos shipped by Debian's plasma-workspace-wallpapers, gnome-backgrounds, mate-backgrounds.
+REAL_PHOTOS = [
+    "/usr/share/backgrounds/mate/nature/GreenMeadow.jpg",
+    "/usr/share/backgrounds/mate/nature/YellowFlower.jpg",
+    "/usr/share/backgrounds/mate/abstract/Silk.png",
+    "/usr/share/backgrounds/gnome/grid-l.webp",
+    "/usr/share/wallpapers/Altai/contents/images/5120x2880.png",
+]
+
+
+def all_wallpapers() -> list[Path]:
+    found = []
+    for base in WALLPAPER_DIRS:
+        for path in sorted(base.rglob("*")):
+            if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"} and path.is_file():
+                found.append(path)
+    return found
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> list[Path]:
+    """A few real photos of each format; .ci/run installs the packages that ship them."""
+    missing = [p for p in REAL_PHOTOS if not Path(p).exists()]
+    if missing:
+        pytest.fail(
+            f"real test photos missing ({missing[0]}): apt-get install mate-backgrounds "
+            "gnome-backgrounds plasma-workspace-wallpapers"
+        )
+    jpegs = [
+        p for p in all_wallpapers() if p.suffix.lower() in {".jpg", ".jpeg"} and str(p) not in REAL_PHOTOS
+    ][:4]
+    return [Path(p) for p in REAL_PHOTOS] + jpegs
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("model") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tiny_model_dir: Path) -> ModelSource:
+    return ModelSource(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def image_embedder(tiny_source: ModelSource) -> ImageEmbedder:
+    return ImageEmbedder(tiny_source, "cpu").load()
+
+
+@pytest.fixture(scope="session")
+def text_embedder(tiny_source: ModelSource) -> TextEmbedder:
+    return TextEmbedder(tiny_source, "int8").load()
+
+
+REMOTE_URL = os.environ.get("IMAGE_SEARCH_TEST_SURREALDB_URL")
+
+
+@pytest.fixture(params=["mem", "surrealkv", "remote"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store test runs on both embedded engines, and on a SurrealDB server when
+    IMAGE_SEARCH_TEST_SURREALDB_URL (with ..._USER and ..._PASSWORD, default root/root) is set."""
+    if request.param == "remote":
+        if not REMOTE_URL:
+            pytest.skip("no SurrealDB server: set IMAGE_SEARCH_TEST_SURREALDB_URL to test ws:// mode")
+        return REMOTE_URL
+    return "mem://" if request.param == "mem" else f"surrealkv://{tmp_path / 'db'}"
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    if db_url == REMOTE_URL:
+        user = os.environ.get("IMAGE_SEARCH_TEST_SURREALDB_USER", "root")
+        password = os.environ.get("IMAGE_SEARCH_TEST_SURREALDB_PASSWORD", "root")
+        database = f"test_{uuid.uuid4().hex}"  # each test its own database on the shared server
+        async with Store(db_url, "image_search_test", database, user, password) as s:
+            yield s
+            await s.query(f"REMOVE DATABASE {database}")
+        return
+    async with Store(db_url) as s:
+        yield s
+
+
+@pytest.fixture
+def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home for config, data and cache, so nothing of the user's is read or written."""
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    for name in list(os.environ):
+        if name.startswith("IMAGE_SEARCH_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def make_photo(
+    path: Path, size: tuple[int, int] = (640, 480), *, seed: int = 0, fmt: str | None = None, **save: object
+) -> Path:
+    """A photo-like picture (smooth gradients plus noise) that differs by seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack(
+        [
+            (x / w) * 255 * rng.random(),
+            (y / h) * 255 * rng.random(),
+            ((x + y) / (w + h)) * 255 * rng.random(),
+        ],
+        axis=-1,
+    )
+    noise = rng.normal(0, 20, size=(h, w, 3))
+    array = np.clip(base + noise, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt, **save)
+    return path
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path, real_photos: list[Path]) -> Iterator[Path]:
+    """A folder of real photos in subfolders, as a user's picture folder looks."""
+    root = tmp_path / "Pictures"
+    for i, src in enumerate(real_photos):
+        dest = root / ("holiday" if i % 2 else "home") / f"{i:02d}-{src.name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    yield root

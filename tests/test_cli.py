@@ -1,0 +1,132 @@
+"""The command line end to end, as a user runs it: real photos, the embedded database, JSON out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .conftest import make_photo
+
+
+def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "image_search", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def env(xdg: Path, tiny_model_dir: Path) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SEARCH_")}
+    environ.update(
+        XDG_DATA_HOME=str(xdg / "data"),
+        XDG_CONFIG_HOME=str(xdg / "config"),
+        XDG_CACHE_HOME=str(xdg / "cache"),
+        IMAGE_SEARCH_MODEL=str(tiny_model_dir),
+        IMAGE_SEARCH_WORKERS="2",
+    )
+    return environ
+
+
+def test_index_search_status_on_real_photos(photo_dir: Path, env: dict[str, str], xdg: Path) -> None:
+    upright = Image.open(make_photo(photo_dir / "phone" / "portrait.jpg", (400, 300)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.save(photo_dir / "phone" / "rotated.jpg", exif=exif)
+    (photo_dir / "phone" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (photo_dir / ".thumbnails").mkdir()
+    make_photo(photo_dir / ".thumbnails" / "hidden.jpg")
+    photos = [p for p in photo_dir.rglob("*.*") if ".thumbnails" not in p.parts and p.name != "broken.jpg"]
+
+    first = cli("index", str(photo_dir), "--json", env=env)
+    summary = json.loads(first.stdout)
+    assert summary["indexed"] + summary["reused"] == len(photos)
+    assert [Path(f["path"]).name for f in summary["failed"]] == ["broken.jpg"]
+    assert (xdg / "data" / "image-search" / "db").is_dir()  # the default place, under XDG_DATA_HOME
+
+    again = json.loads(cli("index", str(photo_dir), "--json", env=env).stdout)
+    assert again["unchanged"] == len(photos) + 1 and again["indexed"] == 0
+
+    results = json.loads(cli("search", "a photo of a beach", "--limit", "5", "--json", env=env).stdout)
+    assert len(results) == 5
+    assert all({"path", "score", "id"} <= set(r) for r in results)
+    assert all(Path(r["path"]) in photos for r in results)
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+
+    status = json.loads(cli("status", "--json", env=env).stdout)
+    assert status["indexed"] == len(photos)
+    assert status["failed"] == 1 and status["failed_files"][0]["path"].endswith("broken.jpg")
+    assert (
+        "not an image" in status["failed_files"][0]["error"] or "cannot" in status["failed_files"][0]["error"]
+    )
+
+    # A deleted photo leaves the index on the next run.
+    photos[0].unlink()
+    removed = json.loads(cli("index", str(photo_dir), "--json", env=env).stdout)
+    assert removed["removed"] == 1
+    assert json.loads(cli("status", "--json", env=env).stdout)["indexed"] == len(photos) - 1
+
+
+def test_text_output_and_progress(photo_dir: Path, env: dict[str, str]) -> None:
+    out = cli("index", str(photo_dir), env=env)
+    assert "indexed" in out.stdout and "img/s" in out.stdout
+    text = cli("search", "mountain", "--limit", "2", env=env).stdout.splitlines()
+    assert len(text) == 2 and all(line.split("  ", 1)[1].startswith(str(photo_dir)) for line in text)
+
+
+def test_model_change_is_refused_with_advice(photo_dir: Path, env: dict[str, str], tmp_path: Path) -> None:
+    from image_search.testing import build_tiny_clip
+
+    cli("index", str(photo_dir), env=env)
+    other = build_tiny_clip(tmp_path / "other-model", seed=7)
+    refused = cli("index", str(photo_dir), "--model", str(other), env=env, check=False)
+    assert refused.returncode == 1
+    assert "--reembed" in refused.stderr and "Traceback" not in refused.stderr
+    search = cli("search", "dog", "--model", str(other), env=env, check=False)
+    assert search.returncode == 1 and "--reembed" in search.stderr
+    redone = json.loads(
+        cli("index", str(photo_dir), "--model", str(other), "--reembed", "--json", env=env).stdout
+    )
+    assert redone["indexed"] + redone["reused"] == len(list(photo_dir.rglob("*.*")))
+
+
+def test_missing_model_is_a_clear_error_without_traceback(
+    photo_dir: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    env = dict(env, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    env.pop("IMAGE_SEARCH_MODEL")
+    proc = cli("index", str(photo_dir), env=env, check=False)
+    assert proc.returncode == 1
+    assert "not in the Hugging Face cache" in proc.stderr and "--model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_usage_errors(env: dict[str, str], tmp_path: Path) -> None:
+    proc = cli("index", str(tmp_path / "nowhere"), env=env, check=False)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+    proc = cli("index", env=env, check=False)
+    assert proc.returncode == 1 and "no picture folders" in proc.stderr
+    proc = cli("status", "--port", "99999", env=env, check=False)
+    assert proc.returncode == 2 and "port" in proc.stderr
+
+
+def test_include_and_exclude(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "pics"
+    make_photo(root / "keep" / "a.jpg")
+    make_photo(root / "raw" / "b.jpg", seed=1)
+    make_photo(root / "keep" / "c.png", seed=2)
+    out = json.loads(
+        cli("index", str(root), "--exclude", "raw", "--include", "*.jpg", "--json", env=env).stdout
+    )
+    assert out["indexed"] == 1
+    shutil.rmtree(root)

@@ -1,0 +1,126 @@
+"""The model module: loading like the real model, errors, devices, text and image embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPModel
+
+from image_search.model import (
+    ImageEmbedder,
+    ModelSource,
+    ModelUnavailable,
+    TextEmbedder,
+    pick_device,
+    pick_dtype,
+)
+
+
+def test_towers_equal_the_full_clip_model(
+    tiny_model_dir: Path, image_embedder: ImageEmbedder, real_photos: list[Path]
+) -> None:
+    """The separately loaded towers give what CLIPModel.get_*_features gives (transformers 5
+    returns an output object there: the projected vector is its pooler_output)."""
+    full = CLIPModel.from_pretrained(tiny_model_dir).eval()
+    text = TextEmbedder(ModelSource(str(tiny_model_dir)), "float32").load()
+    tokens = text.tokenizer(["a photo of a dog"], return_tensors="pt")
+    with torch.inference_mode():
+        ref_text = full.get_text_features(**tokens).pooler_output
+        pixels = image_embedder.normalise_pixels(torch.zeros(1, 224, 224, 3, dtype=torch.uint8))
+        ref_image = full.get_image_features(pixel_values=pixels).pooler_output
+    ours_text = text.embed_texts(["a photo of a dog"])
+    ours_image = image_embedder.embed_pixels(np.zeros((1, 224, 224, 3), dtype=np.uint8))
+    assert np.allclose(ours_text, torch.nn.functional.normalize(ref_text, dim=-1).numpy(), atol=1e-5)
+    assert np.allclose(ours_image, torch.nn.functional.normalize(ref_image, dim=-1).numpy(), atol=1e-5)
+
+
+def test_embeddings_are_unit_vectors(
+    image_embedder: ImageEmbedder, text_embedder: TextEmbedder, real_photos: list[Path]
+) -> None:
+    images = [Image.open(p) for p in real_photos[:3]]
+    vectors = image_embedder.embed_images(images)
+    assert vectors.shape == (3, image_embedder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    texts = text_embedder.embed_texts(["beach", "a mountain at sunset"])
+    assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+
+
+def test_long_query_is_truncated_not_refused(text_embedder: TextEmbedder) -> None:
+    long = " ".join(["mountain"] * 2000)
+    vector = text_embedder.embed_texts([long])
+    assert vector.shape == (1, text_embedder.dim)
+    assert np.allclose(vector, text_embedder.embed_texts([" ".join(["mountain"] * 200)]), atol=1e-6)
+
+
+def test_int8_text_is_close_to_float32(tiny_source: ModelSource, text_embedder: TextEmbedder) -> None:
+    fp32 = TextEmbedder(tiny_source, "float32").load()
+    queries = ["a photo of a dog", "the city at night", "sunset beach"]
+    cos = (fp32.embed_texts(queries) * text_embedder.embed_texts(queries)).sum(axis=1)
+    assert cos.min() >= 0.99, cos
+
+
+def test_uncached_hub_model_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants as hub
+
+    # huggingface_hub reads HF_HUB_OFFLINE and its cache paths at import: set what it read.
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = ModelSource("openai/clip-vit-large-patch14")
+    with pytest.raises(ModelUnavailable) as info:
+        ImageEmbedder(source, "cpu").load()
+    message = str(info.value)
+    assert "not in the Hugging Face cache" in message and "--model" in message
+
+
+def test_broken_local_directory_is_named(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelUnavailable, match=str(tmp_path)):
+        TextEmbedder(ModelSource(str(tmp_path))).load()
+
+
+def test_model_id_names_the_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from image_search.testing import build_tiny_clip
+
+    same = ModelSource(str(tiny_model_dir)).model_id
+    assert same == ModelSource(str(tiny_model_dir)).model_id
+    other = build_tiny_clip(tmp_path / "tiny-clip", seed=1)
+    assert ModelSource(str(other)).model_id != same
+    assert ModelSource("openai/clip-vit-large-patch14").model_id == "openai/clip-vit-large-patch14"
+
+
+def test_random_weights_have_vit_l14_shapes() -> None:
+    config = ModelSource(random_weights=True).random_config()
+    v, t = config.vision_config, config.text_config
+    assert (v.hidden_size, v.num_hidden_layers, v.patch_size, v.image_size) == (1024, 24, 14, 224)
+    assert (t.hidden_size, t.num_hidden_layers, t.vocab_size, config.projection_dim) == (768, 12, 49408, 768)
+
+
+@pytest.mark.slow
+def test_random_text_tower_has_vit_l14_parameter_count() -> None:
+    text = TextEmbedder(ModelSource(random_weights=True), "float32").load()
+    assert abs(sum(p.numel() for p in text.model.parameters()) / 1e6 - 123.65) < 0.1
+    assert text.embed_texts(["a dog"]).shape == (1, 768)
+
+
+def test_device_and_dtype_choice() -> None:
+    assert pick_device("cpu").type == "cpu"
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+    assert pick_dtype(torch.device("cuda")) == torch.float16
+    assert pick_dtype(torch.device("cuda"), "bfloat16") == torch.bfloat16
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelUnavailable, match="not available"):
+            pick_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA or ROCm GPU")
+def test_gpu_embeddings_match_cpu(tiny_source: ModelSource, image_embedder: ImageEmbedder) -> None:
+    gpu = ImageEmbedder(tiny_source, "cuda", "float16").load()
+    pixels = np.random.default_rng(0).integers(0, 255, (4, 224, 224, 3), dtype=np.uint8)
+    cos = (gpu.embed_pixels(pixels) * image_embedder.embed_pixels(pixels)).sum(axis=1)
+    assert cos.min() > 0.99
