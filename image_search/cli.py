@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     p.set_defaults(run=cmd_index)
 
+    p = sub.add_parser(
+        "daemon", parents=[parent], help="Watch the picture folders and keep the index equal to them."
+    )
+    p.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="Folders to watch, besides the configured roots."
+    )
+    p.set_defaults(run=cmd_daemon)
+
     p = sub.add_parser("search", parents=[parent], help="Search the index with text.")
     p.add_argument("text", help="What to look for, e.g. 'a dog on a beach at sunset'.")
     p.add_argument("--limit", type=int, default=20, help="How many results (default 20).")
@@ -102,9 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    values = {f.name: getattr(args, f.name, None) for f in options()}
-    if getattr(args, "paths", None):
-        values["roots"] = None  # paths given on the command line are handled by the command
+    # PATH arguments are not the roots option: each command decides how they combine with it.
+    values = {f.name: getattr(args, f.name, None) for f in options() if f.name != "roots"}
     return load_config(values, config_file=args.config)
 
 
@@ -215,6 +222,29 @@ async def remove_missing(store: Any, root: str, under: str, seen: set[str]) -> i
     return len(gone)
 
 
+# -- daemon ---------------------------------------------------------------------------------
+
+
+def all_roots(config: Config, args: argparse.Namespace) -> list[str]:
+    """The configured roots and the PATH arguments, each once."""
+    from .scan import normalise_root
+
+    roots = [normalise_root(p) for p in [*config.roots, *(getattr(args, "paths", None) or [])]]
+    roots = list(dict.fromkeys(roots))
+    if not roots:
+        raise UserError("no picture folders: give PATH arguments or set roots in the configuration")
+    return roots
+
+
+async def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
+    from image_search.daemon import Daemon
+
+    async with Daemon(config, all_roots(config, args), handle_signals=True) as daemon:
+        await daemon.run()
+    log.info("stopped")
+    return 0
+
+
 # -- search ---------------------------------------------------------------------------------
 
 
@@ -287,13 +317,29 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
 # -- entry point ----------------------------------------------------------------------------
 
 
+def setup_logging(verbose: bool) -> None:
+    """journald under systemd (with the systemd extra), else plain lines on stderr."""
+    level = logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler | None = None
+    try:
+        from image_search.daemon.notify import journald_handler
+
+        handler = journald_handler()
+    except ImportError:
+        handler = None
+    if handler is not None:
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+    for noisy in ("apscheduler", "watchdog", "PIL", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     try:
         config = config_from_args(args)
         return asyncio.run(args.run(config, args))

@@ -196,6 +196,26 @@ class Config:
         parse=_bool,
         help="Follow symbolic links inside the picture folders (loops are detected).",
     )
+    settle: float = _opt(
+        2.0,
+        parse=_positive(float),
+        help="Seconds a new or changed file's size and mtime must stay unchanged before it is indexed.",
+    )
+    reconcile_interval: float = _opt(
+        6.0,
+        parse=lambda v: _check_nonneg(float(v)),
+        help="Hours between full reconcile scans of every root (0 turns them off; SIGHUP runs one now).",
+    )
+    compile: bool = _opt(
+        False,
+        parse=_bool,
+        help="torch.compile the image model (faster batches on a GPU after a warm-up).",
+    )
+    gpu_decode: str = _opt(
+        "auto",
+        parse=_choice("auto", "on", "off"),
+        help="Decode JPEGs on a CUDA GPU (nvJPEG) beside the CPU workers: auto uses it when available.",
+    )
     max_megapixels: float = _opt(
         100.0,
         parse=_positive(float),
@@ -217,7 +237,7 @@ class Config:
         return None
 
 
-def _check_nonneg(value: int) -> int:
+def _check_nonneg(value: Any) -> Any:
     if value < 0:
         raise ValueError(f"must be 0 or more, got {value}")
     return value

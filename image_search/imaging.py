@@ -69,6 +69,7 @@ class Prepared:
     taken_at: dt.datetime | None = None
     pixels: np.ndarray | None = None
     error: str | None = None
+    vanished: bool = False  # the file no longer exists: nothing to record
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:
@@ -184,6 +185,8 @@ def prepare(path: str, spec: CropSpec, max_megapixels: float, draft: bool = True
     in ``error``, so one file cannot disturb another's result."""
     try:
         st = os.stat(path)
+    except FileNotFoundError:
+        return Prepared(path=path, size=0, mtime_ns=0, error="file no longer exists", vanished=True)
     except OSError as exc:
         return Prepared(path=path, size=0, mtime_ns=0, error=f"cannot stat: {exc.strerror or exc}")
     result = Prepared(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)

@@ -102,7 +102,7 @@ class Indexer:
     def __init__(
         self,
         store: Store,
-        embedder: ImageEmbedder,
+        embedder: ImageEmbedder | Sequence[ImageEmbedder],
         *,
         workers: int = 0,
         batch_size: int = 0,
@@ -111,16 +111,19 @@ class Indexer:
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.store = store
-        self.embedder = embedder
+        # One embedder per device; batches run on them concurrently, one model thread each.
+        self.embedders = [embedder] if isinstance(embedder, ImageEmbedder) else list(embedder)
+        self.embedder = self.embedders[0]
         self.workers = workers or os.cpu_count() or 1
-        self.batch_size = batch_size or default_batch_size(embedder.device)
+        self.batch_size = batch_size or default_batch_size(self.embedder.device)
         self.max_megapixels = max_megapixels
         self.draft = draft
         self.on_progress = on_progress
-        self.model_id = embedder.source.model_id
+        self.model_id = self.embedder.source.model_id
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self.model_thread: concurrent.futures.ThreadPoolExecutor | None = None
-        # Written rows' keys and vectors, for whoever keeps an in-memory index in step.
+        self.model_threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self._free: asyncio.Queue[ImageEmbedder] | None = None
+        # Written rows' keys and vectors, and keys removed, for whoever keeps an index in step.
         self.on_written: Callable[[list[str], np.ndarray, list[str]], None] | None = None
 
     async def __aenter__(self) -> Indexer:
@@ -129,14 +132,21 @@ class Indexer:
         self.pool = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context(method)
         )
-        self.model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._free = asyncio.Queue()
+        for embedder in self.embedders:
+            self.model_threads[id(embedder)] = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"model-{embedder.device}"
+            )
+            self._free.put_nowait(embedder)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.model_thread is not None:
-            self.model_thread.shutdown(wait=True)
+        for thread in self.model_threads.values():
+            # A batch in flight is abandoned, not awaited (a CPU batch can take seconds): its
+            # rows were never written, and shutdown must finish within systemd's stop timeout.
+            thread.shutdown(wait=False, cancel_futures=True)
 
     async def plan(self, files: Sequence[FileRef], *, force: bool = False) -> tuple[list[FileRef], int]:
         """The files that need work, and how many are unchanged since they were stored."""
@@ -180,6 +190,19 @@ class Indexer:
 
         fill()
         batch: list[tuple[FileRef, Prepared]] = []
+        # As many batches in flight as there are devices; a batch's rows are written whole.
+        in_flight: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(len(self.embedders))
+
+        async def run(chunk: list[tuple[FileRef, Prepared]]) -> None:
+            try:
+                await self.commit(chunk, summary)
+            finally:
+                slots.release()
+            progress.done += len(chunk)
+            if self.on_progress:
+                self.on_progress(progress)
+
         try:
             while pending:
                 ref, future = pending.popleft()
@@ -192,19 +215,27 @@ class Indexer:
                 fill()
                 batch.append((ref, prepared))
                 if len(batch) >= self.batch_size or not pending:
-                    await self.commit(batch, summary)
-                    progress.done += len(batch)
+                    await slots.acquire()
+                    task = asyncio.create_task(run(batch))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
                     batch = []
-                    if self.on_progress:
-                        self.on_progress(progress)
+                    for done in [t for t in in_flight if t.done()]:
+                        done.result()
+            if in_flight:
+                await asyncio.gather(*in_flight)
         finally:
             for _, future in pending:
                 future.cancel()
+            for task in in_flight:
+                task.cancel()
         summary.seconds = time.monotonic() - started
         return summary
 
     async def commit(self, batch: Sequence[tuple[FileRef, Prepared]], summary: Summary) -> None:
         """Embed what is new in one batch and write the whole batch in one transaction."""
+        vanished = [ref for ref, p in batch if p.vanished]
+        batch = [(ref, p) for ref, p in batch if not p.vanished]
         good = [(ref, p) for ref, p in batch if p.error is None]
         known = await self.store.embeddings_by_hash([p.hash for _, p in good if p.hash], self.model_id)
         fresh: dict[str, int] = {}  # content hash → row in `pixels`, so a duplicate in-batch embeds once
@@ -215,10 +246,14 @@ class Indexer:
                 pixels.append(p.pixels)  # type: ignore[arg-type]
         vectors = np.zeros((0, 0), dtype=np.float32)
         if pixels:
-            assert self.model_thread is not None
-            vectors = await asyncio.get_running_loop().run_in_executor(
-                self.model_thread, self.embedder.embed_pixels, np.stack(pixels)
-            )
+            assert self._free is not None, "use Indexer as an async context manager"
+            embedder = await self._free.get()
+            try:
+                vectors = await asyncio.get_running_loop().run_in_executor(
+                    self.model_threads[id(embedder)], embedder.embed_pixels, np.stack(pixels)
+                )
+            finally:
+                self._free.put_nowait(embedder)
         stamp = now()
         rows: list[dict[str, Any]] = []
         written: list[str] = []
@@ -258,6 +293,9 @@ class Indexer:
                 failed.append(ref.key)
             rows.append(row)
         await self.store.write(rows)
+        if vanished:  # deleted while queued: no row, not a failure
+            await self.store.delete([ref.key for ref in vanished])
+            failed.extend(ref.key for ref in vanished)
         if self.on_written is not None:
             matrix = np.stack(written_vectors) if written_vectors else np.zeros((0, 0), dtype=np.float32)
             self.on_written(written, matrix, failed)

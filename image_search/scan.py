@@ -27,10 +27,12 @@ class Filter:
         return not name.startswith(".") and not self._excluded(rel)
 
     def wants_file(self, rel: str) -> bool:
-        name = rel.rsplit("/", 1)[-1]
-        if not is_candidate(name) or self._excluded(rel):
+        """A file is wanted when its name is a photo's and neither it nor a folder above it is
+        hidden or excluded (events arrive for single paths, not through :func:`walk`)."""
+        parts = rel.split("/")
+        if not is_candidate(parts[-1]) or self._excluded(rel):
             return False
-        if any(part.startswith(".") for part in rel.split("/")[:-1]):
+        if not all(self.wants_dir("/".join(parts[: i + 1])) for i in range(len(parts) - 1)):
             return False
         return not self.include or any(fnmatch.fnmatch(rel, pat) for pat in self.include)
 

@@ -57,7 +57,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # Every column but the embedding: what listings and the indexer's plan read.
 FACTS = (
-    "id, path, path_bytes, root, size, mtime_ns, hash, width, height, taken_at, format, model, error, offline"
+    "id, path, path_bytes, root, size, mtime_ns, hash, width, height, taken_at, format, model, error, "
+    "offline, indexed_at"
 )
 
 
@@ -354,6 +355,46 @@ class Store:
                 "SET size = $u[1], mtime_ns = $u[2], offline = false RETURN NONE; }; COMMIT TRANSACTION;",
                 {"updates": [list(u) for u in updates]},
             )
+
+    async def rows_with_prefix(self, root: str, prefix: str) -> list[dict[str, Any]]:
+        """Rows of ``root`` whose path starts with ``prefix`` (a folder, with its trailing slash)."""
+        return await self.first(
+            f"SELECT {FACTS} FROM image WHERE root = $r AND string::starts_with(path, $p)",
+            {"r": root, "p": prefix},
+        )
+
+    async def move(self, moves: Sequence[tuple[str, str, str]]) -> list[str]:
+        """Rename rows (old path → new path, new root) keeping their embeddings, in one transaction.
+
+        Returns the old paths that had no row (the caller indexes their new paths as new files).
+        """
+        if not moves:
+            return []
+        old_ids = [record_id(image_key(old)) for old, _, _ in moves]
+        rows = await self.first(f"SELECT {FACTS}, embedding FROM $ids", {"ids": old_ids})
+        by_key = {row["id"].id: row for row in rows}
+        fresh, missing = [], []
+        for old, new, root in moves:
+            row = by_key.get(image_key(old))
+            if row is None:
+                missing.append(old)
+                continue
+            moved = {name: row.get(name) for name in ROW_FIELDS}
+            moved.update(path_fields(new), root=root, id=record_id(image_key(new)), offline=False)
+            fresh.append(moved)
+        await self.query(
+            "BEGIN TRANSACTION; DELETE $old RETURN NONE; "
+            f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; COMMIT TRANSACTION;",
+            {"old": [record_id(row["id"].id) for row in rows], "rows": fresh},
+        )
+        return missing
+
+    async def hashes_in_use(self, hashes: Iterable[str | None]) -> set[str]:
+        wanted = sorted({h for h in hashes if h})
+        if not wanted:
+            return set()
+        rows = await self.first("SELECT VALUE hash FROM image WHERE hash IN $h", {"h": wanted})
+        return set(rows)
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:

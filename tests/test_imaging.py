@@ -131,7 +131,7 @@ def test_bad_files_give_reasons_not_exceptions(tmp_path: Path) -> None:
         truncated: "cannot decode",
         empty: "empty file",
         text: "not an image",
-        tmp_path / "gone.jpg": "cannot stat",
+        tmp_path / "gone.jpg": "no longer exists",
     }
     for path, reason in cases.items():
         prepared = prepare(str(path), SPEC, 100)

@@ -1,0 +1,61 @@
+"""Thumbnails on disk under the cache directory, keyed by content hash (moves keep them)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from PIL import Image
+
+from .imaging import CropSpec, decode_rgb, open_checked
+
+SIZES = (128, 256, 512, 1024)
+DEFAULT_SIZE = 256
+FORMATS = {"webp": ("WEBP", "image/webp"), "jpeg": ("JPEG", "image/jpeg")}
+
+
+class Thumbnails:
+    def __init__(self, cache_dir: Path) -> None:
+        self.root = cache_dir / "thumbs"
+
+    def path(self, content_hash: str, size: int, fmt: str) -> Path:
+        return self.root / content_hash[:2] / f"{content_hash}-{size}.{fmt}"
+
+    def get(
+        self,
+        source: str,
+        content_hash: str,
+        size: int = DEFAULT_SIZE,
+        fmt: str = "webp",
+        max_megapixels: float = 100.0,
+    ) -> Path:
+        """The thumbnail file, made on first use (atomically: a crash leaves no half file)."""
+        target = self.path(content_hash, size, fmt)
+        if target.exists():
+            return target
+        with open_checked(source, max_megapixels) as image:
+            rgb = decode_rgb(
+                image, CropSpec(shortest_edge=size // 2, crop_height=size // 2, crop_width=size // 2)
+            )
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        pil_format, _ = FORMATS[fmt]
+        rgb.save(buffer, pil_format, quality=82)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, target)
+        return target
+
+    def forget(self, hashes: Iterable[str | None]) -> int:
+        """Delete every cached size and format of these contents."""
+        removed = 0
+        for content_hash in hashes:
+            if not content_hash:
+                continue
+            for path in self.root.glob(f"{content_hash[:2]}/{content_hash}-*"):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -1,0 +1,1 @@
+"""The web server and page (installed as ``image_search.webui``)."""
