@@ -105,6 +105,7 @@ class Daemon:
         embedders: Sequence[ImageEmbedder] | None = None,
         notifier: Notifier | None = None,
         handle_signals: bool = False,
+        announce_ready: bool = True,
     ) -> None:
         self.config = config
         self.roots = [normalise_root(r) for r in roots]
@@ -115,6 +116,7 @@ class Daemon:
         self.embedders = list(embedders) if embedders else None
         self.notifier = notifier or Notifier()
         self.handle_signals = handle_signals
+        self.announce_ready = announce_ready  # `serve` says READY itself, once the web server listens
         self.thumbs = Thumbnails(config.cache_dir)
         self.status = DaemonStatus()
         self.settler = Settler(config.settle)
@@ -129,8 +131,9 @@ class Daemon:
         self._stack = contextlib.AsyncExitStack()
         self.indexer: Indexer | None = None
         self.watcher: Watcher | None = None
-        # For whoever keeps an in-memory search index in step (the web server under `serve`).
-        self.on_written: Callable[[list[str], np.ndarray, list[str]], None] | None = None
+        # For whoever keeps an in-memory search index in step (the web server under `serve`):
+        # rows written with their facts and vectors, and keys removed.
+        self.on_written: Callable[[list[dict[str, Any]], np.ndarray], None] | None = None
         self.on_removed: Callable[[list[str]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -196,7 +199,8 @@ class Daemon:
             task = asyncio.create_task(coro, name=f"daemon-{name}")
             self._stack.push_async_callback(_cancel, task)
         self.status.state = "watching"
-        self.notifier.ready(self.status.line())
+        if self.announce_ready:
+            self.notifier.ready(self.status.line())
         log.info("watching %s", ", ".join(self.roots))
 
     async def run(self) -> None:
@@ -335,9 +339,11 @@ class Daemon:
         self.last_progress = time.monotonic()
         self._rate_window.append((self.last_progress, progress.done))
 
-    def _written(self, keys: list[str], vectors: np.ndarray, removed: list[str]) -> None:
-        if self.on_written is not None:
-            self.on_written(keys, vectors, removed)
+    def _written(self, rows: list[dict[str, Any]], vectors: np.ndarray, removed: list[str]) -> None:
+        if removed and self.on_removed is not None:
+            self.on_removed(removed)
+        if rows and self.on_written is not None:
+            self.on_written(rows, vectors)
 
     async def _removed(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -400,13 +406,20 @@ class Daemon:
         """Moved rows keep their vectors under new keys: tell the in-memory index."""
         if self.on_removed is not None:
             self.on_removed([image_key(p) for p in old_paths])
-        rows = await self.store.first(
-            "SELECT id, embedding FROM $ids WHERE embedding != NONE",
+        await self._announce(
+            "SELECT * FROM $ids WHERE embedding != NONE",
             {"ids": [record_id(image_key(p)) for p in new_paths]},
         )
-        if rows and self.on_written is not None:
+
+    async def _announce(self, sql: str, params: dict[str, Any]) -> None:
+        if self.on_written is None:
+            return
+        rows = await self.store.first(sql, params)
+        if rows:
+            for row in rows:
+                row["key"] = row["id"].id
             vectors = np.stack([from_bytes(r["embedding"]).astype(np.float32) for r in rows])
-            self.on_written([r["id"].id for r in rows], vectors, [])
+            self.on_written(rows, vectors)
 
     # -- reconcile and roots -----------------------------------------------------------------
 
@@ -464,17 +477,11 @@ class Daemon:
             log.info("picture folder %s is back: %d photos online", root, changed)
             if self.watcher:
                 self.watcher.start(root)
-            if self.on_written is not None and changed:
-                rows = await self.store.first(
-                    "SELECT id, embedding FROM image WHERE root = $r AND embedding != NONE AND model = $m",
+            if changed:
+                await self._announce(
+                    "SELECT * FROM image WHERE root = $r AND embedding != NONE AND model = $m",
                     {"r": root, "m": self.source.model_id},
                 )
-                if rows:
-                    self.on_written(
-                        [r["id"].id for r in rows],
-                        np.stack([from_bytes(r["embedding"]).astype(np.float32) for r in rows]),
-                        [],
-                    )
         self.status.offline_roots = sorted(self.offline)
 
     async def _watch_roots(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -96,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", type=Path, metavar="PATH", help="Folders to watch, besides the configured roots."
     )
     p.set_defaults(run=cmd_daemon)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[parent],
+        help="The daemon and the web UI in one process over one database (the usual way on one machine).",
+    )
+    p.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="Folders to watch, besides the configured roots."
+    )
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser(
+        "web", parents=[parent], help="The web UI alone, against a SurrealDB server a daemon elsewhere fills."
+    )
+    p.set_defaults(run=cmd_web)
 
     p = sub.add_parser("search", parents=[parent], help="Search the index with text.")
     p.add_argument("text", help="What to look for, e.g. 'a dog on a beach at sunset'.")
@@ -242,6 +258,74 @@ async def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     async with Daemon(config, all_roots(config, args), handle_signals=True) as daemon:
         await daemon.run()
     log.info("stopped")
+    return 0
+
+
+# -- serve and web ---------------------------------------------------------------------------
+
+
+async def _listen(app: Any, config: Config) -> Any:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UserError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    log.info(
+        "web UI at http://%s:%d/", config.host if ":" not in config.host else f"[{config.host}]", config.port
+    )
+    return runner
+
+
+async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from image_search.daemon import Daemon
+    from image_search.daemon.notify import Notifier
+    from image_search.webui import create_app
+
+    from .store import Store
+
+    roots = all_roots(config, args)
+    notifier = Notifier()
+    async with Store.from_config(config) as store:
+        daemon = Daemon(
+            config, roots, store=store, notifier=notifier, handle_signals=True, announce_ready=False
+        )
+        runner = await _listen(create_app(config, store=store, daemon=daemon), config)
+        try:
+            async with daemon:
+                notifier.ready(f"serving http://{config.host}:{config.port}/; {daemon.status.line()}")
+                await daemon.run()
+        finally:
+            await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+async def cmd_web(config: Config, args: argparse.Namespace) -> int:
+    import signal
+
+    from image_search.daemon.notify import Notifier
+    from image_search.webui import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
+    runner = await _listen(create_app(config), config)
+    try:
+        notifier.ready(f"serving http://{config.host}:{config.port}/")
+        while not stop.is_set():
+            notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), notifier.watchdog_interval or 30)
+        notifier.stopping()
+    finally:
+        await runner.cleanup()
     return 0
 
 

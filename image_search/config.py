@@ -174,6 +174,13 @@ class Config:
     )
     host: str = _opt("127.0.0.1", help="Address the web server listens on.")
     port: int = _opt(3000, parse=_port, help="Port the web server listens on.")
+    token: str | None = _opt(
+        None,
+        cli=False,
+        secret=True,
+        help="Access token for the web server. Required when it listens beyond loopback; generated and "
+        "printed once if unset. Environment or config file only.",
+    )
     cache_dir: Path = _opt(
         factory=cache_home,
         parse=lambda v: Path(v).expanduser(),

@@ -123,8 +123,9 @@ class Indexer:
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.model_threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
         self._free: asyncio.Queue[ImageEmbedder] | None = None
-        # Written rows' keys and vectors, and keys removed, for whoever keeps an index in step.
-        self.on_written: Callable[[list[str], np.ndarray, list[str]], None] | None = None
+        # Rows written with embeddings (their facts and vectors) and keys removed, for whoever
+        # keeps an in-memory index in step.
+        self.on_written: Callable[[list[dict[str, Any]], np.ndarray, list[str]], None] | None = None
 
     async def __aenter__(self) -> Indexer:
         # forkserver/spawn: workers must not inherit torch's threads or the database handle.
@@ -256,7 +257,7 @@ class Indexer:
                 self._free.put_nowait(embedder)
         stamp = now()
         rows: list[dict[str, Any]] = []
-        written: list[str] = []
+        written: list[dict[str, Any]] = []
         written_vectors: list[np.ndarray] = []
         failed: list[str] = []
         for ref, p in batch:
@@ -285,7 +286,7 @@ class Indexer:
                     blob = to_bytes(vectors[fresh[p.hash]])  # type: ignore[index]
                     summary.indexed += 1
                 row["embedding"], row["model"] = blob, self.model_id
-                written.append(ref.key)
+                written.append(row)
                 written_vectors.append(from_bytes(blob).astype(np.float32))
             else:
                 log.warning("skipping %s: %s", ref.path, p.error)

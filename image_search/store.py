@@ -80,6 +80,8 @@ ROW_FIELDS = (
     "offline",
 )
 _REPLACE = ", ".join(f"{name} = $input.{name}" for name in ROW_FIELDS)
+# In every write transaction: lets a web server elsewhere notice changes by reading one record.
+BUMP = "UPSERT meta:changes SET seq += 1 RETURN NONE;"
 
 
 class StoreError(RuntimeError):
@@ -267,7 +269,7 @@ class Store:
             "BEGIN TRANSACTION;"
             "UPDATE image SET embedding = NONE, model = NONE, hash = NONE, mtime_ns = -1 "
             "WHERE model != NONE AND model != $m RETURN NONE;"
-            "UPSERT meta:model MERGE {name: $m}; COMMIT TRANSACTION;",
+            f"UPSERT meta:model MERGE {{name: $m}}; {BUMP} COMMIT TRANSACTION;",
             {"m": model_id},
         )
 
@@ -343,18 +345,9 @@ class Store:
         ]
         await self.query(
             f"BEGIN TRANSACTION; INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
-            "COMMIT TRANSACTION;",
+            f"{BUMP} COMMIT TRANSACTION;",
             {"rows": content},
         )
-
-    async def touch(self, updates: Sequence[tuple[str, int, int]]) -> None:
-        """New size and mtime for rows whose content is unchanged (same hash)."""
-        if updates:
-            await self.query(
-                "BEGIN TRANSACTION; FOR $u IN $updates { UPDATE type::record('image', $u[0]) "
-                "SET size = $u[1], mtime_ns = $u[2], offline = false RETURN NONE; }; COMMIT TRANSACTION;",
-                {"updates": [list(u) for u in updates]},
-            )
 
     async def rows_with_prefix(self, root: str, prefix: str) -> list[dict[str, Any]]:
         """Rows of ``root`` whose path starts with ``prefix`` (a folder, with its trailing slash)."""
@@ -380,11 +373,14 @@ class Store:
                 missing.append(old)
                 continue
             moved = {name: row.get(name) for name in ROW_FIELDS}
-            moved.update(path_fields(new), root=root, id=record_id(image_key(new)), offline=False)
+            moved.update(
+                path_fields(new), root=root, id=record_id(image_key(new)), offline=False, indexed_at=now()
+            )
             fresh.append(moved)
         await self.query(
             "BEGIN TRANSACTION; DELETE $old RETURN NONE; "
-            f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; COMMIT TRANSACTION;",
+            f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
+            f"{BUMP} COMMIT TRANSACTION;",
             {"old": [record_id(row["id"].id) for row in rows], "rows": fresh},
         )
         return missing
@@ -398,14 +394,25 @@ class Store:
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
-            await self.query("DELETE $ids RETURN NONE", {"ids": [record_id(k) for k in keys]})
+            await self.query(
+                f"BEGIN TRANSACTION; DELETE $ids RETURN NONE; {BUMP} COMMIT TRANSACTION;",
+                {"ids": [record_id(k) for k in keys]},
+            )
 
     async def set_offline(self, root: str, offline: bool) -> int:
-        rows = await self.first(
-            "UPDATE image SET offline = $o WHERE root = $r AND offline != $o RETURN VALUE id",
-            {"r": root, "o": offline},
-        )
+        rows = (
+            await self.query(
+                "BEGIN TRANSACTION; UPDATE image SET offline = $o WHERE root = $r AND offline != $o "
+                f"RETURN VALUE id; {BUMP} COMMIT TRANSACTION;",
+                {"r": root, "o": offline},
+            )
+        )[1]
         return len(rows)
+
+    async def change_seq(self) -> int:
+        """A counter every write transaction increments: cheap to poll for 'anything new?'."""
+        row = await self.first("SELECT * FROM ONLY meta:changes")
+        return int(row["seq"]) if row else 0
 
     async def set_status(self, name: str, status: dict[str, Any]) -> None:
         await self.query("UPSERT type::record('status', $n) CONTENT $s RETURN NONE", {"n": name, "s": status})

@@ -28,6 +28,13 @@ class VectorIndex:
     def __contains__(self, key: object) -> bool:
         return key in self._pos
 
+    @property
+    def keys(self) -> list[str]:
+        return self._keys
+
+    def position(self, key: str) -> int | None:
+        return self._pos.get(key)
+
     @classmethod
     def build(cls, keys: Sequence[str], matrix: np.ndarray) -> VectorIndex:
         index = cls(matrix.shape[1] if matrix.size else 0)

@@ -162,3 +162,25 @@ async def test_status_record_round_trips(store: Store) -> None:
     await store.set_status("daemon", {"queue": 3, "rate": 1.5})
     got = await store.get_status("daemon")
     assert got["queue"] == 3 and got["rate"] == 1.5
+
+
+async def test_every_write_bumps_the_change_counter(store: Store) -> None:
+    start = await store.change_seq()
+    await store.write([row("/pics/a.jpg", unit(1))])
+    await store.move([("/pics/a.jpg", "/pics/b.jpg", "/pics")])
+    await store.set_offline("/pics", True)
+    await store.delete([image_key("/pics/b.jpg")])
+    assert await store.change_seq() == start + 4
+
+
+async def test_move_keeps_the_embedding_under_the_new_path(store: Store) -> None:
+    await store.write([row("/pics/a.jpg", unit(1))])
+    missing = await store.move(
+        [("/pics/a.jpg", "/pics/sub/a.jpg", "/pics"), ("/pics/none.jpg", "/pics/x.jpg", "/pics")]
+    )
+    assert missing == ["/pics/none.jpg"]
+    assert await store.get([image_key("/pics/a.jpg")]) == {}
+    moved = await store.get_one(image_key("/pics/sub/a.jpg"), embedding=True)
+    assert (
+        moved is not None and moved["path"] == "/pics/sub/a.jpg" and moved["embedding"] == to_bytes(unit(1))
+    )

@@ -1,0 +1,122 @@
+"""Query vectors from text and judged images: pure functions of arrays, no I/O.
+
+``refine_query`` is Rocchio's relevance feedback on the unit sphere. Each part is normalised
+before the parts are combined: the text vector, the mean direction of the liked images and the
+mean direction of the rejected ones. (The prototype averaged a unit text vector with raw image
+vectors, so a few liked images drowned the text.)
+
+Default weights were measured with ``benchmarks/test_refine.py``: a simulated user on clustered
+unit vectors who likes what belongs to the wanted cluster and rejects near misses. Precision@24
+after two rounds went from 0.68 (text alone) to 0.996 with text 1.0, liked 2.0, rejected 0.75,
+on a plateau (liked 2-3, rejected 0.75-1.0, all ≥ 0.992). Liked images count double the text
+because a short query names the subject but not the style or mood the user is ticking; a rejected
+weight as large as the liked one collapses precision when the liked weight is low (0.31 at
+0.5/1.5), so it stays below.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+TEXT_WEIGHT = 1.0
+LIKED_WEIGHT = 2.0
+REJECTED_WEIGHT = 0.75
+
+_EPS = 1e-8
+
+
+class EmptyQuery(ValueError):
+    """Nothing to search for: no text and no judged images."""
+
+
+def _unit(vector: np.ndarray) -> np.ndarray | None:
+    norm = float(np.linalg.norm(vector))
+    return None if norm < _EPS else vector / norm
+
+
+def _direction(rows: np.ndarray | Sequence[np.ndarray] | None) -> np.ndarray | None:
+    """The mean direction of some vectors (each normalised first), or None."""
+    if rows is None:
+        return None
+    matrix = np.asarray(rows, dtype=np.float32)
+    if matrix.size == 0:
+        return None
+    matrix = matrix.reshape(-1, matrix.shape[-1])
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    keep = norms[:, 0] > _EPS
+    if not keep.any():
+        return None
+    return _unit((matrix[keep] / norms[keep]).mean(axis=0))
+
+
+def refine_query(
+    text: np.ndarray | None,
+    positives: np.ndarray | Sequence[np.ndarray] | None = None,
+    negatives: np.ndarray | Sequence[np.ndarray] | None = None,
+    *,
+    text_weight: float = TEXT_WEIGHT,
+    liked_weight: float = LIKED_WEIGHT,
+    rejected_weight: float = REJECTED_WEIGHT,
+) -> np.ndarray:
+    """The unit query vector for one round.
+
+    ``text``: a unit vector or None (a round may have no text). ``positives`` and ``negatives``:
+    arrays of shape (n, d), possibly empty. Liked images pull the query towards their mean
+    direction, rejected ones push it away. Duplicates simply count twice in the mean.
+    Raises :class:`EmptyQuery` when there is nothing to search for.
+    """
+    parts: list[np.ndarray] = []
+    t = None if text is None else _unit(np.asarray(text, dtype=np.float32).reshape(-1))
+    p = _direction(positives)
+    n = _direction(negatives)
+    if t is not None and text_weight:
+        parts.append(text_weight * t)
+    if p is not None and liked_weight:
+        parts.append(liked_weight * p)
+    if n is not None and rejected_weight:
+        parts.append(-rejected_weight * n)
+    if not parts:
+        raise EmptyQuery("nothing to search for: give text, liked images or an image")
+    query = _unit(np.sum(parts, axis=0))
+    if query is None:  # the parts cancel exactly (say, the same image liked and rejected)
+        raise EmptyQuery("the liked and rejected images cancel out: change the selection")
+    return query.astype(np.float32)
+
+
+_TERM = re.compile(r"^\s*(?:(?P<weight>\d+(?:\.\d+)?)\s*:\s*)?(?P<text>.*?)\s*$")
+_SPLIT = re.compile(r"(?:^|\s)([+-])\s+")
+
+
+def parse_query(query: str) -> list[tuple[float, str]]:
+    """``"beach + sunset - people"`` → ``[(1, "beach"), (1, "sunset"), (-1, "people")]``;
+    ``"2:dog + cat"`` → ``[(2, "dog"), (1, "cat")]``.
+
+    Operators count only with a space after them (and before, unless first), so
+    "black-and-white" and "a +1 phone" stay one term. Empty terms are dropped.
+    """
+    pieces = _SPLIT.split(" " + query if query[:1] in "+-" else query)
+    terms: list[tuple[float, str]] = []
+    sign = 1.0
+    for i, piece in enumerate(pieces):
+        if i % 2 == 1:
+            sign = -1.0 if piece == "-" else 1.0
+            continue
+        match = _TERM.match(piece)
+        if not match or not match.group("text"):
+            continue
+        weight = float(match.group("weight")) if match.group("weight") else 1.0
+        terms.append((sign * weight, match.group("text")))
+    return terms
+
+
+def text_vector(query: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndarray | None:
+    """The unit vector of a query with arithmetic: the weighted sum of its terms' embeddings."""
+    terms = parse_query(query)
+    if not terms:
+        return None
+    vectors = embed([text for _, text in terms])
+    weights = np.array([w for w, _ in terms], dtype=np.float32)[:, None]
+    return _unit((weights * vectors).sum(axis=0))

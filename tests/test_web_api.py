@@ -1,0 +1,326 @@
+"""The web API through the real app factory and real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
+from PIL import Image
+
+from image_search.config import load_config
+from image_search.indexer import FileRef, Indexer
+from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.scan import Filter, walk
+from image_search.store import Store, image_key
+from image_search.webui import create_app
+
+from .conftest import make_photo
+
+
+def dated(path: Path, when: str, seed: int) -> Path:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = when
+    return make_photo(path, (320, 240), seed=seed, exif=exif)
+
+
+@pytest.fixture
+async def library(
+    tmp_path: Path, photo_dir: Path, image_embedder: ImageEmbedder
+) -> AsyncIterator[tuple[Store, Path]]:
+    dated(photo_dir / "2019" / "summer.jpg", "2019:07:01 12:00:00", 1)
+    dated(photo_dir / "2021" / "winter.jpg", "2021:01:15 09:00:00", 2)
+    make_photo(photo_dir / "2021" / "plain.png", seed=3)
+    async with Store("mem://") as store:
+        await store.check_model(image_embedder.source.model_id)
+        files = [FileRef(p, str(photo_dir)) for p in walk(str(photo_dir), Filter())]
+        async with Indexer(store, image_embedder, workers=2, batch_size=8) as indexer:
+            await indexer.index(files)
+        yield store, photo_dir
+
+
+def app_config(tmp_path: Path, model_dir: Path, **extra: object):
+    return load_config(
+        {"model": str(model_dir), "cache_dir": str(tmp_path / "cache"), "database_url": "mem://", **extra}
+    )
+
+
+@pytest.fixture
+async def client(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> AsyncIterator[TestClient]:
+    store, _ = library
+    app = create_app(
+        app_config(tmp_path, tiny_model_dir), store=store, text_embedder=text_embedder, follow_interval=0.2
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+async def search(client: TestClient, **body: object) -> dict:
+    response = await client.post("/api/search", json=body)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_health_and_status(client: TestClient, library: tuple[Store, Path]) -> None:
+    assert (await (await client.get("/api/health")).json()) == {"status": "ok"}
+    status = await (await client.get("/api/status")).json()
+    total = len(list(library[1].rglob("*.*")))
+    assert status["indexed"] == total and status["queue"] == 0 and status["searchable"] == total
+
+
+async def test_text_search_contract_and_pagination(client: TestClient) -> None:
+    page = await search(client, text="a photo of a dog on the beach", limit=5)
+    results = page["results"]
+    assert len(results) == 5
+    for r in results:
+        assert {"id", "score", "path", "thumbnail", "taken_at", "width", "height"} <= set(r)
+        assert not r["path"].startswith("/")  # relative to its root
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    rest = await search(client, text="a photo of a dog on the beach", limit=5, offset=5)
+    everything = await search(client, text="a photo of a dog on the beach", limit=10)
+    assert [r["id"] for r in everything["results"]] == [r["id"] for r in results + rest["results"]]
+
+
+async def test_refine_moves_results_and_keeps_judged_out(client: TestClient) -> None:
+    first = (await search(client, text="mountain", limit=12))["results"]
+    liked = [r["id"] for r in first[6:9]]
+    rejected = [first[0]["id"]]
+    second = (await search(client, text="mountain", liked=liked, rejected=rejected, limit=12))["results"]
+    ids = [r["id"] for r in second]
+    assert not set(ids) & set(liked + rejected)
+    assert ids != [r["id"] for r in first if r["id"] not in liked + rejected][: len(ids)]
+    no_text = (await search(client, liked=liked, limit=3))["results"]
+    assert len(no_text) == 3
+
+
+async def test_query_arithmetic_is_reported(client: TestClient) -> None:
+    page = await search(client, text="beach + sunset - people", limit=3)
+    assert page["terms"] == [
+        {"weight": 1.0, "text": "beach"},
+        {"weight": 1.0, "text": "sunset"},
+        {"weight": -1.0, "text": "people"},
+    ]
+
+
+async def test_filters_sort_and_min_score(client: TestClient, library: tuple[Store, Path]) -> None:
+    root = str(library[1])
+    in_2021 = (await search(client, text="photo", limit=50, filters={"root": root, "folder": "2021"}))[
+        "results"
+    ]
+    assert {r["path"] for r in in_2021} == {"2021/winter.jpg", "2021/plain.png"}
+    dated_range = (
+        await search(
+            client, text="photo", limit=50, filters={"taken_from": "2019-01-01", "taken_to": "2019-12-31"}
+        )
+    )["results"]
+    assert [r["path"] for r in dated_range] == ["2019/summer.jpg"]
+    pngs = (await search(client, text="photo", limit=50, filters={"formats": ["png"]}))["results"]
+    assert pngs and all(r["format"] == "PNG" for r in pngs)
+    by_date = (await search(client, text="photo", limit=50, sort="date"))["results"]
+    stamps = [r["taken_at"] for r in by_date]
+    assert stamps == sorted(stamps, reverse=True)
+    top = (await search(client, text="photo", limit=50))["results"]
+    cut = top[2]["score"]
+    assert all(
+        r["score"] >= cut for r in (await search(client, text="photo", limit=50, min_score=cut))["results"]
+    )
+
+
+async def test_more_like_this(
+    client: TestClient, image_embedder: ImageEmbedder, library: tuple[Store, Path]
+) -> None:
+    anchor = (await search(client, text="photo", limit=1))["results"][0]
+    response = await client.post(f"/api/images/{anchor['id']}/similar", json={"limit": 3})
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert anchor["id"] not in [r["id"] for r in results]
+    keys, matrix = await library[0].load_embeddings(image_embedder.source.model_id)
+    vectors = matrix.astype(np.float32)
+    me = vectors[keys.index(anchor["id"])]
+    order = [keys[i] for i in np.argsort(-(vectors @ me)) if keys[i] != anchor["id"]]
+    assert [r["id"] for r in results] == order[:3]
+
+
+async def test_upload_a_picture_as_the_query(client: TestClient, library: tuple[Store, Path]) -> None:
+    photo = library[1] / "2019" / "summer.jpg"
+    form = FormData()
+    form.add_field("query", '{"limit": 3}', content_type="application/json")
+    form.add_field("image", photo.read_bytes(), filename="summer.jpg", content_type="image/jpeg")
+    response = await client.post("/api/search", data=form)
+    assert response.status == 200, await response.text()
+    results = (await response.json())["results"]
+    assert results[0]["id"] == image_key(str(photo)) and results[0]["score"] > 0.99
+
+
+async def test_upload_errors(client: TestClient) -> None:
+    form = FormData()
+    form.add_field("image", b"definitely not a picture", filename="x.jpg", content_type="image/jpeg")
+    response = await client.post("/api/search", data=form)
+    assert response.status == 415 and "not a usable image" in (await response.json())["error"]
+    big = FormData()
+    big.add_field(
+        "image", io.BytesIO(b"\0" * (21 * 1024 * 1024)), filename="big.jpg", content_type="image/jpeg"
+    )
+    response = await client.post("/api/search", data=big)
+    assert response.status == 413
+    empty = FormData(default_to_multipart=True)
+    empty.add_field("query", "{}")
+    assert (await client.post("/api/search", data=empty)).status == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b'{"text": 5}', 400, "text must be"),
+        (b'{"text": "x", "limit": "ten"}', 400, "limit"),
+        (b'{"text": "x", "limit": 100000}', 400, "limit"),
+        (b'{"text": "x", "liked": "abc"}', 400, "liked"),
+        (b'{"text": "x", "sort": "random"}', 400, "sort"),
+        (b'{"text": "x", "filters": {"taken_from": "yesterday"}}', 400, "taken_from"),
+        (b'{"text": ""}', 400, "nothing to search for"),
+        (b'{"liked": ["0123456789abcdef0123456789abcdef"]}', 404, "unknown image id"),
+    ],
+)
+async def test_bad_search_input(client: TestClient, body: bytes, status: int, message: str) -> None:
+    response = await client.post("/api/search", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == status
+    assert message in (await response.json())["error"]
+
+
+async def test_long_and_unicode_queries(client: TestClient) -> None:
+    assert len((await search(client, text="sunset " * 1500, limit=2))["results"]) == 2
+    assert len((await search(client, text="日没のビーチ 🌅", limit=2))["results"]) == 2
+
+
+async def test_image_by_id(client: TestClient, library: tuple[Store, Path]) -> None:
+    photo = library[1] / "2021" / "plain.png"
+    response = await client.get(f"/api/images/{image_key(str(photo))}")
+    assert response.status == 200 and response.content_type == "image/png"
+    assert await response.read() == photo.read_bytes()
+    meta = await (await client.get(f"/api/images/{image_key(str(photo))}/meta")).json()
+    assert meta["path"] == "2021/plain.png"
+    for bad in ("0" * 32, "nothing", "..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd"):
+        response = await client.get(f"/api/images/{bad}")
+        assert response.status == 404, bad
+
+
+async def test_thumbnails_are_cached_with_etags(
+    client: TestClient, library: tuple[Store, Path], tmp_path: Path
+) -> None:
+    key = image_key(str(library[1] / "2019" / "summer.jpg"))
+    response = await client.get(f"/api/images/{key}/thumbnail")
+    assert response.status == 200 and response.content_type == "image/webp"
+    etag = response.headers["ETag"]
+    assert "max-age" in response.headers["Cache-Control"]
+    image = Image.open(io.BytesIO(await response.read()))
+    assert max(image.size) == 256
+    assert list((tmp_path / "cache" / "thumbs").rglob("*-256.webp"))
+    again = await client.get(f"/api/images/{key}/thumbnail", headers={"If-None-Match": etag})
+    assert again.status == 304
+    large = await client.get(f"/api/images/{key}/thumbnail?size=1024&format=jpeg")
+    assert large.status == 200 and large.content_type == "image/jpeg"
+    assert (await client.get(f"/api/images/{key}/thumbnail?size=5000")).status == 400
+    assert (await client.get(f"/api/images/{key}/thumbnail?format=gif")).status == 400
+
+
+async def test_cross_site_and_wrong_host_are_refused(client: TestClient) -> None:
+    evil = await client.post("/api/search", json={"text": "x"}, headers={"Origin": "http://evil.example"})
+    assert evil.status == 403
+    form_post = await client.post(
+        "/api/search", data=b"text=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert form_post.status == 415
+    rebinding = await client.get("/api/status", headers={"Host": "attacker.example:3000"})
+    assert rebinding.status == 403
+    same_site = await client.post(
+        "/api/search", json={"text": "x"}, headers={"Origin": f"http://{client.host}:{client.port}"}
+    )
+    assert same_site.status == 200
+
+
+async def test_token_required_beyond_loopback(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    config = app_config(tmp_path, tiny_model_dir, host="0.0.0.0")
+    config.token = "s3cret-token"
+    app = create_app(config, store=library[0], text_embedder=text_embedder)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        assert (await c.get("/api/health")).status == 200
+        for method, url in (
+            ("GET", "/api/status"),
+            ("POST", "/api/search"),
+            ("GET", "/api/folders"),
+            ("GET", f"/api/images/{'0' * 32}"),
+            ("GET", f"/api/images/{'0' * 32}/thumbnail"),
+        ):
+            response = await c.request(method, url, json={"text": "x"})
+            assert response.status == 401, url
+        ok = await c.get("/api/status", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status == 200
+        wrong = await c.get("/api/status", headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 401
+        login = await c.get("/?token=s3cret-token", allow_redirects=False)
+        assert login.status == 302 and "HttpOnly" in login.headers["Set-Cookie"]
+        assert (await c.get("/api/status")).status == 200  # the cookie now
+
+
+async def test_generated_token_is_printed_once(
+    library: tuple[Store, Path],
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    text_embedder: TextEmbedder,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    create_app(
+        app_config(tmp_path, tiny_model_dir, host="0.0.0.0"), store=library[0], text_embedder=text_embedder
+    )
+    out = capsys.readouterr().out
+    assert out.count("access token") == 1 and "?token=" in out
+
+
+async def test_web_follows_the_store(
+    client: TestClient, library: tuple[Store, Path], image_embedder: ImageEmbedder
+) -> None:
+    """Under `image-search web` the daemon is another process: new, moved and deleted images
+    appear within 2 s through the store's change counter."""
+    store, root = library
+    new = make_photo(root / "new" / "fresh.jpg", seed=77)
+    async with Indexer(store, image_embedder, workers=1, batch_size=4) as indexer:
+        await indexer.index([FileRef(str(new), str(root))])
+    key = image_key(str(new))
+
+    async def visible(expected: bool) -> None:
+        for _ in range(40):
+            page = await search(client, text="photo", limit=200)
+            if (key in [r["id"] for r in page["results"]]) == expected:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{key} visible={not expected} after 2 s")
+
+    await visible(True)
+    moved = root / "new" / "moved.jpg"
+    shutil.move(new, moved)
+    await store.move([(str(new), str(moved), str(root))])
+    key = image_key(str(moved))
+    await visible(True)
+    await store.delete([key])
+    await visible(False)
+
+
+async def test_page_is_served(client: TestClient) -> None:
+    page = await client.get("/")
+    assert page.status == 200 and "Content-Security-Policy" in page.headers
+    html = await page.text()
+    assert 'id="grid"' in html and "/static/app.js" in html
+    assert (await client.get("/static/app.js")).status == 200

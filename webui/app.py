@@ -1,0 +1,281 @@
+"""``create_app(config)``: the aiohttp application. No module globals: every shared object lives
+under a typed ``web.AppKey`` and is created and closed by a cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from image_search.config import Config
+from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
+from image_search.refine import text_vector
+from image_search.store import Store
+from image_search.thumbs import Thumbnails
+
+from .library import Library, follow_store
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+TOKEN_COOKIE = "image_search_token"
+MAX_UPLOAD = 20 * 1024 * 1024
+TEXT_CACHE = 512
+
+
+class Queries:
+    """Text → unit vector on the CPU, in an executor the app owns, with an LRU cache."""
+
+    def __init__(self, embedder: TextEmbedder, executor: concurrent.futures.Executor) -> None:
+        self.embedder = embedder
+        self.executor = executor
+        self.cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+
+    async def vector(self, text: str) -> np.ndarray | None:
+        key = " ".join(text.split())
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        loop = asyncio.get_running_loop()
+        vector = await loop.run_in_executor(self.executor, text_vector, key, self.embedder.embed_texts)
+        self.cache[key] = vector
+        if len(self.cache) > TEXT_CACHE:
+            self.cache.popitem(last=False)
+        return vector
+
+
+class ImageQueries:
+    """Uploaded pictures → vectors: on the daemon's model thread under ``serve`` (once it runs),
+    else on a CPU image tower loaded at first use."""
+
+    def __init__(self, source: ModelSource, daemon: Any = None) -> None:
+        self.source = source
+        self.daemon = daemon
+        self._lock = asyncio.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._embedder: ImageEmbedder | None = None
+
+    async def embed(self, image: Any) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        indexer = getattr(self.daemon, "indexer", None)
+        if indexer is not None:
+            embedder = indexer.embedder
+            vectors = await loop.run_in_executor(
+                indexer.model_threads[id(embedder)], embedder.embed_images, [image]
+            )
+            return vectors[0]
+        async with self._lock:
+            if self._embedder is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="upload-model")
+                self._embedder = await loop.run_in_executor(self._executor, self._load)
+        vectors = await loop.run_in_executor(self._executor, self._embedder.embed_images, [image])
+        return vectors[0]
+
+    def _load(self) -> ImageEmbedder:
+        return ImageEmbedder(self.source, "cpu").load()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Security:
+    """Who may call what. Loopback without a token unless one is configured; anywhere else the
+    token is required on every API and image route (only health answers without it)."""
+
+    def __init__(self, config: Config) -> None:
+        self.host = config.host
+        self.token = config.token
+        self.loopback = _is_loopback(config.host)
+        if not self.loopback and not self.token:
+            self.token = secrets.token_urlsafe(24)
+            # Printed once, on purpose: the only way to learn a generated token.
+            print(
+                f"image-search: access token for http://{config.host}:{config.port}/ is {self.token}\n"
+                f"  open http://{config.host}:{config.port}/?token={self.token} once in your browser",
+                flush=True,
+            )
+
+    @property
+    def required(self) -> bool:
+        return bool(self.token)
+
+    def authorised(self, request: web.Request) -> bool:
+        if not self.token:
+            return True
+        given = request.cookies.get(TOKEN_COOKIE) or ""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[7:]
+        return secrets.compare_digest(given.encode(), self.token.encode())
+
+    def host_allowed(self, request: web.Request) -> bool:
+        """Without a token only loopback names may be in Host: a DNS-rebinding page gets nothing."""
+        if self.token:
+            return True
+        name = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+        return name in {"localhost", "127.0.0.1", "::1"} or _is_loopback(name) or name == self.host
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+LIBRARY = web.AppKey("library", Library)
+QUERIES = web.AppKey("queries", Queries)
+IMAGES = web.AppKey("image_queries", ImageQueries)
+THUMBS = web.AppKey("thumbs", Thumbnails)
+THUMB_EXECUTOR = web.AppKey("thumb_executor", concurrent.futures.ThreadPoolExecutor)
+SECURITY = web.AppKey("security", Security)
+DAEMON = web.AppKey("daemon", object)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure is JSON with a message a person understands; bad input is never a 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return json_error(exc.status, message or exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal error: see the server log")
+
+
+@web.middleware
+async def guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    security = request.app[SECURITY]
+    if request.path == "/api/health":
+        return await handler(request)
+    if not security.host_allowed(request):
+        return json_error(403, "this Host is not allowed; open image-search at http://127.0.0.1")
+    if request.path == "/" and "token" in request.query and security.token:
+        if not secrets.compare_digest(request.query["token"].encode(), security.token.encode()):
+            return json_error(401, "wrong token")
+        response = web.HTTPFound("/")
+        response.set_cookie(
+            TOKEN_COOKIE, security.token, httponly=True, samesite="Strict", max_age=400 * 86400
+        )
+        raise response
+    protected = request.path.startswith("/api/")
+    if protected and not security.authorised(request):
+        return json_error(401, "a token is required: open the address the server printed, with ?token=")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.split("://", 1)[-1].rstrip("/") != request.host:
+            return json_error(403, "cross-site request refused")
+        if request.content_type not in ("application/json", "multipart/form-data"):
+            return json_error(415, "send JSON (Content-Type: application/json)")
+    return await handler(request)
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    text_embedder: TextEmbedder | None = None,
+    daemon: Any = None,
+    follow_interval: float = 1.0,
+) -> web.Application:
+    """The web application. ``store`` and ``text_embedder`` may be given (shared or prebuilt);
+    ``daemon`` (under ``serve``) keeps the library in step directly, otherwise the app polls the
+    store for changes."""
+    from . import api
+
+    app = web.Application(middlewares=[errors, guard], client_max_size=MAX_UPLOAD)
+    app[CONFIG] = config
+    app[SECURITY] = Security(config)
+    app[THUMBS] = Thumbnails(config.cache_dir)
+    source = ModelSource(config.model)
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        if store is not None:
+            app[STORE] = store
+            yield
+            return
+        own = Store.from_config(config)
+        await own.open()
+        app[STORE] = own
+        yield
+        await own.close()
+
+    async def model_ctx(app: web.Application) -> AsyncIterator[None]:
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="text-model")
+        loop = asyncio.get_running_loop()
+        embedder = text_embedder
+        if embedder is None:
+            embedder = await loop.run_in_executor(executor, TextEmbedder(source, config.text_dtype).load)
+        await loop.run_in_executor(executor, embedder.embed_texts, ["warm up"])
+        app[QUERIES] = Queries(embedder, executor)
+        app[IMAGES] = ImageQueries(source, daemon)
+        yield
+        app[IMAGES].close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    async def library_ctx(app: web.Application) -> AsyncIterator[None]:
+        the_store = app[STORE]
+        stored = await the_store.stored_model()
+        if stored is not None and stored != source.model_id:
+            raise RuntimeError(
+                f"the database was indexed with model {stored!r}, not {source.model_id!r}: use --model "
+                f"{stored!r}, or re-index with `image-search index --reembed`"
+            )
+        library = Library(source.model_id)
+        await library.load(the_store)
+        app[LIBRARY] = library
+        log.info("%d images ready to search", len(library))
+        task = None
+        if daemon is not None:
+            daemon.on_written = library.upsert_rows
+            daemon.on_removed = library.remove
+        else:
+            task = asyncio.create_task(follow_store(library, the_store, follow_interval), name="follow-store")
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if daemon is not None:
+            daemon.on_written = daemon.on_removed = None
+
+    async def thumbs_ctx(app: web.Application) -> AsyncIterator[None]:
+        executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="thumbs")
+        app[THUMB_EXECUTOR] = executor
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    if daemon is not None:
+        app[DAEMON] = daemon
+    app.cleanup_ctx.extend([store_ctx, model_ctx, library_ctx, thumbs_ctx])
+    api.setup_routes(app)
+    return app
