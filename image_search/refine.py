@@ -117,6 +117,10 @@ def text_vector(query: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndar
     terms = parse_query(query)
     if not terms:
         return None
-    vectors = embed([text for _, text in terms])
+    return combine_terms(terms, embed([text for _, text in terms]))
+
+
+def combine_terms(terms: Sequence[tuple[float, str]], vectors: np.ndarray) -> np.ndarray | None:
+    """Weighted sum of the terms' unit vectors, normalised (None if they cancel)."""
     weights = np.array([w for w, _ in terms], dtype=np.float32)[:, None]
-    return _unit((weights * vectors).sum(axis=0))
+    return _unit((weights * np.asarray(vectors, dtype=np.float32)).sum(axis=0))

@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search: a unit vector, how many results, an optional row mask and score floor."""
+
+    vector: np.ndarray
+    k: int = 50
+    allowed: np.ndarray | None = None
+    min_score: float | None = None
 
 
 class VectorIndex:
@@ -94,18 +105,29 @@ class VectorIndex:
         min_score: float | None = None,
     ) -> list[tuple[str, float]]:
         """The ``k`` best keys with their scores, best first. ``allowed`` is a boolean mask over rows."""
+        return self.search_many([Query(query, k, allowed, min_score)])[0]
+
+    def search_many(self, queries: Sequence[Query]) -> list[list[tuple[str, float]]]:
+        """Several searches with one matrix product: the matrix (300 MB at 100k images) is read
+        once for all of them, which is what bounds a search on a CPU."""
         with self._lock:
-            if not self._keys or k <= 0:
-                return []
-            scores = self.scores(query)
-            if allowed is not None:
-                scores = np.where(allowed, scores, -np.inf)
-            k = min(k, len(scores))
-            top = np.argpartition(-scores, k - 1)[:k]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            keys = self._keys
-            return [
-                (keys[i], float(scores[i]))
-                for i in top
-                if np.isfinite(scores[i]) and (min_score is None or scores[i] >= min_score)
-            ]
+            if not self._keys or not queries:
+                return [[] for _ in queries]
+            vectors = np.stack([np.asarray(q.vector, dtype=np.float32) for q in queries], axis=1)
+            all_scores = self._matrix @ vectors
+            return [self._top(np.ascontiguousarray(all_scores[:, j]), q) for j, q in enumerate(queries)]
+
+    def _top(self, scores: np.ndarray, query: Query) -> list[tuple[str, float]]:
+        if query.k <= 0:
+            return []
+        if query.allowed is not None:
+            scores = np.where(query.allowed, scores, -np.inf)
+        k = min(query.k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        keys, floor = self._keys, query.min_score
+        return [
+            (keys[i], float(scores[i]))
+            for i in top
+            if np.isfinite(scores[i]) and (floor is None or scores[i] >= floor)
+        ]

@@ -17,6 +17,7 @@ from PIL import Image
 from image_search.imaging import ImageError, decode_rgb, open_checked
 from image_search.refine import EmptyQuery, parse_query, refine_query
 from image_search.thumbs import DEFAULT_SIZE, FORMATS, SIZES
+from image_search.vectors import Query
 
 from .app import (
     CONFIG,
@@ -24,6 +25,7 @@ from .app import (
     IMAGES,
     LIBRARY,
     QUERIES,
+    SEARCHER,
     STATIC,
     STORE,
     THUMB_EXECUTOR,
@@ -158,7 +160,7 @@ def _vectors(request: web.Request, ids: list[str], name: str) -> np.ndarray:
     return library.index.vectors(ids)
 
 
-def ranked(
+async def ranked(
     request: web.Request, query: np.ndarray, body: dict[str, Any], exclude: set[str]
 ) -> dict[str, Any]:
     library = request.app[LIBRARY]
@@ -171,10 +173,11 @@ def ranked(
     if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
         raise BadRequest("min_score must be a number")
     allowed = library.mask(parse_filters(body), exclude)
+    searcher = request.app[SEARCHER]
     if sort == "score":
-        hits = library.index.search(query, offset + limit, allowed=allowed, min_score=min_score)[offset:]
+        hits = (await searcher.submit(Query(query, offset + limit, allowed, min_score)))[offset:]
     else:
-        candidates = library.index.search(query, DATE_CANDIDATES, allowed=allowed, min_score=min_score)
+        candidates = await searcher.submit(Query(query, DATE_CANDIDATES, allowed, min_score))
         candidates.sort(key=lambda hit: -_taken(library.meta[hit[0]]))
         hits = candidates[offset : offset + limit]
     results = [result(key, score, library.meta[key]) for key, score in hits if key in library.meta]
@@ -257,7 +260,7 @@ async def search(request: web.Request) -> web.Response:
     except EmptyQuery as exc:
         raise BadRequest(str(exc)) from None
     exclude = set(liked) | set(rejected) | set(_ids(body, "exclude"))
-    payload = ranked(request, query, body, exclude)
+    payload = await ranked(request, query, body, exclude)
     payload["terms"] = [{"weight": w, "text": t} for w, t in parse_query(text)] if text else []
     return web.json_response(payload)
 
@@ -310,7 +313,7 @@ async def similar(request: web.Request) -> web.Response:
     body = await read_json(request) if request.can_read_body else {}
     vector = _vectors(request, [key], "id")
     exclude = {key} | set(_ids(body, "exclude"))
-    return web.json_response(ranked(request, refine_query(None, vector, None), body, exclude))
+    return web.json_response(await ranked(request, refine_query(None, vector, None), body, exclude))
 
 
 async def folders(request: web.Request) -> web.Response:

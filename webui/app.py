@@ -12,16 +12,17 @@ import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from aiohttp import web
 
 from image_search.config import Config
 from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
-from image_search.refine import text_vector
+from image_search.refine import combine_terms, parse_query
 from image_search.store import Store
 from image_search.thumbs import Thumbnails
+from image_search.vectors import Query
 
 from .library import Library, follow_store
 
@@ -33,21 +34,70 @@ MAX_UPLOAD = 20 * 1024 * 1024
 TEXT_CACHE = 512
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    """Runs ``fn(items) -> results`` in an executor. Requests that arrive while a batch runs go
+    together into the next one: no added wait when idle, one model pass or one matrix product
+    for many requests under load. Its worker task is owned by the app's cleanup context."""
+
+    def __init__(
+        self, fn: Callable[[list[T]], list[R]], executor: concurrent.futures.Executor, max_batch: int = 16
+    ) -> None:
+        self.fn = fn
+        self.executor = executor
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((item, future))
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            batch = [(item, future) for item, future in batch if not future.cancelled()]
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(self.executor, self.fn, [item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), value in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(value)
+
+
 class Queries:
-    """Text → unit vector on the CPU, in an executor the app owns, with an LRU cache."""
+    """Text → unit vector on the CPU, batched across concurrent requests, with an LRU cache."""
 
     def __init__(self, embedder: TextEmbedder, executor: concurrent.futures.Executor) -> None:
         self.embedder = embedder
-        self.executor = executor
+        self.batcher: Batcher[str, np.ndarray] = Batcher(self._embed, executor)
         self.cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+
+    def _embed(self, texts: list[str]) -> list[np.ndarray]:
+        return list(self.embedder.embed_texts(texts))
 
     async def vector(self, text: str) -> np.ndarray | None:
         key = " ".join(text.split())
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
-        loop = asyncio.get_running_loop()
-        vector = await loop.run_in_executor(self.executor, text_vector, key, self.embedder.embed_texts)
+        terms = parse_query(key)
+        vector = None
+        if terms:
+            vectors = await asyncio.gather(*(self.batcher.submit(term) for _, term in terms))
+            vector = combine_terms(terms, np.stack(vectors))
         self.cache[key] = vector
         if len(self.cache) > TEXT_CACHE:
             self.cache.popitem(last=False)
@@ -143,6 +193,7 @@ QUERIES = web.AppKey("queries", Queries)
 IMAGES = web.AppKey("image_queries", ImageQueries)
 THUMBS = web.AppKey("thumbs", Thumbnails)
 THUMB_EXECUTOR = web.AppKey("thumb_executor", concurrent.futures.ThreadPoolExecutor)
+SEARCHER = web.AppKey("searcher", Batcher)
 SECURITY = web.AppKey("security", Security)
 DAEMON = web.AppKey("daemon", object)
 
@@ -216,7 +267,7 @@ def create_app(
     app[CONFIG] = config
     app[SECURITY] = Security(config)
     app[THUMBS] = Thumbnails(config.cache_dir)
-    source = ModelSource(config.model)
+    source = text_embedder.source if text_embedder is not None else ModelSource(config.model)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         if store is not None:
@@ -238,7 +289,9 @@ def create_app(
         await loop.run_in_executor(executor, embedder.embed_texts, ["warm up"])
         app[QUERIES] = Queries(embedder, executor)
         app[IMAGES] = ImageQueries(source, daemon)
+        worker = asyncio.create_task(app[QUERIES].batcher.run(), name="text-batcher")
         yield
+        await _stop(worker)
         app[IMAGES].close()
         executor.shutdown(wait=False, cancel_futures=True)
 
@@ -254,6 +307,13 @@ def create_app(
         await library.load(the_store)
         app[LIBRARY] = library
         log.info("%d images ready to search", len(library))
+        # Searches run off the event loop, several per matrix product when they arrive together.
+        search_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="search")
+        searcher: Batcher[Query, list[tuple[str, float]]] = Batcher(
+            lambda queries: library.index.search_many(queries), search_executor
+        )
+        app[SEARCHER] = searcher
+        search_worker = asyncio.create_task(searcher.run(), name="search-batcher")
         task = None
         if daemon is not None:
             daemon.on_written = library.upsert_rows
@@ -261,10 +321,10 @@ def create_app(
         else:
             task = asyncio.create_task(follow_store(library, the_store, follow_interval), name="follow-store")
         yield
+        await _stop(search_worker)
+        search_executor.shutdown(wait=False, cancel_futures=True)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _stop(task)
         if daemon is not None:
             daemon.on_written = daemon.on_removed = None
 
@@ -279,3 +339,9 @@ def create_app(
     app.cleanup_ctx.extend([store_ctx, model_ctx, library_ctx, thumbs_ctx])
     api.setup_routes(app)
     return app
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

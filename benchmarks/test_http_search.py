@@ -1,0 +1,128 @@
+"""HTTP search at 100k images, text embedding included (ViT-L/14 text tower, int8, CPU).
+
+Floors on the 2-core machine: ≤ 30 ms p50 for one client; ≥ 50 distinct queries/s with p99 ≤ 200 ms
+under concurrent clients. Every query is distinct (the LRU cache never answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from image_search.config import load_config
+from image_search.model import ModelSource, TextEmbedder
+from image_search.store import Store, image_key, to_bytes
+from image_search.webui import create_app
+
+from .conftest import unit_vectors
+
+N = 100_000
+WORDS = (
+    "beach sunset dog cat mountain city night snow forest portrait children birthday car red blue "
+    "old street food wedding lake river boat bridge flowers garden sky clouds rain autumn"
+).split()
+
+
+def queries():
+    """Distinct short queries (~10 tokens, like "a photo of beach and dog with snow")."""
+    for n in itertools.count():
+        a, b, c = (
+            WORDS[n % len(WORDS)],
+            WORDS[(n // len(WORDS)) % len(WORDS)],
+            WORDS[(n // 29 // 29) % len(WORDS)],
+        )
+        yield f"a photo of {a} and {b} with {c}"
+
+
+async def fill(store: Store, model_id: str) -> None:
+    await store.check_model(model_id)
+    vectors = unit_vectors(N, 768, seed=1)
+    stamp = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    for start in range(0, N, 2000):
+        rows = []
+        for i in range(start, start + 2000):
+            path = f"/photos/{i // 1000:03d}/{i:06d}.jpg"
+            rows.append(
+                {
+                    "key": image_key(path),
+                    "path": path,
+                    "path_bytes": None,
+                    "root": "/photos",
+                    "size": 1,
+                    "mtime_ns": 1,
+                    "hash": f"{i:032x}",
+                    "width": 4000,
+                    "height": 3000,
+                    "taken_at": stamp + dt.timedelta(minutes=i),
+                    "format": "JPEG",
+                    "embedding": to_bytes(vectors[i]),
+                    "model": model_id,
+                    "indexed_at": stamp,
+                    "error": None,
+                    "offline": False,
+                }
+            )
+        await store.write(rows)
+
+
+@pytest.fixture(scope="module")
+def text_model(vit_l14: ModelSource) -> TextEmbedder:
+    return TextEmbedder(vit_l14, "int8").load()
+
+
+def test_http_search_100k(benchmark, tmp_path: Path, vit_l14: ModelSource, text_model: TextEmbedder) -> None:
+    report: dict[str, float] = {}
+
+    async def main() -> None:
+        async with Store("mem://") as store:
+            await fill(store, vit_l14.model_id)
+            config = load_config({"database_url": "mem://", "cache_dir": str(tmp_path)})
+            app = create_app(config, store=store, text_embedder=text_model)
+            async with TestServer(app, host="127.0.0.1") as server, ClientSession() as http:
+                url = f"http://127.0.0.1:{server.port}/api/search"
+                texts = queries()
+
+                async def one() -> float:
+                    started = time.perf_counter()
+                    async with http.post(url, json={"text": next(texts), "limit": 60}) as response:
+                        assert response.status == 200
+                        body = await response.json()
+                        assert len(body["results"]) == 60
+                    return time.perf_counter() - started
+
+                for _ in range(5):
+                    await one()
+                single = [await one() for _ in range(100)]
+                report["p50_ms"] = statistics.median(single) * 1000
+                report["p90_ms"] = float(np.percentile(single, 90)) * 1000
+
+                async def client(until: float, out: list[float]) -> None:
+                    while time.perf_counter() < until:
+                        out.append(await one())
+
+                for clients in (4, 8):
+                    latencies: list[float] = []
+                    start = time.perf_counter()
+                    await asyncio.gather(*(client(start + 10, latencies) for _ in range(clients)))
+                    elapsed = time.perf_counter() - start
+                    report[f"qps_{clients}_clients"] = len(latencies) / elapsed
+                    report[f"p99_ms_{clients}_clients"] = float(np.percentile(latencies, 99)) * 1000
+
+    benchmark.pedantic(lambda: asyncio.run(main()), rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        {k: round(v, 1) for k, v in report.items()},
+        weights="random" if vit_l14.random_weights else "real",
+        images=N,
+    )
+    print("\n" + ", ".join(f"{k} {v:.1f}" for k, v in report.items()))
+    assert report["p50_ms"] <= 30
+    assert report["qps_8_clients"] >= 50 and report["p99_ms_8_clients"] <= 200
