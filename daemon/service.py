@@ -24,7 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from image_search.config import Config
 from image_search.indexer import FileRef, Indexer, Progress, Summary
-from image_search.model import ImageEmbedder, ModelSource
+from image_search.model import ImageEmbedder, ModelSource, pick_embedders
 from image_search.scan import Filter, normalise_root, root_of, walk
 from image_search.store import Store, from_bytes, image_key, now, real_path, record_id
 from image_search.thumbs import Thumbnails
@@ -81,18 +81,6 @@ class DaemonStatus:
             "updated_at": now(),
             "pid": os.getpid(),
         }
-
-
-def pick_embedders(config: Config, source: ModelSource) -> list[ImageEmbedder]:
-    """One embedder per visible CUDA GPU when the device is auto or cuda; else the one device."""
-    import torch
-
-    if config.device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        return [
-            ImageEmbedder(source, f"cuda:{i}", config.dtype, compile=config.compile)
-            for i in range(torch.cuda.device_count())
-        ]
-    return [ImageEmbedder(source, config.device, config.dtype, compile=config.compile)]
 
 
 class Daemon:
@@ -158,7 +146,9 @@ class Daemon:
             self._stack.push_async_callback(self.store.close)
         await self.store.check_model(self.source.model_id)
         if self.embedders is None:
-            self.embedders = pick_embedders(self.config, self.source)
+            self.embedders = pick_embedders(
+                self.source, self.config.device, self.config.dtype, self.config.compile
+            )
             for embedder in self.embedders:  # load and warm before reporting ready
                 await loop.run_in_executor(None, _load_and_warm, embedder)
         self.indexer = await self._stack.enter_async_context(
@@ -168,6 +158,7 @@ class Daemon:
                 workers=self.config.workers,
                 batch_size=self.config.batch_size,
                 max_megapixels=self.config.max_megapixels,
+                gpu_decode=self.config.gpu_decode,
                 on_progress=self._progress,
             )
         )

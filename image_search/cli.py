@@ -119,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON: a list of {path, score, id}.")
     p.set_defaults(run=cmd_search)
 
+    p = sub.add_parser(
+        "benchmark",
+        parents=[parent],
+        help="Measure text and image embedding, preprocessing and search on this machine.",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="ViT-L/14 with random weights (same shapes and FLOPs), also used when the model is not cached.",
+    )
+    p.add_argument("--quick", action="store_true", help="Fewer rounds, no 1M-vector search.")
+    p.add_argument("--json", action="store_true", help="Print JSON.")
+    p.set_defaults(run=cmd_benchmark)
+
     p = sub.add_parser("status", parents=[parent], help="Counts, model, database location and failed files.")
     p.add_argument("--json", action="store_true", help="Print JSON.")
     p.set_defaults(run=cmd_status)
@@ -168,7 +182,7 @@ def _duration(seconds: float) -> str:
 
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     from .indexer import FileRef, Indexer, Summary
-    from .model import ImageEmbedder, ModelSource
+    from .model import ModelSource, pick_embedders
     from .scan import Filter, normalise_root, root_of, walk
     from .store import Store
 
@@ -178,23 +192,25 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     configured = [normalise_root(p) for p in config.roots]
     flt = Filter(config.include, config.exclude, config.follow_symlinks)
     source = ModelSource(config.model)
-    embedder = ImageEmbedder(source, config.device, config.dtype)
+    embedders = pick_embedders(source, config.device, config.dtype, config.compile)
     total = Summary()
     async with Store.from_config(config) as store:
         await store.check_model(source.model_id, reembed=args.reembed)
-        embedder.load()
+        for embedder in embedders:
+            embedder.load()
         log.info(
             "model %s on %s (%s)",
             source.model_id,
-            embedder.device,
-            str(embedder.dtype).removeprefix("torch."),
+            ", ".join(str(e.device) for e in embedders),
+            str(embedders[0].dtype).removeprefix("torch."),
         )
         async with Indexer(
             store,
-            embedder,
+            embedders,
             workers=config.workers,
             batch_size=config.batch_size,
             max_megapixels=config.max_megapixels,
+            gpu_decode=config.gpu_decode,
             on_progress=ProgressLine(),
         ) as indexer:
             for target in targets:
@@ -360,6 +376,26 @@ async def cmd_search(config: Config, args: argparse.Namespace) -> int:
             print("no results (is anything indexed? see `image-search status`)", file=sys.stderr)
         for r in results:
             print(f"{r['score']:.4f}  {r['path']}")
+    return 0
+
+
+# -- benchmark ------------------------------------------------------------------------------
+
+
+async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
+    from . import bench
+    from .errors import ModelUnavailable
+    from .model import ModelSource
+
+    source = ModelSource(config.model, random_weights=args.random_weights)
+    if not source.random_weights:
+        try:
+            source.crop_spec()
+        except ModelUnavailable as exc:
+            log.warning("%s\nmeasuring the ViT-L/14 architecture with random weights instead", exc)
+            source = ModelSource(config.model, random_weights=True)
+    report = await asyncio.to_thread(bench.run, source, config.device, config.dtype, quick=args.quick)
+    print(json.dumps(report, indent=2) if args.json else bench.table(report))
     return 0
 
 

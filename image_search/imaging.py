@@ -70,6 +70,8 @@ class Prepared:
     pixels: np.ndarray | None = None
     error: str | None = None
     vanished: bool = False  # the file no longer exists: nothing to record
+    orientation: int = 1  # EXIF orientation, for a JPEG left to the GPU to decode
+    gpu: bool = False  # facts only: the pixels are decoded on the GPU (nvJPEG)
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:
@@ -180,9 +182,14 @@ def clip_crop(image: Image.Image, spec: CropSpec) -> np.ndarray:
     return array[top : top + ch, left : left + cw].copy()  # owned and writable: it crosses processes
 
 
-def prepare(path: str, spec: CropSpec, max_megapixels: float, draft: bool = True) -> Prepared:
+def prepare(
+    path: str, spec: CropSpec, max_megapixels: float, draft: bool = True, gpu_jpeg: bool = False
+) -> Prepared:
     """Everything the indexer needs from one file. Never raises for a bad file: the reason is
-    in ``error``, so one file cannot disturb another's result."""
+    in ``error``, so one file cannot disturb another's result.
+
+    With ``gpu_jpeg`` a baseline RGB/greyscale JPEG is not decoded here: only its facts are read
+    and ``gpu`` is set, for the GPU to decode it (other files are decoded as usual)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -201,7 +208,11 @@ def prepare(path: str, spec: CropSpec, max_megapixels: float, draft: bool = True
             # The full-resolution upright size, read before draft mode shrinks the image.
             width, height = image.size
             result.width, result.height = (height, width) if _swaps_axes(image) else (width, height)
-            result.pixels = clip_crop(decode_rgb(image, spec, draft=draft), spec)
+            if gpu_jpeg and image.format == "JPEG" and image.mode in ("RGB", "L"):
+                result.orientation = _orientation(image)
+                result.gpu = True
+            else:
+                result.pixels = clip_crop(decode_rgb(image, spec, draft=draft), spec)
     except ImageError as exc:
         result.error = str(exc)
     except OSError as exc:
@@ -213,11 +224,16 @@ def prepare(path: str, spec: CropSpec, max_megapixels: float, draft: bool = True
     return result
 
 
-def _swaps_axes(image: Image.Image) -> bool:
+def _orientation(image: Image.Image) -> int:
     try:
-        return image.getexif().get(0x0112) in (5, 6, 7, 8)
+        value = image.getexif().get(0x0112, 1)
     except Exception:
-        return False
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _swaps_axes(image: Image.Image) -> bool:
+    return _orientation(image) in (5, 6, 7, 8)
 
 
 def is_candidate(name: str) -> bool:

@@ -98,6 +98,11 @@ class ModelSource:
         hf_logging.disable_progress_bar()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if not self.is_local:  # the cache first: a cached model never waits on the network
+                try:
+                    return cls.from_pretrained(self.location, local_files_only=True, **kwargs)
+                except Exception:
+                    pass
             try:
                 return cls.from_pretrained(self.location, **kwargs)
             except Exception as exc:
@@ -196,6 +201,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def pick_device(preference: str = "auto") -> torch.device:
     """CUDA (ROCm builds report as CUDA), then Intel XPU, Apple MPS, else CPU."""
+    if preference.startswith("cuda:") and torch.cuda.is_available():
+        return torch.device(preference)
     if preference != "auto":
         available = {
             "cpu": True,
@@ -219,6 +226,18 @@ def pick_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
     if preference == "auto":
         return torch.float32 if device.type == "cpu" else torch.float16
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[preference]
+
+
+def pick_embedders(
+    source: ModelSource, device: str = "auto", dtype: str = "auto", compile: bool = False
+) -> list[ImageEmbedder]:
+    """One image embedder per visible CUDA GPU (device auto or cuda), else one for the device."""
+    if device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return [
+            ImageEmbedder(source, f"cuda:{i}", dtype, compile=compile)
+            for i in range(torch.cuda.device_count())
+        ]
+    return [ImageEmbedder(source, device, dtype, compile=compile)]
 
 
 def default_batch_size(device: torch.device) -> int:

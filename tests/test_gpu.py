@@ -1,0 +1,96 @@
+"""The GPU path: nvJPEG decoding, orientation and the indexer with both decoders. Skipped without
+a CUDA GPU; run on one with `scripts/dev test -m gpu`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from image_search.imaging import prepare
+from image_search.indexer import FileRef, Indexer
+from image_search.model import ImageEmbedder, ModelSource
+from image_search.scan import Filter, walk
+from image_search.store import Store, from_bytes, image_key
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_embedder(tiny_source: ModelSource) -> ImageEmbedder:
+    return ImageEmbedder(tiny_source, "cuda", "float32").load()
+
+
+def gpu_crop(path: Path, embedder: ImageEmbedder, orientation: int = 1) -> np.ndarray:
+    from image_search.gpudecode import decode_batch
+
+    crop = decode_batch([path.read_bytes()], [orientation], embedder.crop, embedder.device)[0]
+    assert crop is not None
+    return crop.cpu().numpy()
+
+
+def test_gpu_decode_matches_the_cpu_path(real_photos: list[Path], gpu_embedder: ImageEmbedder) -> None:
+    jpegs = [p for p in real_photos if p.suffix.lower() in {".jpg", ".jpeg"}]
+    for path in jpegs:
+        cpu = prepare(str(path), gpu_embedder.crop, 1000, draft=False).pixels
+        gpu = gpu_crop(path, gpu_embedder)
+        assert gpu.shape == cpu.shape
+        assert np.abs(gpu.astype(float) - cpu).mean() <= 3.0, path
+        a, b = gpu_embedder.embed_pixels(cpu[None]), gpu_embedder.embed_pixels(gpu[None])
+        assert float((a * b).sum()) >= 0.99, path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_on_the_gpu(tmp_path: Path, gpu_embedder: ImageEmbedder, orientation: int) -> None:
+    array = np.zeros((300, 480, 3), dtype=np.uint8)
+    array[:60, :] = (255, 0, 0)  # a red band along the top
+    array[:, :80] = (0, 0, 255)  # and a blue one down the left: every flip and turn looks different
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(array).save(path, exif=exif, quality=95)
+    cpu = prepare(str(path), gpu_embedder.crop, 100, draft=False)
+    assert cpu.error is None
+    gpu = gpu_crop(path, gpu_embedder, cpu_orientation(path))
+    assert np.abs(gpu.astype(float) - cpu.pixels).mean() <= 6.0
+
+
+def cpu_orientation(path: Path) -> int:
+    with Image.open(path) as image:
+        return int(image.getexif().get(0x0112, 1))
+
+
+async def test_indexer_with_both_decoders(
+    tmp_path: Path, real_photos: list[Path], gpu_embedder: ImageEmbedder, image_embedder: ImageEmbedder
+) -> None:
+    root = tmp_path / "pics"
+    root.mkdir()
+    for i, src in enumerate(real_photos):
+        shutil.copy(src, root / f"{i:02d}-{src.name}")
+    base = Image.open(real_photos[0]).convert("RGB")
+    base.save(root / "progressive.jpg", progressive=True, quality=85)
+    base.convert("CMYK").save(root / "cmyk.jpg", quality=85)
+    (root / "broken.jpg").write_bytes((root / "progressive.jpg").read_bytes()[:3000])
+    files = [FileRef(p, str(root)) for p in walk(str(root), Filter())]
+    async with Store("mem://") as gpu_store, Store("mem://") as cpu_store:
+        async with Indexer(gpu_store, gpu_embedder, workers=2, batch_size=4, gpu_decode="on") as indexer:
+            assert indexer.gpu_share > 0
+            summary = await indexer.index(files)
+        async with Indexer(cpu_store, image_embedder, workers=2, batch_size=4, gpu_decode="off") as indexer:
+            expected = await indexer.index(files)
+        assert summary.indexed == expected.indexed == len(files) - 1
+        assert [Path(p).name for p, _ in summary.failed] == ["broken.jpg"]
+        for ref in files:
+            if ref.path.endswith("broken.jpg"):
+                continue
+            got = await gpu_store.get_one(image_key(ref.path), embedding=True)
+            want = await cpu_store.get_one(image_key(ref.path), embedding=True)
+            a, b = from_bytes(got["embedding"]).astype(float), from_bytes(want["embedding"]).astype(float)
+            assert float(a @ b) >= 0.99, ref.path
