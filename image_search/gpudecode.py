@@ -53,8 +53,16 @@ def crop(image: torch.Tensor, spec: CropSpec) -> torch.Tensor:
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    pixels = image[None].float()
+    # Like Pillow's draft mode: an integer box reduction first (1/2, 1/4 or 1/8), never below
+    # twice the target, so the antialiased bicubic runs on a small image, not on 12 MP.
+    factor = 1
+    while factor < 8 and short // (factor * 2) >= 2 * spec.shortest_edge:
+        factor *= 2
+    if factor > 1:
+        pixels = torch.nn.functional.avg_pool2d(pixels, factor, ceil_mode=True)
     resized = torch.nn.functional.interpolate(
-        image[None].float(), size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+        pixels, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
     )[0]
     resized = resized.clamp_(0, 255).round_().to(torch.uint8)
     top, left = max(0, (new_h - spec.crop_height) // 2), max(0, (new_w - spec.crop_width) // 2)
@@ -69,7 +77,20 @@ def crop(image: torch.Tensor, spec: CropSpec) -> torch.Tensor:
 def decode_batch(
     data: Sequence[bytes], orientations: Sequence[int], spec: CropSpec, device: torch.device
 ) -> list[torch.Tensor | None]:
-    """Crops (H, W, 3) uint8 on ``device`` for each JPEG, or None where nvJPEG refused it."""
+    """Crops (H, W, 3) uint8 on ``device`` for each JPEG, or None where nvJPEG refused it.
+    Decoded in chunks of 32: larger batched calls measured slower (448/s at 32, 296/s at 128)."""
+    out: list[torch.Tensor | None] = []
+    for start in range(0, len(data), CHUNK):
+        out += _decode_chunk(data[start : start + CHUNK], orientations[start : start + CHUNK], spec, device)
+    return out
+
+
+CHUNK = 32
+
+
+def _decode_chunk(
+    data: Sequence[bytes], orientations: Sequence[int], spec: CropSpec, device: torch.device
+) -> list[torch.Tensor | None]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in data]
