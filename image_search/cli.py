@@ -133,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print JSON.")
     p.set_defaults(run=cmd_benchmark)
 
+    p = sub.add_parser(
+        "install-service",
+        parents=[parent],
+        help="Write systemd user units and print the commands that start them.",
+    )
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="Separate daemon and web units (for a SurrealDB server) instead of one 'serve' unit.",
+    )
+    p.add_argument(
+        "--output", type=Path, default=None, help="Where to write the units (default ~/.config/systemd/user)."
+    )
+    p.set_defaults(run=cmd_install_service)
+
     p = sub.add_parser("status", parents=[parent], help="Counts, model, database location and failed files.")
     p.add_argument("--json", action="store_true", help="Print JSON.")
     p.set_defaults(run=cmd_status)
@@ -396,6 +411,41 @@ async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
             source = ModelSource(config.model, random_weights=True)
     report = await asyncio.to_thread(bench.run, source, config.device, config.dtype, quick=args.quick)
     print(json.dumps(report, indent=2) if args.json else bench.table(report))
+    return 0
+
+
+# -- install-service --------------------------------------------------------------------------
+
+
+async def cmd_install_service(config: Config, args: argparse.Namespace) -> int:
+    from . import units
+    from .config import config_home, data_home
+
+    script = Path(sys.executable).parent / "image-search"
+    executable = str(script) if script.exists() else f"{sys.executable} -m image_search"
+    directory = args.output or Path.home() / ".config" / "systemd" / "user"
+    names = (
+        ["image-search-daemon.service", "image-search-web.service"]
+        if args.split
+        else ["image-search.service"]
+    )
+    # The unit may write only these: they must exist before it starts.
+    for folder in (data_home(), config.cache_dir, Path.home() / ".cache" / "huggingface"):
+        folder.mkdir(parents=True, exist_ok=True)
+    written = units.install(directory, executable, names)
+    for path in written:
+        print(f"wrote {path}")
+    if not config.roots:
+        print(
+            f"\nNo picture folders are configured yet: add them to {config_home() / 'config.toml'}, e.g.\n"
+            '  roots = ["/home/me/Pictures"]'
+        )
+    print("\nThen:")
+    print("  systemctl --user daemon-reload")
+    for path in written:
+        print(f"  systemctl --user enable --now {path.name}")
+    print("  loginctl enable-linger $USER        # keep it running when you are logged out")
+    print(f"  journalctl --user -u {written[0].name} -f   # its log")
     return 0
 
 

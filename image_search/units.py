@@ -1,0 +1,93 @@
+"""systemd user units: one template each, rendered for an install (``image-search install-service``)
+and kept in systemd/ for reading (a test checks those files match what is rendered here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_EXEC = "%h/.local/share/image-search/venv/bin/image-search"
+
+_COMMON_SERVICE = """\
+Restart=on-failure
+RestartSec=10
+# The daemon sends WATCHDOG=1 every few seconds from its working loop; it stops when a batch has
+# made no progress for 10 minutes, and systemd then restarts it.
+WatchdogSec=60
+# Loading ViT-L/14 and warming it can take a while on a first start (the model download too).
+TimeoutStartSec=900
+TimeoutStopSec=20
+Environment=PYTHONUNBUFFERED=1
+# Indexing must not slow the desktop down.
+Nice=10
+CPUSchedulingPolicy=batch
+IOSchedulingClass=idle
+# Hardening: the picture folders are only read; only the data and cache folders are written.
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=read-only
+ReadWritePaths=%h/.local/share/image-search %h/.cache/image-search -%h/.cache/huggingface
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+"""
+
+UNITS = {
+    "image-search.service": """\
+[Unit]
+Description=image-search: semantic search over your photos (daemon and web UI)
+After=network.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec} serve
+{common}
+[Install]
+WantedBy=default.target
+""",
+    "image-search-daemon.service": """\
+[Unit]
+Description=image-search daemon: keeps a SurrealDB server's index equal to your picture folders
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec} daemon
+{common}
+[Install]
+WantedBy=default.target
+""",
+    "image-search-web.service": """\
+[Unit]
+Description=image-search web UI against a SurrealDB server (the daemon runs elsewhere)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec} web
+{common}
+[Install]
+WantedBy=default.target
+""",
+}
+
+
+def render(name: str, executable: str = DEFAULT_EXEC) -> str:
+    return UNITS[name].format(exec=executable, common=_COMMON_SERVICE)
+
+
+def install(directory: Path, executable: str, names: list[str]) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        path = directory / name
+        path.write_text(render(name, executable))
+        written.append(path)
+    return written
