@@ -6,9 +6,11 @@ to $NOTIFY_SOCKET itself. Without NOTIFY_SOCKET every call does nothing.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +24,10 @@ class Notifier:
         self.watchdog_interval = (
             int(usec) / 1e6 / 2 if usec and usec.isdigit() and (not pid or pid == str(os.getpid())) else None
         )
-        self._sd = None
+        self._sd: Any = None
         if self.address:
-            try:
-                from systemd import daemon as sd  # type: ignore[import-not-found]
-
-                self._sd = sd
+            try:  # the systemd extra (systemd-python); it has no type information
+                self._sd = importlib.import_module("systemd.daemon")
             except ImportError:
                 self._sd = None
 
@@ -70,7 +70,8 @@ def journald_handler() -> logging.Handler | None:
     if not os.environ.get("JOURNAL_STREAM") and not os.environ.get("INVOCATION_ID"):
         return None
     try:
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        journal = importlib.import_module("systemd.journal")
     except ImportError:
         return None
-    return JournalHandler(SYSLOG_IDENTIFIER="image-search")
+    handler: logging.Handler = journal.JournalHandler(SYSLOG_IDENTIFIER="image-search")
+    return handler
