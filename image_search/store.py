@@ -7,6 +7,7 @@ feeds :class:`image_search.vectors.VectorIndex`. Writes go in batches, one trans
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -82,6 +83,7 @@ ROW_FIELDS = (
 _REPLACE = ", ".join(f"{name} = $input.{name}" for name in ROW_FIELDS)
 # In every write transaction: lets a web server elsewhere notice changes by reading one record.
 BUMP = "UPSERT meta:changes SET seq += 1 RETURN NONE;"
+RETRIES = 6
 
 
 class StoreError(RuntimeError):
@@ -156,6 +158,9 @@ class Store:
         self.user = user
         self.password = password
         self.db: Any = None
+        # This process's write transactions one at a time: each bumps meta:changes, so two in
+        # flight would always conflict. Conflicts with other processes are retried (transact).
+        self._writes = asyncio.Lock()
 
     @classmethod
     def from_config(cls, config: Config) -> Store:
@@ -216,6 +221,19 @@ class Store:
             raise QueryFailed(str(cause.get("result")))
         return [s.get("result") for s in statements]
 
+    async def transact(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """A write transaction: serialised within this process, retried when SurrealDB reports a
+        conflict with another writer ("can be retried"); all of it or none of it."""
+        async with self._writes:
+            for attempt in range(RETRIES):
+                try:
+                    return await self.query(sql, params)
+                except QueryFailed as exc:
+                    if "can be retried" not in str(exc) or attempt == RETRIES - 1:
+                        raise
+                    await asyncio.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
+
     async def first(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         return (await self.query(sql, params))[0]
 
@@ -237,7 +255,7 @@ class Store:
             )
         for number in range(version, SCHEMA_VERSION):
             log.info("migrating the database schema to version %d", number + 1)
-            await self.query(
+            await self.transact(
                 f"BEGIN TRANSACTION; {MIGRATIONS[number]}; "
                 "UPSERT meta:schema MERGE {version: $v}; COMMIT TRANSACTION;",
                 {"v": number + 1},
@@ -265,7 +283,7 @@ class Store:
                 f"Vectors of two models cannot be searched together: run `image-search index --reembed` "
                 f"to embed every photo again with {model_id!r}, or use --model {stored!r}."
             )
-        await self.query(
+        await self.transact(
             "BEGIN TRANSACTION;"
             "UPDATE image SET embedding = NONE, model = NONE, hash = NONE, mtime_ns = -1 "
             "WHERE model != NONE AND model != $m RETURN NONE;"
@@ -343,7 +361,7 @@ class Store:
         content = [
             {**{k: v for k, v in row.items() if k != "key"}, "id": record_id(row["key"])} for row in rows
         ]
-        await self.query(
+        await self.transact(
             f"BEGIN TRANSACTION; INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
             f"{BUMP} COMMIT TRANSACTION;",
             {"rows": content},
@@ -377,7 +395,7 @@ class Store:
                 path_fields(new), root=root, id=record_id(image_key(new)), offline=False, indexed_at=now()
             )
             fresh.append(moved)
-        await self.query(
+        await self.transact(
             "BEGIN TRANSACTION; DELETE $old RETURN NONE; "
             f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
             f"{BUMP} COMMIT TRANSACTION;",
@@ -394,14 +412,14 @@ class Store:
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
-            await self.query(
+            await self.transact(
                 f"BEGIN TRANSACTION; DELETE $ids RETURN NONE; {BUMP} COMMIT TRANSACTION;",
                 {"ids": [record_id(k) for k in keys]},
             )
 
     async def set_offline(self, root: str, offline: bool) -> int:
         rows = (
-            await self.query(
+            await self.transact(
                 "BEGIN TRANSACTION; UPDATE image SET offline = $o WHERE root = $r AND offline != $o "
                 f"RETURN VALUE id; {BUMP} COMMIT TRANSACTION;",
                 {"r": root, "o": offline},

@@ -3,6 +3,7 @@ person uses it. Screenshots go to test-artifacts/ (IMAGE_SEARCH_TEST_ARTIFACTS).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -83,11 +84,22 @@ async def ids(page) -> list[str]:  # type: ignore[no-untyped-def]
     return await page.eval_on_selector_all("#grid .tile", "tiles => tiles.map(t => t.dataset.id)")
 
 
+async def until(page, script: str, arg: object = None, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll a page function from here: the page's own Content-Security-Policy forbids the string
+    evaluation that Playwright's wait_for_function injects (and it should)."""
+    for _ in range(int(limit / 0.05)):
+        if await page.evaluate(script, arg):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not true in {limit} s: {script}")
+
+
 async def wait_for_new_grid(page, before: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    await page.wait_for_function(
+    await until(
+        page,
         "before => { const now = [...document.querySelectorAll('#grid .tile')].map(t => t.dataset.id);"
-        " return now.length && now.join() !== before.join(); }",
-        arg=before,
+        " return now.length > 0 && now.join() !== before.join(); }",
+        before,
     )
     return await ids(page)
 
@@ -155,7 +167,7 @@ async def test_lightbox_keys(page) -> None:  # type: ignore[no-untyped-def]
     await page.keyboard.press("l")
     assert await page.get_attribute("#lb-like", "aria-pressed") == "true"
     assert await page.text_content("#liked-count") == "1"
-    await page.wait_for_function("document.getElementById('lb-img').naturalWidth > 0")
+    await until(page, "() => document.getElementById('lb-img').naturalWidth > 0")
     await page.screenshot(path=ARTIFACTS / "03-lightbox.png")
     await page.keyboard.press("Escape")
     assert await page.is_hidden("#lightbox")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -184,3 +185,10 @@ async def test_move_keeps_the_embedding_under_the_new_path(store: Store) -> None
     assert (
         moved is not None and moved["path"] == "/pics/sub/a.jpg" and moved["embedding"] == to_bytes(unit(1))
     )
+
+
+async def test_concurrent_write_batches_all_land(store: Store) -> None:
+    """Every write transaction bumps meta:changes; concurrent batches must not lose on conflict."""
+    batches = [[row(f"/pics/{b}-{i}.jpg", unit(b * 10 + i)) for i in range(20)] for b in range(8)]
+    await asyncio.gather(*(store.write(batch) for batch in batches))
+    assert (await store.counts()).total == 160
