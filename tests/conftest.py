@@ -114,6 +114,23 @@ def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def cli_env(xdg: Path, tiny_model_dir: Path) -> dict[str, str]:
+    """The environment for running `image-search` as a process: an empty home, the tiny model,
+    and none of the caller's image-search or systemd variables."""
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_SEARCH_", "NOTIFY_", "WATCHDOG_"))
+    }
+    environ.update(
+        XDG_DATA_HOME=str(xdg / "data"),
+        XDG_CONFIG_HOME=str(xdg / "config"),
+        XDG_CACHE_HOME=str(xdg / "cache"),
+        IMAGE_SEARCH_MODEL=str(tiny_model_dir),
+        IMAGE_SEARCH_WORKERS="2",
+    )
+    return environ
+
+
 def make_photo(
     path: Path, size: tuple[int, int] = (640, 480), *, seed: int = 0, fmt: str | None = None, **save: object
 ) -> Path:

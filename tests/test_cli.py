@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,16 +24,8 @@ def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.Compl
 
 
 @pytest.fixture
-def env(xdg: Path, tiny_model_dir: Path) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SEARCH_")}
-    environ.update(
-        XDG_DATA_HOME=str(xdg / "data"),
-        XDG_CONFIG_HOME=str(xdg / "config"),
-        XDG_CACHE_HOME=str(xdg / "cache"),
-        IMAGE_SEARCH_MODEL=str(tiny_model_dir),
-        IMAGE_SEARCH_WORKERS="2",
-    )
-    return environ
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    return cli_env
 
 
 def test_index_search_status_on_real_photos(photo_dir: Path, env: dict[str, str], xdg: Path) -> None:

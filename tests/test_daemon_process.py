@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -20,20 +19,8 @@ PHOTOS = 400
 
 
 @pytest.fixture
-def env(xdg: Path, tiny_model_dir: Path) -> dict[str, str]:
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("IMAGE_SEARCH_", "NOTIFY_", "WATCHDOG_"))
-    }
-    environ.update(
-        XDG_DATA_HOME=str(xdg / "data"),
-        XDG_CONFIG_HOME=str(xdg / "config"),
-        XDG_CACHE_HOME=str(xdg / "cache"),
-        IMAGE_SEARCH_MODEL=str(tiny_model_dir),
-        IMAGE_SEARCH_WORKERS="2",
-        IMAGE_SEARCH_SETTLE="0.5",
-        IMAGE_SEARCH_BATCH_SIZE="16",
-    )
-    return environ
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    return dict(cli_env, IMAGE_SEARCH_SETTLE="0.5", IMAGE_SEARCH_BATCH_SIZE="16")
 
 
 @pytest.fixture
