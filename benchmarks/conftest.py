@@ -25,14 +25,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def vit_l14() -> ModelSource:
     """The real ViT-L/14 when cached locally (HF cache), else its architecture with random weights."""
+    from huggingface_hub import try_to_load_from_cache
+
     from image_search.model import DEFAULT_MODEL
 
-    real = ModelSource(DEFAULT_MODEL)
-    try:
-        real.crop_spec()
-        return real
-    except Exception:
-        return ModelSource(random_weights=True)
+    cached = try_to_load_from_cache(DEFAULT_MODEL, "config.json")  # the local cache only, no network
+    return ModelSource(DEFAULT_MODEL) if isinstance(cached, str) else ModelSource(random_weights=True)
 
 
 @pytest.fixture
