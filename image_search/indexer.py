@@ -178,13 +178,13 @@ class Indexer:
         for start in range(0, len(files), PLAN_CHUNK):
             chunk = files[start : start + PLAN_CHUNK]
             rows = {} if force else await self.store.get([f.key for f in chunk])
-            for ref in chunk:
-                try:
-                    st = os.stat(ref.path)
-                except OSError:
+            # stat() off the event loop: a reconcile plans 100k files, and under `serve` the same
+            # loop answers web requests.
+            stats = await asyncio.to_thread(_stat_all, [ref.path for ref in chunk])
+            for ref, st in zip(chunk, stats, strict=True):
+                if st is None:
                     todo.append(ref)  # prepare() records why it cannot be read
-                    continue
-                if unchanged(rows.get(ref.key), st.st_size, st.st_mtime_ns, self.model_id):
+                elif unchanged(rows.get(ref.key), st.st_size, st.st_mtime_ns, self.model_id):
                     skipped += 1
                 else:
                     todo.append(ref)
@@ -367,6 +367,16 @@ class Indexer:
         if self.on_written is not None:
             matrix = np.stack(written_vectors) if written_vectors else np.zeros((0, 0), dtype=np.float32)
             self.on_written(written, matrix, failed)
+
+
+def _stat_all(paths: list[str]) -> list[os.stat_result | None]:
+    out: list[os.stat_result | None] = []
+    for path in paths:
+        try:
+            out.append(os.stat(path))
+        except OSError:
+            out.append(None)
+    return out
 
 
 def _read(path: str) -> bytes:

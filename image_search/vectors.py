@@ -54,10 +54,6 @@ class VectorIndex:
         index._matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         return index
 
-    def vector(self, key: str) -> np.ndarray | None:
-        pos = self._pos.get(key)
-        return None if pos is None else self._matrix[pos].copy()
-
     def vectors(self, keys: Sequence[str]) -> np.ndarray:
         rows = [self._pos[k] for k in keys if k in self._pos]
         return self._matrix[rows].copy() if rows else np.zeros((0, self.dim), dtype=np.float32)
@@ -91,10 +87,6 @@ class VectorIndex:
             self._matrix = self._matrix[keep]
             self._keys = [self._keys[i] for i in keep]
             self._pos = {k: i for i, k in enumerate(self._keys)}
-
-    def scores(self, query: np.ndarray) -> np.ndarray:
-        """Cosine similarity of every stored vector with ``query`` (a unit vector)."""
-        return self._matrix @ np.asarray(query, dtype=np.float32)
 
     def search(
         self,

@@ -21,6 +21,7 @@ from image_search.vectors import Query
 
 from .app import (
     CONFIG,
+    COUNTS,
     DAEMON,
     IMAGES,
     LIBRARY,
@@ -203,7 +204,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    counts = await store.counts()
+    counts = await request.app[COUNTS].get(store)
     daemon_status: dict[str, Any] = {}
     daemon: Any = request.app.get(DAEMON)
     if daemon is not None:

@@ -9,6 +9,7 @@ import contextlib
 import ipaddress
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from aiohttp import web
 from image_search.config import Config
 from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.refine import combine_terms, parse_query
-from image_search.store import Store
+from image_search.store import Counts, Store
 from image_search.thumbs import Thumbnails
 from image_search.vectors import Query
 
@@ -139,6 +140,24 @@ class ImageQueries:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class CountsCache:
+    """Store counts for /api/status, at most every few seconds: counting is a scan of the whole
+    image table, and every open page polls status every 3 s."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._value: Counts | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self, store: Store) -> Counts:
+        async with self._lock:
+            now = time.monotonic()
+            if self._value is None or now - self._at > self.ttl:
+                self._value, self._at = await store.counts(), now
+            return self._value
+
+
 class Security:
     """Who may call what. Loopback without a token unless one is configured; anywhere else the
     token is required on every API and image route (only health answers without it)."""
@@ -194,6 +213,7 @@ IMAGES = web.AppKey("image_queries", ImageQueries)
 THUMBS = web.AppKey("thumbs", Thumbnails)
 THUMB_EXECUTOR = web.AppKey("thumb_executor", concurrent.futures.ThreadPoolExecutor)
 SEARCHER = web.AppKey("searcher", Batcher)
+COUNTS = web.AppKey("counts", CountsCache)
 SECURITY = web.AppKey("security", Security)
 DAEMON = web.AppKey("daemon", object)
 
@@ -267,6 +287,7 @@ def create_app(
     app[CONFIG] = config
     app[SECURITY] = Security(config)
     app[THUMBS] = Thumbnails(config.cache_dir)
+    app[COUNTS] = CountsCache()
     source = text_embedder.source if text_embedder is not None else ModelSource(config.model)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
