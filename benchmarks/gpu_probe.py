@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from transformers import CLIPVisionModelWithProjection
 
 from image_search.bench import photo_jpegs
 from image_search.imaging import CropSpec, prepare
@@ -31,26 +32,55 @@ def timed(fn, n: int = 10) -> float:
 
 
 def forward() -> None:
+    """transformers' forward against image_search.vit's, eager and compiled, per attention kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     source = ModelSource(random_weights=True)
-    for batch in (256, 512):
-        pixels = torch.randint(0, 255, (batch, 224, 224, 3), dtype=torch.uint8, device="cuda")
-        for dtype in ("float16", "bfloat16"):
-            e = ImageEmbedder(source, "cuda", dtype).load()
-            print(
-                f"eager {dtype} b{batch}: {batch / timed(lambda e=e, x=pixels: e.embed_pixels(x)):.0f} img/s",
-                flush=True,
-            )
-            del e
-        for mode in ("default", "max-autotune-no-cudagraphs", "reduce-overhead"):
-            e = ImageEmbedder(source, "cuda", "float16").load()
-            e.model = torch.compile(e.model, mode=mode)
+    batch = 256
+    pixels = torch.randint(0, 255, (batch, 224, 224, 3), dtype=torch.uint8, device="cuda")
+    e = ImageEmbedder(source, "cuda", "float16").load()
+    ours = e.model
+    reference = e.embed_pixels(pixels)
+    torch.manual_seed(0)
+    hf = CLIPVisionModelWithProjection(source.random_config().vision_config).to("cuda", torch.float16).eval()
+    e.model = lambda x: hf(pixel_values=x).image_embeds
+    print(
+        f"transformers eager fp16 b{batch}: {batch / timed(lambda: e.embed_pixels(pixels)):.0f} img/s",
+        flush=True,
+    )
+    print("  cosine to ours:", float((e.embed_pixels(pixels) * reference).sum(1).min()), flush=True)
+    e.model = ours
+    for name, backend in [
+        ("default", None),
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("cudnn", SDPBackend.CUDNN_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+    ]:
+        try:
+            if backend is None:
+                rate = batch / timed(lambda: e.embed_pixels(pixels))
+            else:
+                with sdpa_kernel([backend]):
+                    rate = batch / timed(lambda: e.embed_pixels(pixels))
+            print(f"ours eager fp16 b{batch} sdpa={name}: {rate:.0f} img/s", flush=True)
+        except Exception as exc:
+            print(f"ours eager sdpa={name}: {type(exc).__name__} {str(exc)[:100]}", flush=True)
+    for mode in ("default", "max-autotune-no-cudagraphs"):
+        for b in (256, 512):
+            x = torch.randint(0, 255, (b, 224, 224, 3), dtype=torch.uint8, device="cuda")
+            e.model = torch.compile(ours, mode=mode)
             start = time.perf_counter()
-            e.embed_pixels(pixels)
+            e.embed_pixels(x)
             warm = time.perf_counter() - start
-            rate = batch / timed(lambda e=e, x=pixels: e.embed_pixels(x))
-            print(f"compile {mode} fp16 b{batch}: {rate:.0f} img/s (first call {warm:.0f} s)", flush=True)
-            del e
+            rate = b / timed(lambda e=e, x=x: e.embed_pixels(x))
+            print(f"ours compile {mode} fp16 b{b}: {rate:.0f} img/s (first call {warm:.0f} s)", flush=True)
             torch._dynamo.reset()
+    e.model = torch.compile(lambda x: hf(pixel_values=x).image_embeds)
+    e.embed_pixels(pixels)
+    print(
+        f"transformers compile default b{batch}: {batch / timed(lambda: e.embed_pixels(pixels)):.0f} img/s",
+        flush=True,
+    )
 
 
 def decoders() -> None:
@@ -70,8 +100,97 @@ def decoders() -> None:
             start = time.perf_counter()
             list(pool.map(prepare, map(str, files), [spec] * len(files), [100] * len(files), chunksize=4))
             rate = len(files) / (time.perf_counter() - start)
-            print(f"Pillow draft, {os.cpu_count()} processes, 12 MP: {rate:.0f} img/s")
+            print(f"Pillow draft, {os.cpu_count()} processes, 12 MP: {rate:.0f} img/s", flush=True)
+            # both at once: does nvJPEG slow down while every core decodes with Pillow?
+            import threading
+
+            gpu_done = [0]
+            stop = threading.Event()
+
+            def gpu_loop() -> None:
+                while not stop.is_set():
+                    decode_batch(data[:32], [1] * 32, spec, torch.device("cuda"))
+                    torch.cuda.synchronize()
+                    gpu_done[0] += 32
+
+            thread = threading.Thread(target=gpu_loop)
+            start = time.perf_counter()
+            thread.start()
+            list(pool.map(prepare, map(str, files), [spec] * len(files), [100] * len(files), chunksize=4))
+            stop.set()
+            thread.join()
+            seconds = time.perf_counter() - start
+            print(
+                f"together: Pillow {len(files) / seconds:.0f} img/s"
+                f" + nvJPEG {gpu_done[0] / seconds:.0f} img/s",
+                flush=True,
+            )
+
+
+def e2e() -> None:
+    """Where the time goes when indexing 12 MP JPEGs with both decoders, per share given to nvJPEG."""
+    import asyncio
+    from collections import defaultdict
+
+    import image_search.indexer as ix
+    from image_search import gpudecode
+    from image_search.indexer import FileRef, Indexer
+    from image_search.store import Store
+
+    spent: dict[str, float] = defaultdict(float)
+
+    def clock(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return wrapper
+
+    gpudecode.decode_batch = clock("nvjpeg", gpudecode.decode_batch)
+    ImageEmbedder.embed_pixels = clock("forward", ImageEmbedder.embed_pixels)
+    ix._read = clock("read (threads)", ix._read)
+    ix._embed_mixed = clock("model thread", ix._embed_mixed)
+    write = Store.write
+
+    async def timed_write(self, rows):
+        start = time.perf_counter()
+        await write(self, rows)
+        spent["store.write"] += time.perf_counter() - start
+
+    Store.write = timed_write
+    embedder = ImageEmbedder(ModelSource(random_weights=True), os.environ.get("DEVICE", "cuda")).load()
+    embedder.warm(2)
+    shares = [float(s) for s in (sys.argv[2] if len(sys.argv) > 2 else "0,0.5,0.7,0.85,1").split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        files = photo_jpegs(Path(tmp) / "12mp", int(os.environ.get("N", "1500")), (4000, 3000))
+        print(
+            f"{len(files)} files, {sum(f.stat().st_size for f in files) / len(files) / 1e6:.1f} MB each",
+            flush=True,
+        )
+        for share in shares:
+            ix.GPU_SHARE = share
+            spent.clear()
+
+            async def main(share=share) -> float:
+                async with Store(f"surrealkv://{tmp}/db-{share}") as store:
+                    await store.check_model(embedder.source.model_id)
+                    async with Indexer(
+                        store, [embedder], batch_size=256, gpu_decode="on" if share else "off"
+                    ) as indexer:
+                        start = time.perf_counter()
+                        summary = await indexer.index([FileRef(str(f), tmp) for f in files])
+                        assert summary.indexed == len(files), summary.failed[:3]
+                        return time.perf_counter() - start
+
+            seconds = asyncio.run(main())
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(spent.items()))
+            print(
+                f"gpu share {share}: {len(files) / seconds:.0f} img/s in {seconds:.1f} s; {parts}", flush=True
+            )
 
 
 if __name__ == "__main__":
-    {"forward": forward, "decoders": decoders}[sys.argv[1]]()
+    {"forward": forward, "decoders": decoders, "e2e": e2e}[sys.argv[1]]()

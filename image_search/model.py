@@ -26,6 +26,7 @@ from PIL import Image
 
 from .errors import ModelUnavailable
 from .imaging import CropSpec, clip_crop, to_rgb
+from .vit import VisionTower
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +282,9 @@ class ImageEmbedder:
             model = self.source.pretrained(
                 CLIPVisionModelWithProjection, config=self.source.tower_config("vision")
             )
-        self.model = model.to(self.device, self.dtype).eval()  # type: ignore[arg-type]
-        self.dim = int(self.model.config.projection_dim)
+        model = model.to(self.device, self.dtype).eval()  # type: ignore[arg-type]
+        self.dim = int(model.config.projection_dim)
+        self.model = VisionTower(model).eval()
         self._mean = self._mean.to(self.device)
         self._std = self._std.to(self.device)
         if self.compile:
@@ -306,8 +308,7 @@ class ImageEmbedder:
             pixels = torch.from_numpy(pixels)
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = self.model(pixel_values=self.normalise_pixels(pixels))
-        return _normalise(out.image_embeds)
+        return _normalise(self.model(self.normalise_pixels(pixels)))
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """PIL images (already upright) → embeddings, through the same crop as indexing."""

@@ -30,10 +30,13 @@ def test_towers_equal_the_full_clip_model(
     tokens = text.tokenizer(["a photo of a dog"], return_tensors="pt")
     with torch.inference_mode():
         ref_text = full.get_text_features(**tokens).pooler_output
-        pixels = image_embedder.normalise_pixels(torch.zeros(1, 224, 224, 3, dtype=torch.uint8))
+        raw = torch.randint(
+            0, 256, (3, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
+        pixels = image_embedder.normalise_pixels(raw)
         ref_image = full.get_image_features(pixel_values=pixels).pooler_output
     ours_text = text.embed_texts(["a photo of a dog"])
-    ours_image = image_embedder.embed_pixels(np.zeros((1, 224, 224, 3), dtype=np.uint8))
+    ours_image = image_embedder.embed_pixels(raw)
     assert np.allclose(ours_text, torch.nn.functional.normalize(ref_text, dim=-1).numpy(), atol=1e-5)
     assert np.allclose(ours_image, torch.nn.functional.normalize(ref_image, dim=-1).numpy(), atol=1e-5)
 
