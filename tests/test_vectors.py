@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+import image_search.vectors as vectors_module
 from image_search.vectors import VectorIndex
 
 
@@ -32,7 +34,38 @@ def test_upsert_remove_mask_and_min_score() -> None:
     assert len(index) == 5 and index.search(matrix[2], 1)[0][0] != "c"
     index.remove(["a", "zz"])
     assert len(index) == 4 and "a" not in index
-    allowed = np.array([k == "e" for k in ["b", "c", "d", "e"]])
+    allowed = np.array([k == "e" for k in index.keys])  # a mask follows the row order
     assert [k for k, _ in index.search(matrix[1], 3, allowed=allowed)] == ["e"]
     assert index.search(matrix[1], 5, min_score=0.999)[0][0] == "b"
     assert VectorIndex().search(matrix[0], 5) == []
+
+
+@pytest.mark.parametrize("block", [7, 64, 16384])
+def test_growth_and_removal_keep_every_key_at_its_vector(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are appended into blocks and removed by moving the last row into the gap."""
+    monkeypatch.setattr(vectors_module, "BLOCK", block)
+    rng = np.random.default_rng(3)
+    index = VectorIndex.build([f"b{i}" for i in range(20)], rng.standard_normal((20, 8)).astype(np.float32))
+    truth: dict[str, np.ndarray] = {k: index.vectors([k])[0] for k in index.keys}
+    for step in range(40):
+        keys = [f"k{step}-{i}" for i in range(rng.integers(1, 200))]
+        vectors = rng.standard_normal((len(keys), 8)).astype(np.float32)
+        index.upsert(keys, vectors)
+        truth.update(zip(keys, vectors, strict=True))
+        gone = list(rng.choice(sorted(truth), size=min(len(truth), 30), replace=False))
+        index.remove(gone)
+        for key in gone:
+            del truth[key]
+    assert len(index) == len(truth) and set(index.keys) == set(truth)
+    for key, vector in truth.items():
+        assert np.array_equal(index.vectors([key])[0], vector)
+    query = rng.standard_normal(8).astype(np.float32)
+    best = max(truth, key=lambda k: float(truth[k] @ query))
+    assert index.search(query, 1)[0][0] == best
+
+
+def test_a_mask_made_before_rows_arrived_still_searches() -> None:
+    index = VectorIndex.build(["a", "b"], np.eye(2, dtype=np.float32))
+    mask = np.array([False, True])
+    index.upsert(["c"], np.array([[0.0, 1.0]], dtype=np.float32))
+    assert [k for k, _ in index.search(np.array([0.0, 1.0], dtype=np.float32), 3, allowed=mask)] == ["b"]
