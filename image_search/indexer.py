@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DeviceFailed
 from .imaging import Prepared, prepare
 from .model import ImageEmbedder, default_batch_size
 from .store import Store, from_bytes, image_key, now, path_fields, to_bytes
@@ -35,6 +36,7 @@ PLAN_CHUNK = 2000
 # measured on an H100 host with 16 cores, 12 MP JPEGs: nvJPEG with the resize ~450/s, 16 Pillow
 # draft-mode processes (hash included) ~170/s.
 GPU_SHARE = 0.7
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class Indexer:
         # forkserver/spawn: workers must not inherit torch's threads or the database handle.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context(method)
+            self.workers, mp_context=multiprocessing.get_context(method), initializer=_lower_priority
         )
         if self.gpu_share:
             self.readers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="jpeg-reader")
@@ -277,9 +279,21 @@ class Indexer:
         try:
             thread = self.model_threads[id(embedder)]
             cpu = [p for p in todo if not p.gpu]
-            vectors, refused = await loop.run_in_executor(
-                thread, _embed_mixed, embedder, [p.pixels for p in cpu], data, [p.orientation for p in on_gpu]
-            )
+            try:
+                vectors, refused = await loop.run_in_executor(
+                    thread,
+                    _embed_mixed,
+                    embedder,
+                    [p.pixels for p in cpu],
+                    data,
+                    [p.orientation for p in on_gpu],
+                )
+            except Exception as exc:
+                # Every input here is a decoded crop of the same shape: no file can make the forward
+                # fail, the device did (a reset GPU, a lost device, out of memory).
+                raise DeviceFailed(
+                    f"the model failed on {embedder.device}: {type(exc).__name__}: {exc}"
+                ) from exc
             order = cpu + [p for i, p in enumerate(on_gpu) if i not in refused]
             retry = [on_gpu[i] for i in refused]
             if retry:  # decode those on the CPU like any other file
@@ -367,6 +381,15 @@ class Indexer:
         if self.on_written is not None:
             matrix = np.stack(written_vectors) if written_vectors else np.zeros((0, 0), dtype=np.float32)
             self.on_written(written, matrix, failed)
+
+
+def _lower_priority() -> None:
+    """In each decoding worker: yield the CPU to searches (under `serve`) and to the desktop.
+    A niced worker still takes every idle cycle, so indexing alone runs as fast as before."""
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # pragma: no cover - a sandbox may forbid it
+        pass
 
 
 def _stat_all(paths: list[str]) -> list[os.stat_result | None]:
