@@ -23,10 +23,11 @@ import numpy as np
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from image_search.config import Config
+from image_search.errors import DeviceFailed
 from image_search.indexer import FileRef, Indexer, Progress, Summary
 from image_search.model import ImageEmbedder, ModelSource, pick_embedders
 from image_search.scan import Filter, normalise_root, root_of, walk
-from image_search.store import Store, from_bytes, image_key, now, real_path, record_id
+from image_search.store import Store, Unwritable, from_bytes, image_key, now, real_path, record_id
 from image_search.thumbs import Thumbnails
 
 from .notify import Notifier
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.25  # settle checks
 BATCH_WAIT = 0.2  # how long a dynamic batch waits for more files
+BACKOFF = (1.0, 30.0)  # seconds before work refused by a full or read-only disk is tried again
 STATUS_EVERY = 2.0
 STUCK_AFTER = 600.0  # a work item without progress for this long stops the watchdog heartbeat
 
@@ -114,6 +116,9 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.idle = asyncio.Event()
         self.busy_since: float | None = None
+        self.unwritable: str | None = None  # why the database refuses writes, while it does
+        self._backoff = BACKOFF[0]
+        self.failure: DeviceFailed | None = None
         self.last_progress = time.monotonic()
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=64)
         self._stack = contextlib.AsyncExitStack()
@@ -195,8 +200,11 @@ class Daemon:
         log.info("watching %s", ", ".join(self.roots))
 
     async def run(self) -> None:
-        """Until SIGTERM/SIGINT (with handle_signals) or :meth:`stop`."""
+        """Until SIGTERM/SIGINT (with handle_signals) or :meth:`stop`; raises the failure that
+        stopped it, if one did (:class:`DeviceFailed`)."""
         await self.stop_event.wait()
+        if self.failure is not None:
+            raise self.failure
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -291,16 +299,37 @@ class Daemon:
                         break
                     item.items.extend(more.items)
             self.busy_since = time.monotonic()
+            retry = False
             try:
                 await self._do(item)
+                if self.unwritable:
+                    log.info("the database takes writes again: indexing resumes")
+                    self.unwritable, self._backoff = None, BACKOFF[0]
             except asyncio.CancelledError:
                 raise
+            except DeviceFailed as exc:
+                log.critical("%s: stopping, for the service manager to restart image-search", exc)
+                self.failure = exc
+                self.stop_event.set()
+                return
+            except Unwritable as exc:
+                # A full or read-only disk: nothing of this item was lost or half-written, so the
+                # same work is tried again, less and less often, until the disk takes writes.
+                retry = True
+                if str(exc) != self.unwritable:
+                    log.error("%s; retrying every %d s at most", exc, BACKOFF[1])
+                    self.status.errors.append({"path": "", "error": str(exc)})
+                self.unwritable = str(exc)
+                self.status.state = "paused"
+                self.notifier.status(f"paused: {exc}")
+                asyncio.get_running_loop().call_later(self._backoff, self.work.put_nowait, item)
+                self._backoff = min(self._backoff * 2, BACKOFF[1])
             except Exception as exc:
                 log.exception("%s failed", item.kind)
                 self.status.errors.append({"path": "", "error": f"{item.kind}: {exc}"})
             finally:
                 self.busy_since = None
-                if item.kind == "files":
+                if item.kind == "files" and not retry:
                     self.queued.difference_update(ref.path for ref in item.items)
 
     async def _do(self, item: Work) -> None:

@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class ModelUnavailable(UserError, RuntimeError):
     """The model cannot be loaded; the message says why and what to do."""
+
+
+class DeviceFailed(UserError, RuntimeError):
+    """The model's device failed mid-run (a GPU that reset or fell off the bus): the process
+    cannot go on, and exits non-zero so that its service manager restarts it."""

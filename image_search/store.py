@@ -98,6 +98,33 @@ class ModelMismatch(StoreError):
     """The database holds embeddings of another model."""
 
 
+class Unwritable(StoreError):
+    """A write failed because of the disk under the database (full, read-only, gone): nothing
+    was written, the database is intact, and the same write can be tried again later."""
+
+
+# Below this, a failed write on an embedded database is put down to a full disk: a transaction
+# of 500 rows is ~1 MB, and the engine needs room beside it to flush and compact.
+LOW_SPACE = 64 << 20
+
+
+def disk_problem(directory: Path) -> str | None:
+    """Why the file system holding ``directory`` cannot take writes, or None if it looks fine."""
+    probe = directory if directory.exists() else directory.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError as exc:
+        return f"its folder cannot be reached ({exc.strerror or exc})"
+    if st.f_flag & os.ST_RDONLY:
+        return "its file system is read-only"
+    free = st.f_bavail * st.f_frsize
+    if free < LOW_SPACE:
+        return f"the disk holding it is full ({free / 2**20:.1f} MiB free)"
+    if not os.access(probe, os.W_OK):
+        return "its folder is not writable by this user"
+    return None
+
+
 def image_key(path: str | os.PathLike[str]) -> str:
     """The record key for a path: BLAKE2b-128 of its bytes, hex (safe in URLs, any file name)."""
     return hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
@@ -177,9 +204,16 @@ class Store:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def open(self) -> None:
+    @property
+    def directory(self) -> Path | None:
+        """The embedded database's folder (None for memory and servers)."""
         if self.url.startswith(("surrealkv://", "file://", "rocksdb://")):
-            directory = Path(self.url.split("://", 1)[1])
+            return Path(self.url.split("://", 1)[1])
+        return None
+
+    async def open(self) -> None:
+        if self.directory is not None:
+            directory = self.directory
             try:
                 directory.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -229,10 +263,22 @@ class Store:
                 try:
                     return await self.query(sql, params)
                 except QueryFailed as exc:
-                    if "can be retried" not in str(exc) or attempt == RETRIES - 1:
-                        raise
-                    await asyncio.sleep(0.02 * 2**attempt)
+                    if "can be retried" in str(exc) and attempt < RETRIES - 1:
+                        await asyncio.sleep(0.02 * 2**attempt)
+                        continue
+                    self._check_disk(exc)
+                    raise
+                except Exception as exc:  # the engine itself failed (I/O)
+                    self._check_disk(exc)
+                    raise
         raise AssertionError("unreachable")
+
+    def _check_disk(self, exc: BaseException) -> None:
+        """Raise :class:`Unwritable` when a failed write is down to the disk: the engine only
+        says "failed transaction" when it runs out of space."""
+        problem = disk_problem(self.directory) if self.directory is not None else None
+        if problem:
+            raise Unwritable(f"cannot write to the database at {self.directory}: {problem}") from exc
 
     async def first(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         return (await self.query(sql, params))[0]
