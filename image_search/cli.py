@@ -298,7 +298,8 @@ async def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
 async def _listen(app: Any, config: Config) -> Any:
     from aiohttp import web
 
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # After refusing a body (413), read what the client still sends for 2 s at most, then close.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, lingering_time=2.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

@@ -171,8 +171,10 @@ async def ranked(
     if sort not in ("score", "date"):
         raise BadRequest("sort must be score or date")
     min_score = body.get("min_score")
-    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
-        raise BadRequest("min_score must be a number")
+    if min_score is not None and (
+        isinstance(min_score, bool) or not isinstance(min_score, int | float) or not -1 <= min_score <= 1
+    ):
+        raise BadRequest("min_score must be a number from -1 to 1")
     allowed = library.mask(parse_filters(body), exclude)
     searcher = request.app[SEARCHER]
     if sort == "score":

@@ -267,6 +267,8 @@ async def guard(
             return json_error(403, "cross-site request refused")
         if request.content_type not in ("application/json", "multipart/form-data"):
             return json_error(415, "send JSON (Content-Type: application/json)")
+        if (request.content_length or 0) > MAX_UPLOAD:  # refused before a byte of it is read
+            return json_error(413, f"the upload is larger than {MAX_UPLOAD >> 20} MB")
     return await handler(request)
 
 
