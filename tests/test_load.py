@@ -76,7 +76,10 @@ async def fill(url: str, model_id: str, root: Path) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "new_photos"),
-    [pytest.param(15, 500, id="short"), pytest.param(60, 2000, id="full", marks=pytest.mark.slow)],
+    [
+        pytest.param(15, 500, id="short"),
+        pytest.param(60, 2000, id="full", marks=pytest.mark.slow),
+    ],
 )
 def test_searches_while_indexing(
     seconds: int, new_photos: int, cli_env: dict[str, str], tmp_path: Path
