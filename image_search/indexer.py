@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 
 PLAN_CHUNK = 2000
 # With GPU decoding, this share of the JPEGs is decoded by nvJPEG and the rest by the CPU workers:
-# measured on an H100 host with 16 cores, 12 MP JPEGs: nvJPEG with the resize ~450/s, 16 Pillow
-# draft-mode processes (hash included) ~170/s.
-GPU_SHARE = 0.7
+# measured on an H100 host with 16 cores, 12 MP JPEGs end to end (benchmarks/gpu_probe.py e2e):
+# share 0 171 img/s, 0.6 248, 0.75 272, 0.9 212, 1.0 240.
+GPU_SHARE = 0.75
 WORKER_NICENESS = 10
 
 

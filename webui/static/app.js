@@ -328,9 +328,12 @@ async function pollStatus() {
     const response = await fetch("/api/status");
     if (response.ok) {
       const s = await response.json();
-      const busy = s.queue > 0;
-      $("progress").hidden = !busy;
-      if (busy) {
+      const busy = s.queue > 0, paused = s.state === "paused";
+      $("progress").hidden = !busy && !paused;
+      if (paused) {  // a full or read-only disk under the database: say so, it resumes by itself
+        const last = s.errors.length ? s.errors[s.errors.length - 1].error : "";
+        $("progress-text").textContent = `Indexing paused: ${last}`;
+      } else if (busy) {
         const done = s.indexed, total = s.indexed + s.queue;
         $("progress-fill").style.width = `${Math.round((100 * done) / Math.max(total, 1))}%`;
         const eta = s.eta ? `, about ${Math.ceil(s.eta / 60)} min left` : "";
