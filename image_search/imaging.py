@@ -76,11 +76,24 @@ class Prepared:
 
 def content_hash(path: str | os.PathLike[str]) -> str:
     """BLAKE2b-128 of the file's bytes, hex: identifies a photo's content across paths."""
+    return _hash_and_tail(path)[0]
+
+
+def _hash_and_tail(path: str | os.PathLike[str]) -> tuple[str, bytes]:
+    """The content hash and the file's last bytes (a complete JPEG ends with its EOI marker)."""
     digest = hashlib.blake2b(digest_size=16)
+    tail = b""
     with open(path, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+            tail = (tail + chunk)[-4096:]
+    return digest.hexdigest(), tail
+
+
+def _complete_jpeg(tail: bytes) -> bool:
+    """Whether a JPEG's data ends with the EOI marker (zero padding after it allowed). nvJPEG
+    may decode a truncated file into grey garbage instead of failing; Pillow reports it."""
+    return tail.rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 def taken_at(image: Image.Image) -> dt.datetime | None:
@@ -201,14 +214,14 @@ def prepare(
         result.error = "empty file"
         return result
     try:
-        result.hash = content_hash(path)
+        result.hash, tail = _hash_and_tail(path)
         with open_checked(path, max_megapixels) as image:
             result.format = image.format
             result.taken_at = taken_at(image)
             # The full-resolution upright size, read before draft mode shrinks the image.
             width, height = image.size
             result.width, result.height = (height, width) if _swaps_axes(image) else (width, height)
-            if gpu_jpeg and image.format == "JPEG" and image.mode in ("RGB", "L"):
+            if gpu_jpeg and image.format == "JPEG" and image.mode in ("RGB", "L") and _complete_jpeg(tail):
                 result.orientation = _orientation(image)
                 result.gpu = True
             else:

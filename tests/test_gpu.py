@@ -96,3 +96,42 @@ async def test_indexer_with_both_decoders(
             want = await cpu_store.get_one(image_key(ref.path), embedding=True)
             a, b = from_bytes(got["embedding"]).astype(float), from_bytes(want["embedding"]).astype(float)
             assert float(a @ b) >= 0.99, ref.path
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two or more CUDA GPUs")
+@pytest.mark.parametrize("gpu_decode", ["off", "on"])
+async def test_every_visible_gpu_takes_batches(
+    tmp_path: Path, tiny_source: ModelSource, image_embedder: ImageEmbedder, gpu_decode: str
+) -> None:
+    """One embedder per GPU (pick_embedders), batches spread over all of them, each file's own
+    embedding whichever GPU (and decoder) took it."""
+    from image_search.model import pick_embedders
+
+    from .conftest import make_photo
+
+    embedders = pick_embedders(tiny_source, "cuda", "float32")
+    assert [e.device.index for e in embedders] == list(range(torch.cuda.device_count()))
+    used: dict[int, int] = {}
+    for embedder in embedders:
+        embedder.load()
+        forward = embedder.embed_pixels
+
+        def counted(pixels, forward=forward, index=embedder.device.index):  # type: ignore[no-untyped-def]
+            used[index] = used.get(index, 0) + len(pixels)
+            return forward(pixels)
+
+        embedder.embed_pixels = counted  # type: ignore[method-assign]
+    files = [
+        FileRef(str(make_photo(tmp_path / "p" / f"{i:03d}.jpg", (640, 480), seed=i)), str(tmp_path / "p"))
+        for i in range(160)
+    ]
+    async with Store("mem://") as store:
+        async with Indexer(store, embedders, workers=4, batch_size=16, gpu_decode=gpu_decode) as indexer:
+            summary = await indexer.index(files)
+        assert summary.indexed == len(files) and not summary.failed
+        assert len(used) == len(embedders) and sum(used.values()) == len(files), used
+        for ref in files[::10]:
+            row = await store.get_one(image_key(ref.path), embedding=True)
+            prepared = prepare(ref.path, image_embedder.crop, 100.0)
+            want = image_embedder.embed_pixels(prepared.pixels[None])[0]  # type: ignore[index]
+            assert float(from_bytes(row["embedding"]).astype(float) @ want) >= 0.99, ref.path

@@ -57,8 +57,8 @@ def test_draft_decoding_stays_within_stated_tolerance(
         got = ours(image_embedder, path, draft=True)
         assert (got - expected).abs().mean().item() <= 0.03, path
         with torch.inference_mode():
-            a = image_embedder.model(pixel_values=got).image_embeds
-            b = image_embedder.model(pixel_values=expected).image_embeds
+            a = image_embedder.model(got)
+            b = image_embedder.model(expected)
         assert torch.nn.functional.cosine_similarity(a, b).item() >= 0.995, path
 
 
@@ -165,3 +165,18 @@ def test_megapixel_limit_refuses_before_decoding(tmp_path: Path) -> None:
 )
 def test_candidate_names(name: str, wanted: bool) -> None:
     assert is_candidate(name) is wanted
+
+
+def test_only_complete_jpegs_are_left_to_the_gpu(tmp_path: Path) -> None:
+    """nvJPEG can turn a truncated JPEG into grey garbage: such files stay on the CPU path, where
+    Pillow reports them."""
+    whole = make_photo(tmp_path / "whole.jpg")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(whole.read_bytes() + b"\0" * 100)
+    spec = CropSpec()
+    assert prepare(str(whole), spec, 100.0, gpu_jpeg=True).gpu
+    assert prepare(str(padded), spec, 100.0, gpu_jpeg=True).gpu
+    truncated = prepare(str(cut), spec, 100.0, gpu_jpeg=True)
+    assert not truncated.gpu and truncated.error and "truncated" in truncated.error
