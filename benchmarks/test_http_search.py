@@ -7,7 +7,6 @@ under concurrent clients. Every query is distinct (the LRU cache never answers).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 import statistics
 import time
@@ -20,7 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from image_search.config import load_config
 from image_search.model import ModelSource, TextEmbedder
-from image_search.store import Store, image_key, to_bytes
+from image_search.store import Store
+from image_search.testing import library_rows
 from image_search.webui import create_app
 
 from .conftest import unit_vectors
@@ -46,32 +46,8 @@ def queries():
 async def fill(store: Store, model_id: str) -> None:
     await store.check_model(model_id)
     vectors = unit_vectors(N, 768, seed=1)
-    stamp = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     for start in range(0, N, 2000):
-        rows = []
-        for i in range(start, start + 2000):
-            path = f"/photos/{i // 1000:03d}/{i:06d}.jpg"
-            rows.append(
-                {
-                    "key": image_key(path),
-                    "path": path,
-                    "path_bytes": None,
-                    "root": "/photos",
-                    "size": 1,
-                    "mtime_ns": 1,
-                    "hash": f"{i:032x}",
-                    "width": 4000,
-                    "height": 3000,
-                    "taken_at": stamp + dt.timedelta(minutes=i),
-                    "format": "JPEG",
-                    "embedding": to_bytes(vectors[i]),
-                    "model": model_id,
-                    "indexed_at": stamp,
-                    "error": None,
-                    "offline": False,
-                }
-            )
-        await store.write(rows)
+        await store.write(library_rows(start, vectors[start : start + 2000], "/photos", model_id))
 
 
 @pytest.fixture(scope="module")

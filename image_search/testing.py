@@ -7,6 +7,7 @@ Built with transformers' own classes (model, tokenizer, processor) and read back
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,3 +43,37 @@ def build_tiny_clip(
     CLIPModel(config).save_pretrained(directory)
     CLIPProcessor(image_processor=CLIPImageProcessorPil(), tokenizer=tokenizer).save_pretrained(directory)
     return directory
+
+
+def library_rows(start: int, vectors: Any, root: str, model_id: str) -> list[dict[str, Any]]:
+    """Rows in the real schema for a synthetic library: photo ``start + i`` gets ``vectors[i]``
+    (for tests and benchmarks that need 100k indexed images without 100k files)."""
+    import datetime as dt
+
+    from .store import image_key, to_bytes
+
+    stamp = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    rows = []
+    for i, vector in enumerate(vectors, start):
+        path = f"{root}/{i // 1000:03d}/{i:06d}.jpg"
+        rows.append(
+            {
+                "key": image_key(path),
+                "path": path,
+                "path_bytes": None,
+                "root": root,
+                "size": 1,
+                "mtime_ns": 1,
+                "hash": f"{i:032x}",
+                "width": 4000,
+                "height": 3000,
+                "taken_at": stamp + dt.timedelta(minutes=i),
+                "format": "JPEG",
+                "embedding": to_bytes(vector),
+                "model": model_id,
+                "indexed_at": stamp,
+                "error": None,
+                "offline": False,
+            }
+        )
+    return rows

@@ -7,7 +7,6 @@ Short in CI (15 s, 500 new photos); ``-m slow`` runs the full one (60 s, 2,000 n
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 import shutil
 import signal
@@ -22,8 +21,8 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout
 
 from image_search.model import ModelSource
-from image_search.store import Store, image_key, to_bytes
-from image_search.testing import build_tiny_clip
+from image_search.store import Store
+from image_search.testing import build_tiny_clip, library_rows
 
 from .conftest import make_photo
 
@@ -42,36 +41,12 @@ def rss_mib(pid: int) -> float:
 async def fill(url: str, model_id: str, root: Path) -> None:
     """100k rows of 768-d embeddings (the real model's size) under ``root``, in the real schema."""
     rng = np.random.default_rng(7)
-    stamp = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     async with Store(url) as store:
         await store.check_model(model_id)
         for start in range(0, LIBRARY, 2000):
             block = rng.standard_normal((2000, 768), dtype=np.float32)
             block /= np.linalg.norm(block, axis=1, keepdims=True)
-            rows = []
-            for i, vector in zip(range(start, start + 2000), block, strict=True):
-                path = f"{root}/{i // 1000:03d}/{i:06d}.jpg"
-                rows.append(
-                    {
-                        "key": image_key(path),
-                        "path": path,
-                        "path_bytes": None,
-                        "root": str(root),
-                        "size": 1,
-                        "mtime_ns": 1,
-                        "hash": f"{i:032x}",
-                        "width": 4000,
-                        "height": 3000,
-                        "taken_at": stamp + dt.timedelta(minutes=i),
-                        "format": "JPEG",
-                        "embedding": to_bytes(vector),
-                        "model": model_id,
-                        "indexed_at": stamp,
-                        "error": None,
-                        "offline": False,
-                    }
-                )
-            await store.write(rows)
+            await store.write(library_rows(start, block, str(root), model_id))
 
 
 @pytest.mark.parametrize(
