@@ -229,6 +229,17 @@ class Config:
         help="Refuse images larger than this many megapixels (and decompression bombs); recorded as failed.",
     )
 
+    duplicate_similarity: float = _opt(
+        0.92,
+        parse=lambda v: _between(float(v), 0.5, 1.0),
+        help="Near-duplicates: the CLIP cosine two photos must reach before their fingerprints are compared.",
+    )
+    duplicate_hash_bits: int = _opt(
+        10,
+        parse=lambda v: int(_between(int(v), 0, 32)),
+        help="Near-duplicates: the most bits (of 64) in which two photos' perceptual hashes may differ.",
+    )
+
     @property
     def password(self) -> str | None:
         """The server password: from the environment/config, else the password file."""
@@ -242,6 +253,12 @@ class Config:
                     f"db_password_file {self.db_password_file}: cannot read it ({exc})"
                 ) from exc
         return None
+
+
+def _between(value: Any, low: float, high: float) -> Any:
+    if not low <= value <= high:
+        raise ValueError(f"must be from {low:g} to {high:g}, got {value}")
+    return value
 
 
 def _check_nonneg(value: Any) -> Any:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import fingerprint
+
 try:  # HEIC/HEIF through the optional extra.
     from pillow_heif import register_heif_opener
 
@@ -68,6 +70,7 @@ class Prepared:
     format: str | None = None
     taken_at: dt.datetime | None = None
     pixels: np.ndarray | None = None
+    fingerprint: bytes | None = None  # see image_search.fingerprint
     error: str | None = None
     vanished: bool = False  # the file no longer exists: nothing to record
     orientation: int = 1  # EXIF orientation, for a JPEG left to the GPU to decode
@@ -225,7 +228,9 @@ def prepare(
                 result.orientation = _orientation(image)
                 result.gpu = True
             else:
-                result.pixels = clip_crop(decode_rgb(image, spec, draft=draft), spec)
+                decoded = decode_rgb(image, spec, draft=draft)
+                result.fingerprint = fingerprint.of_image(decoded)
+                result.pixels = clip_crop(decoded, spec)
     except ImageError as exc:
         result.error = str(exc)
     except OSError as exc:

@@ -96,10 +96,24 @@ class Summary:
 
 def unchanged(row: dict[str, Any] | None, size: int, mtime_ns: int, model_id: str) -> bool:
     """Whether a stored row still describes the file: same size and mtime, and either embedded
-    by this model or failed (a failed file is retried only when it changes)."""
+    by this model (with its fingerprint) or failed (a failed file is retried only when it changes)."""
     if row is None or row["size"] != size or row["mtime_ns"] != mtime_ns:
         return False
-    return row.get("model") == model_id or row.get("error") is not None
+    if row.get("error") is not None:
+        return True
+    return row.get("model") == model_id and row.get("fingerprint") is not None
+
+
+def needs_fingerprint_only(row: dict[str, Any] | None, size: int, mtime_ns: int, model_id: str) -> bool:
+    """An unchanged, embedded file stored before fingerprints existed: decoded again on the CPU
+    for its fingerprint, its embedding reused (found by content hash), the model not run."""
+    return (
+        row is not None
+        and row["size"] == size
+        and row["mtime_ns"] == mtime_ns
+        and row.get("model") == model_id
+        and row.get("fingerprint") is None
+    )
 
 
 class Indexer:
@@ -138,6 +152,7 @@ class Indexer:
                     "gpu_decode is on, but no CUDA device with torchvision's decode_jpeg: decoding on the CPU"
                 )
         self._credit = 0.0
+        self._cpu_only: set[str] = set()  # keys planned for their fingerprint alone
         self.readers: concurrent.futures.ThreadPoolExecutor | None = None
         self._reads: dict[str, asyncio.Future[bytes]] = {}
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -189,6 +204,8 @@ class Indexer:
                 elif unchanged(rows.get(ref.key), st.st_size, st.st_mtime_ns, self.model_id):
                     skipped += 1
                 else:
+                    if needs_fingerprint_only(rows.get(ref.key), st.st_size, st.st_mtime_ns, self.model_id):
+                        self._cpu_only.add(ref.key)
                     todo.append(ref)
         return todo, skipped
 
@@ -211,10 +228,11 @@ class Indexer:
                 if ref is None:
                     return
                 on_gpu = False
-                if self.gpu_share:
+                if self.gpu_share and ref.key not in self._cpu_only:
                     self._credit += self.gpu_share
                     on_gpu = self._credit >= 1.0
                     self._credit -= 1.0 if on_gpu else 0.0
+                self._cpu_only.discard(ref.key)
                 future = self.pool.submit(prepare, ref.path, crop, self.max_megapixels, self.draft, on_gpu)  # type: ignore[union-attr]
                 pending.append((ref, asyncio.wrap_future(future, loop=loop)))
 
@@ -280,7 +298,7 @@ class Indexer:
             thread = self.model_threads[id(embedder)]
             cpu = [p for p in todo if not p.gpu]
             try:
-                vectors, refused = await loop.run_in_executor(
+                vectors, refused, prints = await loop.run_in_executor(
                     thread,
                     _embed_mixed,
                     embedder,
@@ -294,7 +312,10 @@ class Indexer:
                 raise DeviceFailed(
                     f"the model failed on {embedder.device}: {type(exc).__name__}: {exc}"
                 ) from exc
-            order = cpu + [p for i, p in enumerate(on_gpu) if i not in refused]
+            accepted = [p for i, p in enumerate(on_gpu) if i not in refused]
+            for p, print_ in zip(accepted, prints, strict=True):
+                p.fingerprint = print_
+            order = cpu + accepted
             retry = [on_gpu[i] for i in refused]
             if retry:  # decode those on the CPU like any other file
                 assert self.pool is not None
@@ -308,9 +329,10 @@ class Indexer:
                 )
                 for old, new in zip(retry, redone, strict=True):
                     old.gpu, old.pixels, old.error = False, new.pixels, new.error
+                    old.fingerprint = new.fingerprint
                 ok = [p for p in retry if p.error is None]
                 if ok:
-                    more, _ = await loop.run_in_executor(
+                    more, _, _ = await loop.run_in_executor(
                         thread, _embed_mixed, embedder, [p.pixels for p in ok], [], []
                     )
                     vectors = np.concatenate([vectors, more]) if len(vectors) else more
@@ -353,6 +375,7 @@ class Indexer:
                 "height": p.height,
                 "taken_at": p.taken_at,
                 "format": p.format,
+                "fingerprint": p.fingerprint,
                 "indexed_at": stamp,
                 "embedding": None,
                 "model": None,
@@ -361,7 +384,8 @@ class Indexer:
             }
             if p.error is None:
                 if p.hash in known:
-                    blob = known[p.hash]  # type: ignore[index]
+                    blob, print_ = known[p.hash]  # type: ignore[index]
+                    row["fingerprint"] = p.fingerprint or print_  # not decoded here (nvJPEG's share)
                     summary.reused += 1
                 else:
                     blob = to_bytes(vectors[fresh[p.hash]])  # type: ignore[index]
@@ -409,10 +433,10 @@ def _read(path: str) -> bytes:
 
 def _embed_mixed(
     embedder: ImageEmbedder, crops: list[Any], jpegs: list[bytes], orientations: list[int]
-) -> tuple[np.ndarray, set[int]]:
+) -> tuple[np.ndarray, set[int], list[bytes]]:
     """On the model thread: decode the JPEGs on the GPU, then embed CPU crops and GPU crops
-    together. Returns vectors (CPU crops first, then the JPEGs nvJPEG accepted) and the indices of
-    the JPEGs it refused."""
+    together. Returns vectors (CPU crops first, then the JPEGs nvJPEG accepted), the indices of
+    the JPEGs it refused and the fingerprints of those it accepted."""
     import torch
 
     parts = []
@@ -423,10 +447,13 @@ def _embed_mixed(
         from .gpudecode import decode_batch
 
         decoded = decode_batch(jpegs, orientations, embedder.crop, embedder.device)
-        refused = {i for i, crop in enumerate(decoded) if crop is None}
-        accepted = [crop for crop in decoded if crop is not None]
+        refused = {i for i, pair in enumerate(decoded) if pair is None}
+        accepted = [pair for pair in decoded if pair is not None]
+        prints = [print_ for _, print_ in accepted]
         if accepted:
-            parts.append(torch.stack(accepted))
+            parts.append(torch.stack([crop for crop, _ in accepted]))
+    else:
+        prints = []
     if not parts:
-        return np.zeros((0, embedder.dim), dtype=np.float32), refused
-    return embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0]), refused
+        return np.zeros((0, embedder.dim), dtype=np.float32), refused, prints
+    return embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0]), refused, prints

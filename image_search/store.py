@@ -53,13 +53,33 @@ MIGRATIONS: list[str] = [
     DEFINE INDEX IF NOT EXISTS image_hash ON image FIELDS hash;
     DEFINE INDEX IF NOT EXISTS image_root ON image FIELDS root;
     """,
+    # 2: perceptual fingerprints (near-duplicates) and saved searches (smart albums). Rows stored
+    # before have no fingerprint: the next index run decodes them again, reusing their embedding.
+    """
+    DEFINE FIELD IF NOT EXISTS fingerprint ON image TYPE option<bytes>;
+    DEFINE TABLE IF NOT EXISTS album SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS name ON album TYPE string;
+    DEFINE FIELD IF NOT EXISTS text ON album TYPE string;
+    DEFINE FIELD IF NOT EXISTS liked ON album TYPE array<string>;
+    DEFINE FIELD IF NOT EXISTS rejected ON album TYPE array<string>;
+    DEFINE FIELD IF NOT EXISTS weights ON album TYPE object FLEXIBLE;
+    DEFINE FIELD IF NOT EXISTS filters ON album TYPE object FLEXIBLE;
+    DEFINE FIELD IF NOT EXISTS min_score ON album TYPE float;
+    DEFINE FIELD IF NOT EXISTS vector ON album TYPE bytes;
+    DEFINE FIELD IF NOT EXISTS model ON album TYPE string;
+    DEFINE FIELD IF NOT EXISTS seen ON album TYPE array<string>;
+    DEFINE FIELD IF NOT EXISTS created_at ON album TYPE datetime;
+    DEFINE FIELD IF NOT EXISTS updated_at ON album TYPE datetime;
+    DEFINE FIELD IF NOT EXISTS visited_at ON album TYPE option<datetime>;
+    DEFINE INDEX IF NOT EXISTS album_name ON album FIELDS name UNIQUE;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Every column but the embedding: what listings and the indexer's plan read.
 FACTS = (
     "id, path, path_bytes, root, size, mtime_ns, hash, width, height, taken_at, format, model, error, "
-    "offline, indexed_at"
+    "offline, indexed_at, fingerprint"
 )
 
 
@@ -74,6 +94,7 @@ ROW_FIELDS = (
     "height",
     "taken_at",
     "format",
+    "fingerprint",
     "embedding",
     "model",
     "indexed_at",
@@ -351,16 +372,24 @@ class Store:
         rows = await self.first(f"SELECT {fields} FROM $id", {"id": record_id(key)})
         return rows[0] if rows else None
 
-    async def embeddings_by_hash(self, hashes: Iterable[str], model_id: str) -> dict[str, bytes]:
-        """An existing embedding of the same model for each content hash that has one."""
+    async def embeddings_by_hash(
+        self, hashes: Iterable[str], model_id: str
+    ) -> dict[str, tuple[bytes, bytes | None]]:
+        """An existing embedding of the same model, and its fingerprint, for each content hash
+        that has one (a fingerprint where any row of that content has one)."""
         wanted = sorted(set(hashes))
         if not wanted:
             return {}
         rows = await self.first(
-            "SELECT hash, embedding FROM image WHERE hash IN $h AND model = $m AND embedding != NONE",
+            "SELECT hash, embedding, fingerprint FROM image "
+            "WHERE hash IN $h AND model = $m AND embedding != NONE",
             {"h": wanted, "m": model_id},
         )
-        return {row["hash"]: row["embedding"] for row in rows}
+        found: dict[str, tuple[bytes, bytes | None]] = {}
+        for row in rows:
+            if row["hash"] not in found or found[row["hash"]][1] is None:
+                found[row["hash"]] = (row["embedding"], row.get("fingerprint"))
+        return found
 
     async def rows_under(self, root: str) -> list[dict[str, Any]]:
         """Every row of one picture root (no embeddings): what a reconcile compares with the disk."""

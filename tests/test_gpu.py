@@ -28,12 +28,32 @@ def gpu_embedder(tiny_source: ModelSource) -> ImageEmbedder:
     return ImageEmbedder(tiny_source, "cuda", "float32").load()
 
 
-def gpu_crop(path: Path, embedder: ImageEmbedder, orientation: int = 1) -> np.ndarray:
+def gpu_decoded(path: Path, embedder: ImageEmbedder, orientation: int = 1) -> tuple[np.ndarray, bytes]:
     from image_search.gpudecode import decode_batch
 
-    crop = decode_batch([path.read_bytes()], [orientation], embedder.crop, embedder.device)[0]
-    assert crop is not None
-    return crop.cpu().numpy()
+    pair = decode_batch([path.read_bytes()], [orientation], embedder.crop, embedder.device)[0]
+    assert pair is not None
+    return pair[0].cpu().numpy(), pair[1]
+
+
+def gpu_crop(path: Path, embedder: ImageEmbedder, orientation: int = 1) -> np.ndarray:
+    return gpu_decoded(path, embedder, orientation)[0]
+
+
+def test_gpu_fingerprints_match_the_cpu_path(real_photos: list[Path], gpu_embedder: ImageEmbedder) -> None:
+    """A photo decoded by nvJPEG and the same photo decoded by Pillow must be near-duplicates."""
+    from image_search.fingerprint import Fingerprints
+
+    jpegs = [p for p in real_photos if p.suffix.lower() in {".jpg", ".jpeg"}]
+    assert jpegs
+    for path in jpegs:
+        cpu = prepare(str(path), gpu_embedder.crop, 1000).fingerprint
+        _, gpu = gpu_decoded(path, gpu_embedder)
+        prints = Fingerprints([cpu, gpu])
+        a, b = np.array([0]), np.array([1])
+        assert prints.hash_distance(a, b)[0] <= 4, path
+        assert prints.colour_distance(a, b)[0] <= 2.0, path
+        assert prints.confirm(a, b)[0], path
 
 
 def test_gpu_decode_matches_the_cpu_path(real_photos: list[Path], gpu_embedder: ImageEmbedder) -> None:

@@ -20,7 +20,9 @@ from image_search.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
-META_FIELDS = "id, path, path_bytes, root, taken_at, width, height, format, hash, embedding"
+META_FIELDS = (
+    "id, path, path_bytes, root, taken_at, width, height, format, hash, size, fingerprint, embedding"
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Meta:
     height: int | None
     format: str | None
     hash: str | None
+    size: int | None = None
+    fingerprint: bytes | None = None
 
     @property
     def rel(self) -> str:
@@ -52,6 +56,8 @@ class Meta:
             height=row.get("height"),
             format=row.get("format"),
             hash=row.get("hash"),
+            size=row.get("size"),
+            fingerprint=row.get("fingerprint"),
         )
 
 

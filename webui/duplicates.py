@@ -1,0 +1,152 @@
+"""Near-duplicate groups over HTTP, for the review page and its export. Nothing here touches a
+user's files: the export is a list of paths for the user to act on."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from image_search.duplicates import Grouping, Settings, group
+
+from .api import BadRequest, result
+from .app import CONFIG, LIBRARY
+from .library import Library, Meta
+
+MAX_GROUPS_PAGE = 200
+
+
+@dataclass
+class Groups:
+    """A grouping of the library as it was at ``version``: keys per group, best copy first."""
+
+    version: int
+    settings: Settings
+    groups: list[list[str]]
+    grouping: Grouping
+    without_fingerprint: int
+
+
+class Finder:
+    """Runs the grouping on its own thread (it takes seconds at 100k photos) and keeps the last
+    result until the library or the settings change. One grouping at a time."""
+
+    def __init__(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="duplicates")
+        self.lock = asyncio.Lock()
+        self.last: Groups | None = None
+
+    async def groups(self, library: Library, settings: Settings) -> Groups:
+        async with self.lock:
+            last = self.last
+            if last is not None and last.version == library.version and last.settings == settings:
+                return last
+            version = library.version
+            keys = list(library.index.keys)
+            metas = [library.meta[k] for k in keys]
+            matrix = library.index.vectors(keys)
+            loop = asyncio.get_running_loop()
+            grouping = await loop.run_in_executor(
+                self.executor,
+                lambda: group(matrix, [m.fingerprint for m in metas], [m.hash for m in metas], settings),
+            )
+            groups = [
+                sorted((keys[i] for i in g), key=lambda k: _rank(library.meta[k])) for g in grouping.groups
+            ]
+            groups.sort(key=lambda g: (-len(g), library.meta[g[0]].path))
+            missing = sum(m.fingerprint is None for m in metas)
+            self.last = Groups(version, settings, groups, grouping, missing)
+            return self.last
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _rank(meta: Meta) -> tuple[float, ...]:
+    """The copy to keep comes first: most pixels, then the largest file, then the oldest."""
+    pixels = (meta.width or 0) * (meta.height or 0)
+    taken = meta.taken_at if not math.isnan(meta.taken_at) else math.inf
+    return (-pixels, -(meta.size or 0), taken)
+
+
+FINDER = web.AppKey("duplicate_finder", Finder)
+
+
+def setup(app: web.Application) -> None:
+    async def finder_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[FINDER] = Finder()
+        yield
+        app[FINDER].close()
+
+    app.cleanup_ctx.append(finder_ctx)
+    app.router.add_get("/api/duplicates", duplicates)
+    app.router.add_get("/api/duplicates/export", export)
+
+
+def _settings(request: web.Request) -> Settings:
+    config = request.app[CONFIG]
+    try:
+        similarity = float(request.query.get("similarity", config.duplicate_similarity))
+        hash_bits = int(request.query.get("hash_bits", config.duplicate_hash_bits))
+    except ValueError:
+        raise BadRequest("similarity and hash_bits must be numbers") from None
+    if not (0.5 <= similarity <= 1.0 and 0 <= hash_bits <= 32):
+        raise BadRequest("similarity must be from 0.5 to 1 and hash_bits from 0 to 32")
+    return Settings(similarity=similarity, hash_bits=hash_bits)
+
+
+def _item(library: Library, key: str, keep: bool) -> dict[str, Any]:
+    meta = library.meta[key]
+    return result(key, 1.0, meta) | {"score": None, "size": meta.size, "keep": keep, "full_path": meta.path}
+
+
+async def duplicates(request: web.Request) -> web.Response:
+    library = request.app[LIBRARY]
+    found = await request.app[FINDER].groups(library, _settings(request))
+    try:
+        limit = int(request.query.get("limit", 50))
+        offset = int(request.query.get("offset", 0))
+    except ValueError:
+        raise BadRequest("limit and offset must be whole numbers") from None
+    if not (1 <= limit <= MAX_GROUPS_PAGE and offset >= 0):
+        raise BadRequest(f"limit must be from 1 to {MAX_GROUPS_PAGE} and offset 0 or more")
+    page = [g for g in found.groups[offset : offset + limit] if all(k in library.meta for k in g)]
+    extra = sum(len(g) - 1 for g in found.groups)
+    extra_bytes = sum(library.meta[k].size or 0 for g in found.groups for k in g[1:] if k in library.meta)
+    groups = [{"keep": g[0], "items": [_item(library, k, i == 0) for i, k in enumerate(g)]} for g in page]
+    return web.json_response(
+        {
+            "groups": groups,
+            "total_groups": len(found.groups),
+            "smaller_copies": extra,
+            "smaller_bytes": extra_bytes,
+            "offset": offset,
+            "more": offset + limit < len(found.groups),
+            "images": len(library),
+            "without_fingerprint": found.without_fingerprint,
+            "compared": found.grouping.compared,
+            "seconds": round(found.grouping.seconds, 3),
+            "similarity": found.settings.similarity,
+            "hash_bits": found.settings.hash_bits,
+        }
+    )
+
+
+async def export(request: web.Request) -> web.Response:
+    """The paths of every group's smaller copies (all but the first), one per line
+    (``?sep=nul`` for NUL-separated): for the user to review, move or delete themselves."""
+    library = request.app[LIBRARY]
+    found = await request.app[FINDER].groups(library, _settings(request))
+    sep = "\0" if request.query.get("sep") == "nul" else "\n"
+    paths = [library.meta[k].path for g in found.groups for k in g[1:] if k in library.meta]
+    return web.Response(
+        body="".join(p + sep for p in paths).encode("utf-8", "surrogateescape"),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Content-Disposition": 'attachment; filename="smaller-copies.txt"'},
+    )
