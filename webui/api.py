@@ -36,6 +36,7 @@ from .library import Filters, Meta
 
 MAX_LIMIT = 500
 MAX_IDS = 2000
+MAX_TIMELINE = 5000
 DATE_CANDIDATES = 5000
 CONTENT_TYPES = {
     "JPEG": "image/jpeg",
@@ -153,8 +154,8 @@ def result(key: str, score: float, meta: Meta) -> dict[str, Any]:
     }
 
 
-def _vectors(request: web.Request, ids: list[str], name: str) -> np.ndarray:
-    library = request.app[LIBRARY]
+def _vectors(app: web.Application, ids: list[str], name: str) -> np.ndarray:
+    library = app[LIBRARY]
     unknown = [i for i in ids if i not in library.index]
     if unknown:
         raise web.HTTPNotFound(text=f"unknown image id in {name}: {unknown[0]}")
@@ -170,11 +171,7 @@ async def ranked(
     sort = body.get("sort", "score")
     if sort not in ("score", "date"):
         raise BadRequest("sort must be score or date")
-    min_score = body.get("min_score")
-    if min_score is not None and (
-        isinstance(min_score, bool) or not isinstance(min_score, int | float) or not -1 <= min_score <= 1
-    ):
-        raise BadRequest("min_score must be a number from -1 to 1")
+    min_score = parse_min_score(body)
     allowed = library.mask(parse_filters(body), exclude)
     searcher = request.app[SEARCHER]
     if sort == "score":
@@ -189,6 +186,53 @@ async def ranked(
         "offset": offset,
         "limit": limit,
         "more": len(hits) == limit,
+        "indexed": len(library),
+    }
+
+
+def parse_min_score(body: dict[str, Any]) -> float | None:
+    min_score = body.get("min_score")
+    if min_score is not None and (
+        isinstance(min_score, bool) or not isinstance(min_score, int | float) or not -1 <= min_score <= 1
+    ):
+        raise BadRequest("min_score must be a number from -1 to 1")
+    return None if min_score is None else float(min_score)
+
+
+async def timeline(
+    request: web.Request, query: np.ndarray, body: dict[str, Any], exclude: set[str]
+) -> dict[str, Any]:
+    """The matches above ``min_score`` (the best ``limit`` of them), grouped by the month they
+    were taken, newest month first; within a month the newest first. Undated photos come last."""
+    library = request.app[LIBRARY]
+    limit = _int(body, "limit", 500, 1, MAX_TIMELINE)
+    min_score = parse_min_score(body)
+    allowed = library.mask(parse_filters(body), exclude)
+    hits = await request.app[SEARCHER].submit(Query(query, limit, allowed, min_score))
+    hits = [(key, score) for key, score in hits if key in library.meta]
+    hits.sort(key=lambda hit: -_taken(library.meta[hit[0]]))
+    months: list[dict[str, Any]] = []
+    for key, score in hits:
+        meta = library.meta[key]
+        label = (
+            None
+            if math.isnan(meta.taken_at)
+            else dt.datetime.fromtimestamp(meta.taken_at, dt.UTC).strftime("%Y-%m")
+        )
+        if not months or months[-1]["month"] != label:
+            months.append({"month": label, "count": 0, "results": []})
+        months[-1]["count"] += 1
+        months[-1]["results"].append(result(key, score, meta))
+    years: dict[str, int] = {}
+    for group in months:
+        year = group["month"][:4] if group["month"] else "undated"
+        years[year] = years.get(year, 0) + group["count"]
+    return {
+        "months": months,
+        "years": [{"year": y, "count": n} for y, n in years.items()],
+        "total": len(hits),
+        "truncated": len(hits) == limit,
+        "min_score": min_score,
         "indexed": len(library),
     }
 
@@ -215,6 +259,9 @@ async def status(request: web.Request) -> web.Response:
     else:
         daemon_status = dict(await store.get_status("daemon") or {})
         daemon_status.pop("id", None)
+    from .albums import summaries
+
+    album_counts = await summaries(request.app)
     updated = daemon_status.get("updated_at")
     if isinstance(updated, dt.datetime):
         daemon_status["updated_at"] = updated.isoformat()
@@ -231,6 +278,10 @@ async def status(request: web.Request) -> web.Response:
             "errors": daemon_status.get("errors") or [],
             "model": request.app[LIBRARY].model_id,
             "daemon": daemon_status or None,
+            "albums": {
+                "count": len(album_counts),
+                "new": sum(c["new"] for c in album_counts.values()),
+            },
         }
     )
 
@@ -241,31 +292,57 @@ async def search(request: web.Request) -> web.Response:
         body, upload = await _multipart(request)
     else:
         body = await read_json(request)
+    text, liked, rejected, weights = session_parts(body)
+    extra = None
+    if upload is not None:
+        extra = (await request.app[IMAGES].embed(upload))[None]
+    query = await query_vector(request.app, text, liked, rejected, weights, extra)
+    exclude = set(liked) | set(rejected) | set(_ids(body, "exclude"))
+    if body.get("timeline"):
+        payload = await timeline(request, query, body, exclude)
+    else:
+        payload = await ranked(request, query, body, exclude)
+    payload["terms"] = [{"weight": w, "text": t} for w, t in parse_query(text)] if text else []
+    return web.json_response(payload)
+
+
+def session_parts(body: dict[str, Any]) -> tuple[str, list[str], list[str], dict[str, float]]:
+    """A refine session's text, liked and rejected ids and weights, checked."""
     text = body.get("text") or ""
     if not isinstance(text, str):
         raise BadRequest("text must be a string")
-    liked, rejected = _ids(body, "liked"), _ids(body, "rejected")
-    positives = _vectors(request, liked, "liked")
-    negatives = _vectors(request, rejected, "rejected")
-    text_vec = await request.app[QUERIES].vector(text) if text.strip() else None
-    if upload is not None:
-        picture = await request.app[IMAGES].embed(upload)
-        positives = np.vstack([positives.reshape(-1, picture.shape[0]), picture[None]])
     weights = body.get("weights") or {}
     if not isinstance(weights, dict) or not all(
-        k in ("text", "liked", "rejected") and isinstance(v, int | float) and not isinstance(v, bool)
+        k in ("text", "liked", "rejected")
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
         for k, v in weights.items()
     ):
         raise BadRequest("weights must be an object with numbers for text, liked and rejected")
+    return text, _ids(body, "liked"), _ids(body, "rejected"), {k: float(v) for k, v in weights.items()}
+
+
+async def query_vector(
+    app: web.Application,
+    text: str,
+    liked: list[str],
+    rejected: list[str],
+    weights: dict[str, float],
+    extra_positive: np.ndarray | None = None,
+) -> np.ndarray:
+    """The unit query vector of a refine session (``refine.refine_query``); 404 for an unknown
+    liked or rejected id, 400 when there is nothing to search for."""
+    positives = _vectors(app, liked, "liked")
+    negatives = _vectors(app, rejected, "rejected")
+    text_vec = await app[QUERIES].vector(text) if text.strip() else None
+    if extra_positive is not None:
+        positives = np.vstack([positives.reshape(-1, extra_positive.shape[1]), extra_positive])
     try:
-        kwargs = {f"{name}_weight": float(value) for name, value in weights.items()}
-        query = refine_query(text_vec, positives, negatives, **kwargs)
+        kwargs = {f"{name}_weight": value for name, value in weights.items()}
+        return refine_query(text_vec, positives, negatives, **kwargs)
     except EmptyQuery as exc:
         raise BadRequest(str(exc)) from None
-    exclude = set(liked) | set(rejected) | set(_ids(body, "exclude"))
-    payload = await ranked(request, query, body, exclude)
-    payload["terms"] = [{"weight": w, "text": t} for w, t in parse_query(text)] if text else []
-    return web.json_response(payload)
 
 
 async def _multipart(request: web.Request) -> tuple[dict[str, Any], Image.Image]:
@@ -314,7 +391,7 @@ def _decode_upload(data: bytes, max_megapixels: float) -> Image.Image:
 async def similar(request: web.Request) -> web.Response:
     key = request.match_info["id"]
     body = await read_json(request) if request.can_read_body else {}
-    vector = _vectors(request, [key], "id")
+    vector = _vectors(request.app, [key], "id")
     exclude = {key} | set(_ids(body, "exclude"))
     return web.json_response(await ranked(request, refine_query(None, vector, None), body, exclude))
 

@@ -265,7 +265,7 @@ async def guard(
         origin = request.headers.get("Origin")
         if origin is not None and origin.split("://", 1)[-1].rstrip("/") != request.host:
             return json_error(403, "cross-site request refused")
-        if request.content_type not in ("application/json", "multipart/form-data"):
+        if request.body_exists and request.content_type not in ("application/json", "multipart/form-data"):
             return json_error(415, "send JSON (Content-Type: application/json)")
         if (request.content_length or 0) > MAX_UPLOAD:  # refused before a byte of it is read
             return json_error(413, f"the upload is larger than {MAX_UPLOAD >> 20} MB")
@@ -283,7 +283,7 @@ def create_app(
     """The web application. ``store`` and ``text_embedder`` may be given (shared or prebuilt);
     ``daemon`` (under ``serve``) keeps the library in step directly, otherwise the app polls the
     store for changes."""
-    from . import api
+    from . import albums, api, duplicates
 
     app = web.Application(middlewares=[errors, guard], client_max_size=MAX_UPLOAD)
     app[CONFIG] = config
@@ -361,6 +361,8 @@ def create_app(
         app[DAEMON] = daemon
     app.cleanup_ctx.extend([store_ctx, model_ctx, library_ctx, thumbs_ctx])
     api.setup_routes(app)
+    albums.setup(app)
+    duplicates.setup(app)
     return app
 
 
