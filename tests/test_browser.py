@@ -7,10 +7,12 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 from image_search.config import load_config
 from image_search.indexer import FileRef, Indexer
@@ -20,6 +22,7 @@ from image_search.store import Store
 from image_search.webui import create_app
 
 from .conftest import make_photo
+from .test_web_api import dated
 
 pytestmark = pytest.mark.browser
 
@@ -37,16 +40,30 @@ ARGS = [
 ARTIFACTS = Path(os.environ.get("IMAGE_SEARCH_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
 
 
+@dataclass
+class Served:
+    url: str
+    store: Store
+    root: Path
+    embedder: ImageEmbedder
+
+
 @pytest.fixture
-async def server(
+async def served(
     tmp_path: Path,
     photo_dir: Path,
     image_embedder: ImageEmbedder,
     text_embedder: TextEmbedder,
     tiny_model_dir: Path,
-) -> AsyncIterator[str]:
+) -> AsyncIterator[Served]:
     for i in range(40):
         make_photo(photo_dir / "generated" / f"{i:02d}.jpg", (320, 240), seed=100 + i)
+    for i, when in enumerate(["2019:07:01 12:00:00", "2021:01:15 09:00:00", "2021:03:02 18:30:00"]):
+        dated(photo_dir / "dated" / f"{when[:7].replace(':', '-')}.jpg", when, seed=300 + i)
+    meadow = next(p for p in photo_dir.rglob("*GreenMeadow.jpg"))
+    (photo_dir / "exports").mkdir()
+    with Image.open(meadow) as image:  # a smaller copy: one near-duplicate group
+        image.resize((image.width // 2, image.height // 2)).save(photo_dir / "exports" / "meadow-small.jpg")
     async with Store("mem://") as store:
         await store.check_model(image_embedder.source.model_id)
         files = [FileRef(p, str(photo_dir)) for p in walk(str(photo_dir), Filter())]
@@ -55,9 +72,14 @@ async def server(
         config = load_config(
             {"model": str(tiny_model_dir), "cache_dir": str(tmp_path / "cache"), "database_url": "mem://"}
         )
-        app = create_app(config, store=store, text_embedder=text_embedder)
+        app = create_app(config, store=store, text_embedder=text_embedder, follow_interval=0.2)
         async with TestServer(app, host="127.0.0.1") as srv:
-            yield f"http://127.0.0.1:{srv.port}"
+            yield Served(f"http://127.0.0.1:{srv.port}", store, photo_dir, image_embedder)
+
+
+@pytest.fixture
+def server(served: Served) -> str:
+    return served.url
 
 
 @pytest.fixture
@@ -74,8 +96,16 @@ async def page(server: str) -> AsyncIterator[object]:
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        in_flight: set[object] = set()
+        page.on("request", lambda r: in_flight.add(r))
+        page.on("requestfinished", lambda r: in_flight.discard(r))
+        page.on("requestfailed", lambda r: in_flight.discard(r))
         await page.goto(server + "/")
         yield page
+        for _ in range(100):  # let thumbnails finish: the server is stopped right after
+            if not in_flight:
+                break
+            await asyncio.sleep(0.05)
         await browser.close()
         assert not errors, errors
 
@@ -209,3 +239,136 @@ async def test_more_like_this_and_phone_width(page) -> None:  # type: ignore[no-
         "button", "bs => bs.filter(b => !b.getAttribute('aria-label') && !b.textContent.trim()).length"
     )
     assert labels == 0, "every button has a name"
+
+
+async def test_timeline_by_month(page) -> None:  # type: ignore[no-untyped-def]
+    await page.select_option("#view", "timeline")
+    await page.fill("#min-score", "-1")
+    await page.dispatch_event("#min-score", "change")
+    await page.fill("#q", "a photo")
+    await page.press("#q", "Enter")
+    await page.wait_for_selector("#grid .month .tile img")
+    headings = await page.eval_on_selector_all("#grid .month h2", "hs => hs.map(h => h.textContent)")
+    assert headings[-3:] == ["March 2021 · 1", "January 2021 · 1", "July 2019 · 1"]
+    years = await page.eval_on_selector_all("#years a", "as => as.map(a => a.textContent)")
+    assert [y.split(" · ")[0] for y in years][-2:] == ["2021", "2019"]
+    total = sum(int(y.split(" · ")[1]) for y in years)
+    assert total == len(await ids(page))
+    await page.click("#years a >> text=2019")
+    await page.screenshot(path=ARTIFACTS / "06-timeline.png")
+    # A higher minimum score keeps fewer pictures, in the same months.
+    scores = await page.eval_on_selector_all(
+        "#grid .tile .score", "ss => ss.map(s => parseFloat(s.textContent))"
+    )
+    floor = sorted(scores)[len(scores) // 2]
+    await page.fill("#min-score", str(floor))
+    await page.dispatch_event("#min-score", "change")
+    await until(page, "n => document.querySelectorAll('#grid .tile').length < n", len(scores))
+    kept = await page.eval_on_selector_all(
+        "#grid .tile .score", "ss => ss.map(s => parseFloat(s.textContent))"
+    )
+    assert kept and min(kept) >= floor - 0.001
+
+
+async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    await page.fill("#q", "a photo of a meadow")
+    await page.press("#q", "Enter")
+    await page.wait_for_selector("#grid .tile img")
+    first = await ids(page)
+    await page.locator("#grid .tile").nth(0).locator("button.like").click()
+    await page.fill("#q", "")  # the album is "pictures like this one"
+    await page.fill("#min-score", "0.99")
+    await page.dispatch_event("#min-score", "change")
+    await page.click("#save-album")
+    await page.fill("#album-name", "Meadows")
+    await page.click("#album-save")
+    await until(page, "() => document.getElementById('tray-note').textContent.startsWith('Saved')")
+
+    await page.click("#nav-albums")
+    await page.wait_for_selector(".album-card")
+    assert "Meadows" in await page.text_content(".album-card")
+    await page.click(".album-card a")
+    await page.wait_for_selector("#album-grid .album-tile img")
+    members = await page.eval_on_selector_all("#album-grid .album-tile", "ts => ts.map(t => t.dataset.id)")
+    assert first[0] in members
+    assert await page.eval_on_selector_all("#album-grid .new", "ts => ts.length") == 0
+
+    # A copy of a liked photo arrives: it joins the album by itself, marked new once.
+    liked_path = (await served.store.get_one(first[0]))["path"]
+    copy = served.root / "later" / ("copy-" + Path(liked_path).name)
+    copy.parent.mkdir()
+    shutil.copy(liked_path, copy)
+    with Image.open(copy) as image:
+        image.convert("RGB").resize((image.width // 2, image.height // 2)).save(copy.with_suffix(".jpg"))
+    arrived = copy.with_suffix(".jpg")
+    if arrived != copy:
+        copy.unlink()
+    async with Indexer(served.store, served.embedder, workers=1) as indexer:
+        await indexer.index([FileRef(str(arrived), str(served.root))])
+    album_url = page.url
+    for _ in range(50):
+        await page.goto(served.url + "/#/albums")
+        await page.goto(album_url)
+        await page.wait_for_selector("#album-grid .album-tile")
+        if await page.eval_on_selector_all("#album-grid .new", "ts => ts.length"):
+            break
+        await asyncio.sleep(0.2)
+    new = await page.eval_on_selector_all("#album-grid .new", "ts => ts.map(t => t.dataset.id)")
+    assert len(new) == 1 and "new since your last visit" in await page.text_content("#album-counts")
+    await page.screenshot(path=ARTIFACTS / "07-album-new.png")
+    await page.reload()
+    await page.wait_for_selector("#album-grid .album-tile")
+    assert await page.eval_on_selector_all("#album-grid .new", "ts => ts.length") == 0
+
+    await page.click("#album-rename")
+    await page.fill("#rename-name", "Green meadows")
+    await page.press("#rename-name", "Enter")
+    await until(page, "() => document.getElementById('album-title').textContent === 'Green meadows'")
+    href = await page.get_attribute("#album-export", "href")
+    assert href and href.endswith("/export")
+
+    await page.click("#album-edit")
+    await page.wait_for_selector("#search-page:not([hidden]) #grid .tile")
+    assert await page.text_content("#liked-count") == "1"
+    assert await page.input_value("#min-score") == "0.99"
+    assert "Green meadows" in await page.text_content("#save-album")
+
+    await page.goto(album_url)
+    await page.wait_for_selector("#album-grid .album-tile")
+    await page.click("#album-delete")
+    assert "photos stay" in await page.text_content("#album-delete")
+    await page.click("#album-delete")
+    await page.wait_for_selector("#album-list li.note")
+    assert await page.text_content("#album-list") == "No albums yet."
+    assert Path(liked_path).exists() and arrived.exists()
+
+
+async def test_duplicates_page(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    """The meadow and its smaller copy are a group; so are Debian's identical wallpaper files
+    (photo_dir holds several copies of one of them). Nothing else is."""
+    await page.click("#nav-duplicates")
+    await page.wait_for_selector(".dup-group .dup-item img")
+    groups = await page.eval_on_selector_all(
+        ".dup-group",
+        "gs => gs.map(g => [...g.querySelectorAll('.dup-item')].map(i => "
+        "[i.classList.contains('keep'), i.querySelector('.caption').textContent,"
+        " i.querySelector('.dims').textContent]))",
+    )
+    meadow = next(g for g in groups if any(c == "exports/meadow-small.jpg" for _, c, _ in g))
+    assert (
+        len(meadow) == 2 and meadow[0][0] and not meadow[1][0] and meadow[1][1] == "exports/meadow-small.jpg"
+    )
+    for group in groups:
+        assert group[0][0] and not any(keep for keep, _, _ in group[1:])
+        assert all("×" in dims and "B" in dims for _, _, dims in group)
+        if group is not meadow:  # identical files: the same size in pixels and bytes
+            assert len({dims for _, _, dims in group}) == 1
+    copies = sum(len(g) - 1 for g in groups)
+    assert f"{len(groups)} groups: {copies} smaller copies" in await page.text_content("#dup-summary")
+    await until(page, "() => [...document.querySelectorAll('.dup-item img')].every(i => i.naturalWidth > 0)")
+    await page.screenshot(path=ARTIFACTS / "08-duplicates.png")
+    async with page.expect_download() as download:
+        await page.click("#dup-export")
+    saved = Path(await (await download.value).path()).read_text().splitlines()
+    assert len(saved) == copies and str(served.root / "exports" / "meadow-small.jpg") in saved
+    assert all(Path(p).exists() for p in saved)

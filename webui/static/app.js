@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 60;
+const TIMELINE = 1000;
 
 const state = {
   text: "",
@@ -16,6 +17,9 @@ const state = {
   folder: "",
   from: "",
   to: "",
+  view: "grid",         // or "timeline": the matches above the minimum score, by month
+  minScore: "",
+  editing: null,        // {id, name} while an album's search is open for editing
   results: [],
   more: false,
   loading: false,
@@ -35,16 +39,24 @@ function filters() {
   return f;
 }
 
+function minScore() {
+  const value = parseFloat(state.minScore);
+  return Number.isFinite(value) ? value : null;
+}
+
 function body(offset) {
-  return {
+  const payload = {
     text: state.text,
     liked: [...state.liked.keys()],
     rejected: [...state.rejected.keys()],
-    limit: PAGE,
+    limit: state.view === "timeline" ? TIMELINE : PAGE,
     offset,
     sort: state.sort,
     filters: filters(),
   };
+  if (minScore() !== null) payload.min_score = minScore();
+  if (state.view === "timeline") { payload.timeline = true; delete payload.offset; }
+  return payload;
 }
 
 async function call(url, payload) {
@@ -76,11 +88,21 @@ async function run({ append = false, record = true } = {}) {
   const offset = append ? state.results.length : 0;
   state.loading = true;
   try {
+    const timeline = state.view === "timeline" && !state.similarTo;
     const data = state.similarTo
       ? await call(`/api/images/${state.similarTo}/similar`, { limit: PAGE, offset, sort: state.sort, filters: filters(),
-          exclude: [...state.liked.keys(), ...state.rejected.keys()] })
+          exclude: [...state.liked.keys(), ...state.rejected.keys()], min_score: minScore() })
       : await call("/api/search", body(offset));
     if (seq !== state.seq) return;  // a newer request has been made
+    if (timeline) {
+      state.results = data.months.flatMap((m) => m.results);
+      state.more = false;
+      if (record) remember();
+      renderTimeline(data);
+      const cut = data.truncated ? ` (the best ${data.total}: raise the minimum score to see fewer)` : "";
+      show(state.results.length ? `${data.total} pictures${cut}` : "Nothing matches above this minimum score.");
+      return;
+    }
     state.results = append ? state.results.concat(data.results) : data.results;
     state.more = data.more;
     if (record && !append) remember();
@@ -100,6 +122,7 @@ function snapshot() {
     text: state.text, liked: [...state.liked.values()], rejected: [...state.rejected.values()],
     upload: state.upload, uploadURL: state.uploadURL, similarTo: state.similarTo,
     sort: state.sort, folder: state.folder, from: state.from, to: state.to,
+    view: state.view, minScore: state.minScore,
   };
 }
 
@@ -120,11 +143,17 @@ function restore(pos) {
   state.uploadURL = round.uploadURL;
   state.similarTo = round.similarTo;
   state.sort = round.sort; state.folder = round.folder; state.from = round.from; state.to = round.to;
-  $("q").value = state.text; $("sort").value = state.sort; $("folder").value = state.folder;
-  $("from").value = state.from; $("to").value = state.to;
+  state.view = round.view; state.minScore = round.minScore;
+  drawControls();
   drawTray();
   drawHistory();
   run({ record: false });
+}
+
+function drawControls() {
+  $("q").value = state.text; $("sort").value = state.sort; $("folder").value = state.folder;
+  $("from").value = state.from; $("to").value = state.to;
+  $("view").value = state.view; $("min-score").value = state.minScore;
 }
 
 function drawHistory() {
@@ -178,12 +207,14 @@ function drawTray() {
   $("rejected-count").textContent = state.rejected.size;
   $("refine").disabled = !(state.liked.size || state.rejected.size || state.text.trim() || state.upload);
   $("copy-paths").disabled = !state.liked.size;
+  $("save-album").disabled = !(state.text.trim() || state.liked.size) || !!state.upload;
+  $("save-album").textContent = state.editing ? `Save album “${state.editing.name}”…` : "Save as album…";
   $("upload-chip").hidden = !state.upload;
   if (state.upload) $("upload-preview").src = state.uploadURL;
 }
 
 function drawJudgements() {
-  for (const tile of $("grid").children) {
+  for (const tile of tiles()) {
     const id = tile.dataset.id;
     const liked = state.liked.has(id), rejected = state.rejected.has(id);
     tile.classList.toggle("liked", liked);
@@ -245,6 +276,8 @@ function tile(result, index) {
 
 function render(appended) {
   const grid = $("grid");
+  grid.classList.remove("timeline");
+  $("years").hidden = true;
   if (appended) {
     const start = state.results.length - appended.length;
     grid.append(...appended.map((r, i) => tile(r, start + i)));
@@ -253,6 +286,55 @@ function render(appended) {
     window.scrollTo({ top: 0 });
   }
   drawJudgements();
+}
+
+function monthName(month) {
+  if (!month) return "Undated";
+  const [year, number] = month.split("-").map(Number);
+  return new Date(Date.UTC(year, number - 1, 1)).toLocaleString(undefined, { month: "long", year: "numeric", timeZone: "UTC" });
+}
+
+// The timeline: one section per month (newest first), a list of years to jump to.
+function renderTimeline(data) {
+  const grid = $("grid");
+  grid.classList.add("timeline");
+  let index = 0;
+  const sections = data.months.map((month) => {
+    const li = document.createElement("li");
+    li.className = "month";
+    li.id = `month-${month.month || "undated"}`;
+    const heading = document.createElement("h2");
+    heading.textContent = `${monthName(month.month)} · ${month.count}`;
+    const tiles = document.createElement("ul");
+    tiles.className = "grid";
+    tiles.setAttribute("aria-label", monthName(month.month));
+    tiles.append(...month.results.map((r) => tile(r, index++)));
+    li.append(heading, tiles);
+    return li;
+  });
+  grid.replaceChildren(...sections);
+  const years = $("years");
+  years.replaceChildren(...data.years.map((y) => {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    const first = data.months.find((m) => (m.month ? m.month.slice(0, 4) : "undated") === y.year);
+    a.href = `#month-${first ? first.month || "undated" : ""}`;
+    a.textContent = `${y.year} · ${y.count}`;
+    a.addEventListener("click", (event) => {
+      event.preventDefault();
+      const target = document.getElementById(a.getAttribute("href").slice(1));
+      if (target) target.scrollIntoView({ block: "start" });
+    });
+    li.append(a);
+    return li;
+  }));
+  years.hidden = !data.years.length;
+  window.scrollTo({ top: 0 });
+  drawJudgements();
+}
+
+function tiles() {
+  return document.querySelectorAll("#grid .tile");
 }
 
 function show(text, error = false) {
@@ -279,7 +361,7 @@ function openLightbox(index) {
 
 function closeLightbox() {
   if (state.lightbox < 0) return;
-  const tileEl = $("grid").children[state.lightbox];
+  const tileEl = tiles()[state.lightbox];
   state.lightbox = -1;
   $("lightbox").hidden = true;
   if (tileEl) tileEl.focus();
@@ -329,6 +411,9 @@ async function pollStatus() {
     if (response.ok) {
       const s = await response.json();
       const busy = s.queue > 0, paused = s.state === "paused";
+      const fresh = s.albums ? s.albums.new : 0;
+      $("albums-new").hidden = !fresh;
+      $("albums-new").textContent = fresh ? `${fresh} new` : "";
       $("progress").hidden = !busy && !paused;
       if (paused) {  // a full or read-only disk under the database: say so, it resumes by itself
         const last = s.errors.length ? s.errors[s.errors.length - 1].error : "";
@@ -386,12 +471,13 @@ function init() {
   $("refine").addEventListener("click", () => { state.text = $("q").value; state.similarTo = null; run(); });
   $("clear").addEventListener("click", () => {
     state.liked.clear(); state.rejected.clear(); state.upload = null; state.similarTo = null;
+    state.editing = null;
     drawTray(); drawJudgements();
   });
   $("copy-paths").addEventListener("click", copyPaths);
   $("back").addEventListener("click", () => state.pos > 0 && restore(state.pos - 1));
   $("forward").addEventListener("click", () => state.pos < state.history.length - 1 && restore(state.pos + 1));
-  for (const [id, key] of [["sort", "sort"], ["folder", "folder"], ["from", "from"], ["to", "to"]]) {
+  for (const [id, key] of [["sort", "sort"], ["folder", "folder"], ["from", "from"], ["to", "to"], ["view", "view"], ["min-score", "minScore"]]) {
     $(id).addEventListener("change", () => { state[key] = $(id).value; if (!nothingToAsk()) run(); });
   }
   $("upload").addEventListener("change", () => setUpload($("upload").files[0]));
@@ -433,6 +519,7 @@ function init() {
   drawHistory();
   loadFolders();
   pollStatus();
+  initPages();  // pages.js: albums, duplicates, and the routes between the pages
 }
 
 document.addEventListener("DOMContentLoaded", init);
