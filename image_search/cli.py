@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_install_service)
 
+    from .cli_library import add_commands
+
+    add_commands(sub, parent)
+
     p = sub.add_parser("status", parents=[parent], help="Counts, model, database location and failed files.")
     p.add_argument("--json", action="store_true", help="Print JSON.")
     p.set_defaults(run=cmd_status)
@@ -461,6 +465,7 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
         model = await store.stored_model()
         failures = await store.failures()
         version = await store.schema_version()
+        albums = (await store.first("SELECT count() AS n FROM album GROUP ALL")) if version >= 2 else []
     status: dict[str, Any] = {
         "indexed": counts.indexed,
         "failed": counts.failed,
@@ -470,6 +475,7 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
         "configured_model": config.model,
         "database": config.database_url,
         "schema_version": version,
+        "albums": albums[0]["n"] if albums else 0,
         "failed_files": [{"path": real_path(f), "error": f["error"]} for f in failures],
     }
     if args.json:
@@ -480,6 +486,7 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"indexed    {counts.indexed}")
         print(f"offline    {counts.offline}")
         print(f"failed     {counts.failed}")
+        print(f"albums     {status['albums']}  (photos in each: `image-search albums`)")
         for f in status["failed_files"]:
             print(f"  {f['path']}: {f['error']}")
     return 0

@@ -15,6 +15,7 @@ Measured: ``benchmarks/test_duplicates.py``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,3 +135,10 @@ def group(
         members.setdefault(union.find(i), []).append(i)
     groups = sorted((g for g in members.values() if len(g) > 1), key=lambda g: g[0])
     return Grouping(groups, len(rows), candidates, confirmed, time.perf_counter() - started)
+
+
+def keep_first(width: int | None, height: int | None, size: int | None, taken_at: float) -> tuple[float, ...]:
+    """Sort key within a group: the copy to keep comes first (most pixels, then the largest
+    file, then the oldest; ``taken_at`` in epoch seconds, NaN when unknown)."""
+    taken = taken_at if not math.isnan(taken_at) else math.inf
+    return (-(width or 0) * (height or 0), -(size or 0), taken)

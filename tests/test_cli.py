@@ -121,3 +121,58 @@ def test_include_and_exclude(tmp_path: Path, env: dict[str, str]) -> None:
     )
     assert out["indexed"] == 1
     shutil.rmtree(root)
+
+
+def test_duplicates_and_albums_on_the_command_line(
+    photo_dir: Path, env: dict[str, str], xdg: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from image_search import albums
+    from image_search.store import Store, from_bytes, image_key
+
+    meadow = next(photo_dir.rglob("*GreenMeadow.jpg"))
+    small = photo_dir / "exports" / "meadow-small.jpg"
+    small.parent.mkdir()
+    with Image.open(meadow) as image:
+        image.resize((image.width // 3, image.height // 3)).save(small, quality=75)
+    cli("index", str(photo_dir), env=env)
+
+    smaller = cli("duplicates", "--smaller", env=env).stdout.splitlines()
+    assert str(small) in smaller
+    groups = json.loads(cli("duplicates", "--json", env=env).stdout)["groups"]
+    mine = next(g for g in groups if any(m["path"] == str(small) for m in g))
+    assert [m["path"] for m in mine] == [str(meadow), str(small)]
+    assert meadow.exists() and small.exists()
+
+    async def save() -> None:
+        async with Store(f"surrealkv://{xdg / 'data' / 'image-search' / 'db'}") as store:
+            row = await store.get_one(image_key(str(meadow)), embedding=True)
+            vector = from_bytes(row["embedding"]).astype(np.float32)
+            await albums.save_album(
+                store,
+                albums.Album(
+                    name="Meadow",
+                    liked=[image_key(str(meadow))],
+                    min_score=0.99,
+                    vector=vector,
+                    model=row["model"],
+                ),
+            )
+
+    asyncio.run(save())
+    listed = json.loads(cli("albums", "--json", env=env).stdout)
+    assert [(a["name"], a["new"]) for a in listed] == [("Meadow", listed[0]["count"])] and listed[0][
+        "count"
+    ] >= 2
+    paths = cli("album", "Meadow", env=env).stdout.splitlines()
+    assert {str(meadow), str(small)} <= set(paths)
+    links = tmp_path / "links"
+    cli("album", "Meadow", "--links", str(links), env=env)
+    assert sorted(p.resolve() for p in links.iterdir()) == sorted(Path(p).resolve() for p in paths)
+    refused = cli("album", "Meadow", "--links", str(links), env=env, check=False)
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+    assert "no album called" in cli("album", "Nope", env=env, check=False).stderr
+    assert json.loads(cli("status", "--json", env=env).stdout)["albums"] == 1

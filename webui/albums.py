@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +86,22 @@ async def _vector(app: web.Application, album: Album) -> np.ndarray:
 
 
 async def members(app: web.Application, album: Album) -> list[tuple[str, float]]:
-    """The album's photos now: every match above its minimum score (within its filters), its
-    liked photos whatever their score, never its rejected ones; best first."""
     library = app[LIBRARY]
     if not len(library):
         return []
-    vector = await _vector(app, album)
+    return await members_of(library, album, await _vector(app, album), app[SEARCHER].submit)
+
+
+async def members_of(
+    library: Library,
+    album: Album,
+    vector: np.ndarray,
+    search: Callable[[Query], Awaitable[list[tuple[str, float]]]],
+) -> list[tuple[str, float]]:
+    """The album's photos now: every match above its minimum score (within its filters), its
+    liked photos whatever their score, never its rejected ones; best first."""
     allowed = library.mask(parse_filters({"filters": album.filters}), set(album.rejected))
-    hits = await app[SEARCHER].submit(Query(vector, MAX_MEMBERS, allowed, album.min_score))
+    hits = await search(Query(vector, MAX_MEMBERS, allowed, album.min_score))
     found = {key for key, _ in hits}
     liked = [k for k in album.liked if k in library.index and k not in found]
     if liked:

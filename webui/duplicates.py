@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from image_search.duplicates import Grouping, Settings, group
+from image_search.duplicates import Grouping, Settings, group, keep_first
 
 from .api import BadRequest, result
 from .app import CONFIG, LIBRARY
@@ -68,10 +67,7 @@ class Finder:
 
 
 def _rank(meta: Meta) -> tuple[float, ...]:
-    """The copy to keep comes first: most pixels, then the largest file, then the oldest."""
-    pixels = (meta.width or 0) * (meta.height or 0)
-    taken = meta.taken_at if not math.isnan(meta.taken_at) else math.inf
-    return (-pixels, -(meta.size or 0), taken)
+    return keep_first(meta.width, meta.height, meta.size, meta.taken_at)
 
 
 FINDER = web.AppKey("duplicate_finder", Finder)
