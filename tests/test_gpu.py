@@ -155,3 +155,29 @@ async def test_every_visible_gpu_takes_batches(
             prepared = prepare(ref.path, image_embedder.crop, 100.0)
             want = image_embedder.embed_pixels(prepared.pixels[None])[0]  # type: ignore[index]
             assert float(from_bytes(row["embedding"]).astype(float) @ want) >= 0.99, ref.path
+
+
+async def test_near_duplicates_with_gpu_decoding(tmp_path: Path, gpu_embedder: ImageEmbedder) -> None:
+    """The wallpaper test set indexed with nvJPEG decoding most JPEGs: fingerprints made on the GPU
+    and on the CPU meet in the same groups, and the groups are exactly the expected ones."""
+    from image_search.duplicates import group
+    from image_search.indexer import FileRef, Indexer
+    from image_search.scan import Filter, walk
+    from image_search.store import Store
+
+    from .test_duplicates import build_set
+
+    root = tmp_path / "Pictures"
+    expected, _ = build_set(root)
+    async with Store("mem://") as store:
+        await store.check_model(gpu_embedder.source.model_id)
+        files = [FileRef(p, str(root)) for p in walk(str(root), Filter())]
+        async with Indexer(store, gpu_embedder, workers=2, batch_size=8, gpu_decode="on") as indexer:
+            assert indexer.gpu_share > 0
+            summary = await indexer.index(files)
+        assert not summary.failed
+        rows = await store.first("SELECT path, hash, fingerprint, embedding FROM image ORDER BY path")
+    assert all(r["fingerprint"] for r in rows)
+    matrix = np.stack([np.frombuffer(r["embedding"], dtype=np.float16).astype(np.float32) for r in rows])
+    found = group(matrix, [r["fingerprint"] for r in rows], [r["hash"] for r in rows]).groups
+    assert sorted(sorted(rows[i]["path"] for i in g) for g in found) == sorted(map(sorted, expected))
