@@ -77,11 +77,21 @@ def crop(image: torch.Tensor, spec: CropSpec) -> torch.Tensor:
 
 def reductions(image: torch.Tensor) -> torch.Tensor:
     """What a fingerprint is made of, from an upright (3, H, W) uint8 picture: 32x32 grey (Pillow's
-    "L" weights) and 4x4 colour box means, flattened into one (1024 + 48,) float tensor."""
+    "L" weights) and 4x4 colour box means, flattened into one (1024 + 48,) float tensor.
+
+    Box means all the way down, in steps that keep every GPU thread's window small: a 12 MP
+    picture pooled straight to 4x4 sums 750,000 pixels per thread (34 s for 1,000 photos on an
+    H200, 3.2 s for the rest of their decoding); first an integer reduction to ~128 px, then
+    32x32, whose 8x8 blocks are the 4x4 grid. Grey is a weighted sum, so it commutes with means."""
     pixels = image[None].float()
-    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device).view(1, 3, 1, 1)
-    grey = torch.nn.functional.adaptive_avg_pool2d((pixels * weights).sum(1, keepdim=True), fingerprint.GREY)
-    grid = torch.nn.functional.adaptive_avg_pool2d(pixels, fingerprint.GRID)[0].permute(1, 2, 0)
+    factor = max(1, min(pixels.shape[-2:]) // (4 * fingerprint.GREY))
+    if factor > 1:
+        pixels = torch.nn.functional.avg_pool2d(pixels, factor, ceil_mode=True)
+    colour = torch.nn.functional.adaptive_avg_pool2d(pixels, fingerprint.GREY)[0]  # (3, 32, 32)
+    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device).view(3, 1, 1)
+    grey = (colour * weights).sum(0)
+    step = fingerprint.GREY // fingerprint.GRID
+    grid = torch.nn.functional.avg_pool2d(colour[None], step)[0].permute(1, 2, 0)
     return torch.cat([grey.reshape(-1), grid.reshape(-1)])
 
 

@@ -358,6 +358,10 @@ class Indexer:
             vectors, order = await self._embed(todo)
             fresh = {p.hash: i for i, p in enumerate(order)}  # type: ignore[misc]
             good = [(ref, p) for ref, p in batch if p.error is None]  # GPU refusals may have failed
+            # A second file of the same content in this batch was not decoded (nvJPEG's share).
+            prints = {p.hash: p.fingerprint for p in order if p.fingerprint}
+        else:
+            prints = {}
         stamp = now()
         rows: list[dict[str, Any]] = []
         written: list[dict[str, Any]] = []
@@ -389,6 +393,7 @@ class Indexer:
                     summary.reused += 1
                 else:
                     blob = to_bytes(vectors[fresh[p.hash]])  # type: ignore[index]
+                    row["fingerprint"] = p.fingerprint or prints.get(p.hash)  # type: ignore[arg-type]
                     summary.indexed += 1
                 row["embedding"], row["model"] = blob, self.model_id
                 written.append(row)
