@@ -75,6 +75,16 @@ class VectorIndex:
         rows = [self._row(self._pos[k]) for k in keys if k in self._pos]
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
+    def snapshot(self) -> tuple[list[str], np.ndarray]:
+        """A consistent copy of every key and its row (for work that runs beside searches and
+        updates, such as grouping near-duplicates)."""
+        with self._lock:
+            n = len(self._keys)
+            if not n:
+                return [], np.zeros((0, self.dim), dtype=np.float32)
+            full = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._blocks[0]
+            return list(self._keys), full[:n].copy()
+
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
         with self._lock:

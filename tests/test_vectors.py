@@ -69,3 +69,17 @@ def test_a_mask_made_before_rows_arrived_still_searches() -> None:
     mask = np.array([False, True])
     index.upsert(["c"], np.array([[0.0, 1.0]], dtype=np.float32))
     assert [k for k, _ in index.search(np.array([0.0, 1.0], dtype=np.float32), 3, allowed=mask)] == ["b"]
+
+
+def test_snapshot_is_a_consistent_copy() -> None:
+    rng = np.random.default_rng(1)
+    n = vectors_module.BLOCK + 10  # two blocks
+    keys = [f"k{i}" for i in range(n)]
+    matrix = rng.normal(size=(n, 8)).astype(np.float32)
+    index = VectorIndex.build(keys, matrix)
+    index.remove(["k3"])
+    got_keys, got = index.snapshot()
+    assert len(got_keys) == len(got) == n - 1 and "k3" not in got_keys
+    assert np.array_equal(got, index.vectors(got_keys))
+    got[:] = 0  # a copy: the index is untouched
+    assert np.array_equal(index.vectors(["k0"])[0], matrix[0])

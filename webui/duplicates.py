@@ -46,24 +46,30 @@ class Finder:
             if last is not None and last.version == library.version and last.settings == settings:
                 return last
             version = library.version
-            keys = list(library.index.keys)
-            metas = [library.meta[k] for k in keys]
-            matrix = library.index.vectors(keys)
             loop = asyncio.get_running_loop()
-            grouping = await loop.run_in_executor(
-                self.executor,
-                lambda: group(matrix, [m.fingerprint for m in metas], [m.hash for m in metas], settings),
-            )
-            groups = [
-                sorted((keys[i] for i in g), key=lambda k: _rank(library.meta[k])) for g in grouping.groups
-            ]
-            groups.sort(key=lambda g: (-len(g), library.meta[g[0]].path))
-            missing = sum(m.fingerprint is None for m in metas)
+            keys, metas, grouping = await loop.run_in_executor(self.executor, _group, library, settings)
+            groups = [sorted((keys[i] for i in g), key=lambda k: _rank(metas[k])) for g in grouping.groups]
+            groups.sort(key=lambda g: (-len(g), metas[g[0]].path))
+            missing = sum(m.fingerprint is None for m in metas.values())
             self.last = Groups(version, settings, groups, grouping, missing)
             return self.last
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _group(library: Library, settings: Settings) -> tuple[list[str], dict[str, Meta], Grouping]:
+    """On the finder's thread: a consistent copy of the index (searches and the indexer go on
+    meanwhile), the facts of its rows, and their groups."""
+    keys, matrix = library.index.snapshot()
+    found = [(i, library.meta.get(k)) for i, k in enumerate(keys)]
+    rows = [i for i, meta in found if meta is not None]  # removed since the copy
+    metas = {keys[i]: meta for i, meta in found if meta is not None}
+    keys = [keys[i] for i in rows]
+    grouping = group(
+        matrix[rows], [metas[k].fingerprint for k in keys], [metas[k].hash for k in keys], settings
+    )
+    return keys, metas, grouping
 
 
 def _rank(meta: Meta) -> tuple[float, ...]:
