@@ -306,6 +306,9 @@ async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> 
     async with Indexer(served.store, served.embedder, workers=1) as indexer:
         await indexer.index([FileRef(str(arrived), str(served.root))])
     album_url = page.url
+    await page.goto(served.url + "/#/albums")  # the nav says so within a status poll or two
+    await until(page, "() => document.getElementById('albums-new').textContent === '1 new'", limit=30)
+    await until(page, "() => document.querySelector('.album-card').textContent.includes('1 new')")
     for _ in range(50):
         await page.goto(served.url + "/#/albums")
         await page.goto(album_url)

@@ -412,8 +412,10 @@ async function pollStatus() {
       const s = await response.json();
       const busy = s.queue > 0, paused = s.state === "paused";
       const fresh = s.albums ? s.albums.new : 0;
+      const changed = $("albums-new").textContent !== (fresh ? `${fresh} new` : "");
       $("albums-new").hidden = !fresh;
       $("albums-new").textContent = fresh ? `${fresh} new` : "";
+      if (changed && document.body.dataset.page === "albums") loadAlbums();  // pages.js
       $("progress").hidden = !busy && !paused;
       if (paused) {  // a full or read-only disk under the database: say so, it resumes by itself
         const last = s.errors.length ? s.errors[s.errors.length - 1].error : "";
