@@ -329,6 +329,23 @@ async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> 
     await until(page, "() => document.getElementById('album-title').textContent === 'Green meadows'")
     href = await page.get_attribute("#album-export", "href")
     assert href and href.endswith("/export")
+    async with page.expect_download() as download:
+        await page.click("#album-export")
+    listed = Path(await (await download.value).path()).read_text().splitlines()
+    assert str(arrived) in listed and liked_path in listed
+    await page.click("#album-links")
+    await page.fill("#links-folder", str(served.root))  # inside the picture folder: refused
+    await page.press("#links-folder", "Enter")
+    await until(
+        page, "() => document.getElementById('album-note').textContent.includes('inside the picture')"
+    )
+    folder = served.root.parent / "exported" / "Green meadows"
+    await page.fill("#links-folder", str(folder))
+    await page.press("#links-folder", "Enter")
+    await until(page, "() => document.getElementById('album-note').textContent.includes(' links in ')")
+    assert sorted(os.path.realpath(folder / name) for name in os.listdir(folder)) == sorted(
+        os.path.realpath(p) for p in listed
+    )
 
     await page.click("#album-edit")
     await page.wait_for_selector("#search-page:not([hidden]) #grid .tile")

@@ -312,7 +312,8 @@ async def export_links(request: web.Request) -> web.Response:
     if not isinstance(folder, str) or not folder.strip():
         raise BadRequest("folder must be an absolute path")
     _, paths = await _member_paths(request)
-    roots = [str(r) for r in request.app[CONFIG].roots]
+    # The configured picture folders and those the library holds (a daemon elsewhere may watch them).
+    roots = sorted({str(r) for r in request.app[CONFIG].roots} | set(request.app[LIBRARY].folders()))
     target = folder.replace("~", str(Path.home()), 1) if folder.startswith("~/") else folder
     try:
         made = await asyncio.to_thread(store_albums.link_folder, Path(target), paths, roots)
