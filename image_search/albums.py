@@ -120,6 +120,21 @@ async def list_albums(store: Store) -> list[Album]:
     return [Album.from_row(row) for row in rows]
 
 
+async def versions(store: Store) -> list[tuple[str, Any, Any]]:
+    """Each album's id, last change and last visit: what tells a cache that albums changed,
+    without reading their vectors and seen lists."""
+    rows = await store.first("SELECT id, updated_at, visited_at FROM album ORDER BY id")
+    return [(row["id"].id, row.get("updated_at"), row.get("visited_at")) for row in rows]
+
+
+async def set_vector(store: Store, album_id: str, vector: np.ndarray, model: str) -> None:
+    """Store the query vector made again for another model."""
+    await store.transact(
+        "UPDATE $id SET vector = $v, model = $m RETURN NONE",
+        {"id": _rid(album_id), "v": np.asarray(vector, dtype=np.float32).tobytes(), "m": model},
+    )
+
+
 async def get_album(store: Store, album_id: str) -> Album | None:
     if not re.fullmatch(r"[0-9a-f]{16}", album_id):
         return None

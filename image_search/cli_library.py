@@ -61,22 +61,17 @@ async def _library(config: Config, store: Any) -> Any:
 
 
 async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
-    from .duplicates import Settings, group, keep_first
+    from webui.duplicates import group_library
+
+    from .duplicates import Settings
     from .store import Store
 
     async with Store.from_config(config) as store:
         library = await _library(config, store)
-    keys = list(library.index.keys)
-    metas = [library.meta[k] for k in keys]
     settings = Settings(similarity=config.duplicate_similarity, hash_bits=config.duplicate_hash_bits)
-    grouping = await asyncio.to_thread(
-        group, library.index.vectors(keys), [m.fingerprint for m in metas], [m.hash for m in metas], settings
-    )
-    groups = [
-        sorted((metas[i] for i in g), key=lambda m: keep_first(m.width, m.height, m.size, m.taken_at))
-        for g in grouping.groups
-    ]
-    missing = sum(m.fingerprint is None for m in metas)
+    found = await asyncio.to_thread(group_library, library, settings)
+    groups = [[library.meta[k] for k in g] for g in found.groups]
+    missing, images = found.without_fingerprint, len(library)
     if args.smaller:
         for members in groups:
             for meta in members[1:]:
@@ -86,9 +81,7 @@ async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
             [{"path": m.path, "width": m.width, "height": m.height, "size": m.size} for m in members]
             for members in groups
         ]
-        print(
-            json.dumps({"groups": described, "images": len(keys), "without_fingerprint": missing}, indent=2)
-        )
+        print(json.dumps({"groups": described, "images": images, "without_fingerprint": missing}, indent=2))
     else:
         for members in groups:
             for n, meta in enumerate(members):
@@ -97,8 +90,8 @@ async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
             print()
         copies = sum(len(g) - 1 for g in groups)
         print(
-            f"{len(groups)} groups, {copies} smaller copies, among {len(keys)} photos "
-            f"({grouping.seconds:.1f} s)",
+            f"{len(groups)} groups, {copies} smaller copies, among {images} photos "
+            f"({found.grouping.seconds:.1f} s)",
             file=sys.stderr,
         )
     if missing:

@@ -94,11 +94,16 @@ class Summary:
         }
 
 
+def _same_file(row: dict[str, Any] | None, size: int, mtime_ns: int) -> bool:
+    return row is not None and row["size"] == size and row["mtime_ns"] == mtime_ns
+
+
 def unchanged(row: dict[str, Any] | None, size: int, mtime_ns: int, model_id: str) -> bool:
     """Whether a stored row still describes the file: same size and mtime, and either embedded
     by this model (with its fingerprint) or failed (a failed file is retried only when it changes)."""
-    if row is None or row["size"] != size or row["mtime_ns"] != mtime_ns:
+    if not _same_file(row, size, mtime_ns):
         return False
+    assert row is not None
     if row.get("error") is not None:
         return True
     return row.get("model") == model_id and row.get("fingerprint") is not None
@@ -108,9 +113,8 @@ def needs_fingerprint_only(row: dict[str, Any] | None, size: int, mtime_ns: int,
     """An unchanged, embedded file stored before fingerprints existed: decoded again on the CPU
     for its fingerprint, its embedding reused (found by content hash), the model not run."""
     return (
-        row is not None
-        and row["size"] == size
-        and row["mtime_ns"] == mtime_ns
+        _same_file(row, size, mtime_ns)
+        and row is not None
         and row.get("model") == model_id
         and row.get("fingerprint") is None
     )
@@ -445,6 +449,7 @@ def _embed_mixed(
     import torch
 
     parts = []
+    prints: list[bytes] = []
     if crops:
         parts.append(torch.from_numpy(np.stack(crops)).to(embedder.device, non_blocking=True))
     refused: set[int] = set()
@@ -457,8 +462,6 @@ def _embed_mixed(
         prints = [print_ for _, print_ in accepted]
         if accepted:
             parts.append(torch.stack([crop for crop, _ in accepted]))
-    else:
-        prints = []
     if not parts:
         return np.zeros((0, embedder.dim), dtype=np.float32), refused, prints
     return embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0]), refused, prints

@@ -20,8 +20,10 @@ from image_search.vectors import Query
 from .api import (
     BadRequest,
     _ids,
+    page_of,
     parse_filters,
     parse_min_score,
+    path_list,
     query_vector,
     read_json,
     result,
@@ -78,10 +80,7 @@ async def _vector(app: web.Application, album: Album) -> np.ndarray:
     except (BadRequest, EmptyQuery):  # nothing of the session is left: it matches nothing
         return np.zeros(library.index.dim or 1, dtype=np.float32)
     album.vector, album.model = vector, library.model_id
-    await app[STORE].transact(
-        "UPDATE $id SET vector = $v, model = $m RETURN NONE",
-        {"id": store_albums._rid(album.id), "v": vector.tobytes(), "m": album.model},
-    )
+    await store_albums.set_vector(app[STORE], album.id, vector, album.model)
     return vector
 
 
@@ -117,13 +116,12 @@ def _is_new(library: Library, album: Album, key: str) -> bool:
 async def summaries(app: web.Application) -> dict[str, dict[str, int]]:
     cache = app[SUMMARIES]
     async with cache.lock:
-        albums = await store_albums.list_albums(app[STORE])
         library = app[LIBRARY]
-        key = (library.version, tuple((a.id, a.updated_at, a.visited_at) for a in albums))
+        key = (library.version, tuple(await store_albums.versions(app[STORE])))
         changed_albums = cache.key is None or key[1] != cache.key[1]
         if key != cache.key and (changed_albums or time.monotonic() - cache.at > SUMMARY_TTL):
             value = {}
-            for album in albums:
+            for album in await store_albums.list_albums(app[STORE]):
                 hits = await members(app, album)
                 value[album.id] = {
                     "count": len(hits),
@@ -214,16 +212,11 @@ async def get_album(request: web.Request) -> web.Response:
     """The album and a page of its members, new ones first (each marked ``new``)."""
     album = await _album(request)
     library = request.app[LIBRARY]
-    try:
-        limit = int(request.query.get("limit", 60))
-        offset = int(request.query.get("offset", 0))
-    except ValueError:
-        raise BadRequest("limit and offset must be whole numbers") from None
-    if not (1 <= limit <= 500 and 0 <= offset):
-        raise BadRequest("limit must be from 1 to 500 and offset 0 or more")
+    limit, offset = page_of(request, 60, 500)
     hits = await members(request.app, album)
-    new = [(k, s) for k, s in hits if _is_new(library, album, k)]
-    ordered = new + [(k, s) for k, s in hits if not _is_new(library, album, k)]
+    fresh = {k for k, _ in hits if _is_new(library, album, k)}
+    new = [(k, s) for k, s in hits if k in fresh]
+    ordered = new + [(k, s) for k, s in hits if k not in fresh]
     page = ordered[offset : offset + limit]
     results = [
         result(k, s, library.meta[k]) | {"new": i + offset < len(new)} for i, (k, s) in enumerate(page)
@@ -293,15 +286,7 @@ async def _member_paths(request: web.Request) -> tuple[Album, list[str]]:
 async def export_paths(request: web.Request) -> web.Response:
     """The members' paths as a text file, one per line (``?sep=nul`` for NUL-separated)."""
     album, paths = await _member_paths(request)
-    sep = "\0" if request.query.get("sep") == "nul" else "\n"
-    body = "".join(p + sep for p in paths).encode("utf-8", "surrogateescape")
-    filename = "".join(c if c.isalnum() or c in " -_" else "_" for c in album.name).strip() or "album"
-    return web.Response(
-        body=body,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}.txt"'},
-    )
+    return path_list(request, paths, album.name)
 
 
 async def export_links(request: web.Request) -> web.Response:

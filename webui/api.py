@@ -190,6 +190,31 @@ async def ranked(
     }
 
 
+def page_of(request: web.Request, default: int, most: int) -> tuple[int, int]:
+    """``limit`` and ``offset`` from the query string of a paged GET."""
+    try:
+        limit = int(request.query.get("limit", default))
+        offset = int(request.query.get("offset", 0))
+    except ValueError:
+        raise BadRequest("limit and offset must be whole numbers") from None
+    if not (1 <= limit <= most and offset >= 0):
+        raise BadRequest(f"limit must be from 1 to {most} and offset 0 or more")
+    return limit, offset
+
+
+def path_list(request: web.Request, paths: list[str], name: str) -> web.Response:
+    """Paths as a text file to download, one per line (``?sep=nul``: NUL after each, for names
+    with newlines). Names that are not UTF-8 keep their bytes."""
+    sep = "\0" if request.query.get("sep") == "nul" else "\n"
+    filename = "".join(c if c.isalnum() or c in " -_" else "_" for c in name).strip() or "photos"
+    return web.Response(
+        body="".join(p + sep for p in paths).encode("utf-8", "surrogateescape"),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.txt"'},
+    )
+
+
 def parse_min_score(body: dict[str, Any]) -> float | None:
     min_score = body.get("min_score")
     if min_score is not None and (

@@ -13,16 +13,17 @@ from aiohttp import web
 
 from image_search.duplicates import Grouping, Settings, group, keep_first
 
-from .api import BadRequest, result
+from .api import BadRequest, page_of, path_list, result
 from .app import CONFIG, LIBRARY
-from .library import Library, Meta
+from .library import Library
 
 MAX_GROUPS_PAGE = 200
 
 
 @dataclass
 class Groups:
-    """A grouping of the library as it was at ``version``: keys per group, best copy first."""
+    """A grouping of the library as it was at ``version``: keys per group, best copy first, the
+    largest groups first."""
 
     version: int
     settings: Settings
@@ -45,22 +46,18 @@ class Finder:
             last = self.last
             if last is not None and last.version == library.version and last.settings == settings:
                 return last
-            version = library.version
             loop = asyncio.get_running_loop()
-            keys, metas, grouping = await loop.run_in_executor(self.executor, _group, library, settings)
-            groups = [sorted((keys[i] for i in g), key=lambda k: _rank(metas[k])) for g in grouping.groups]
-            groups.sort(key=lambda g: (-len(g), metas[g[0]].path))
-            missing = sum(m.fingerprint is None for m in metas.values())
-            self.last = Groups(version, settings, groups, grouping, missing)
+            self.last = await loop.run_in_executor(self.executor, group_library, library, settings)
             return self.last
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _group(library: Library, settings: Settings) -> tuple[list[str], dict[str, Meta], Grouping]:
-    """On the finder's thread: a consistent copy of the index (searches and the indexer go on
-    meanwhile), the facts of its rows, and their groups."""
+def group_library(library: Library, settings: Settings) -> Groups:
+    """The library's near-duplicate groups, off the event loop (the web page's finder thread, the
+    command line's): from a consistent copy of the index, so searches and the indexer go on."""
+    version = library.version
     keys, matrix = library.index.snapshot()
     found = [(i, library.meta.get(k)) for i, k in enumerate(keys)]
     rows = [i for i, meta in found if meta is not None]  # removed since the copy
@@ -69,11 +66,13 @@ def _group(library: Library, settings: Settings) -> tuple[list[str], dict[str, M
     grouping = group(
         matrix[rows], [metas[k].fingerprint for k in keys], [metas[k].hash for k in keys], settings
     )
-    return keys, metas, grouping
-
-
-def _rank(meta: Meta) -> tuple[float, ...]:
-    return keep_first(meta.width, meta.height, meta.size, meta.taken_at)
+    rank = lambda k: keep_first(metas[k].width, metas[k].height, metas[k].size, metas[k].taken_at)  # noqa: E731
+    groups = sorted(
+        (sorted((keys[i] for i in g), key=rank) for g in grouping.groups),
+        key=lambda g: (-len(g), metas[g[0]].path),
+    )
+    missing = sum(m.fingerprint is None for m in metas.values())
+    return Groups(version, settings, groups, grouping, missing)
 
 
 FINDER = web.AppKey("duplicate_finder", Finder)
@@ -110,13 +109,7 @@ def _item(library: Library, key: str, keep: bool) -> dict[str, Any]:
 async def duplicates(request: web.Request) -> web.Response:
     library = request.app[LIBRARY]
     found = await request.app[FINDER].groups(library, _settings(request))
-    try:
-        limit = int(request.query.get("limit", 50))
-        offset = int(request.query.get("offset", 0))
-    except ValueError:
-        raise BadRequest("limit and offset must be whole numbers") from None
-    if not (1 <= limit <= MAX_GROUPS_PAGE and offset >= 0):
-        raise BadRequest(f"limit must be from 1 to {MAX_GROUPS_PAGE} and offset 0 or more")
+    limit, offset = page_of(request, 50, MAX_GROUPS_PAGE)
     page = [g for g in found.groups[offset : offset + limit] if all(k in library.meta for k in g)]
     extra = sum(len(g) - 1 for g in found.groups)
     extra_bytes = sum(library.meta[k].size or 0 for g in found.groups for k in g[1:] if k in library.meta)
@@ -144,11 +137,5 @@ async def export(request: web.Request) -> web.Response:
     (``?sep=nul`` for NUL-separated): for the user to review, move or delete themselves."""
     library = request.app[LIBRARY]
     found = await request.app[FINDER].groups(library, _settings(request))
-    sep = "\0" if request.query.get("sep") == "nul" else "\n"
     paths = [library.meta[k].path for g in found.groups for k in g[1:] if k in library.meta]
-    return web.Response(
-        body="".join(p + sep for p in paths).encode("utf-8", "surrogateescape"),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"Content-Disposition": 'attachment; filename="smaller-copies.txt"'},
-    )
+    return path_list(request, paths, "smaller-copies")
