@@ -60,16 +60,11 @@ function body(offset) {
 }
 
 async function call(url, payload) {
-  let options;
-  if (state.upload && url === "/api/search") {
-    const form = new FormData();
-    form.append("query", JSON.stringify(payload));
-    form.append("image", state.upload, state.upload.name || "upload");
-    options = { method: "POST", body: form };
-  } else {
-    options = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) };
-  }
-  const response = await fetch(url, options);
+  if (!(state.upload && url === "/api/search")) return api("POST", url, payload);  // pages.js
+  const form = new FormData();
+  form.append("query", JSON.stringify(payload));
+  form.append("image", state.upload, state.upload.name || "upload");
+  const response = await fetch(url, { method: "POST", body: form });
   const data = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new Error(data.error || response.statusText);
   return data;

@@ -4,6 +4,7 @@
 
 const pages = { album: null, albumOffset: 0, dupOffset: 0, dupSeq: 0 };
 
+// Every JSON request of the page (app.js's call() too): the server's error message on failure.
 async function api(method, url, payload) {
   const options = { method, headers: {} };
   if (payload !== undefined) {
