@@ -1,0 +1,244 @@
+"""The SurrealDB connection: open, migrate, run statements, write transactions, and the one check
+that binds a database to the model whose vectors it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from surrealdb import AsyncSurreal
+
+from .schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger("image_search.store")
+
+# In every write transaction: lets a web server elsewhere notice changes by reading one record.
+BUMP = "UPSERT meta:changes SET seq += 1 RETURN NONE;"
+RETRIES = 6
+# Below this, a failed write on an embedded database is put down to a full disk: a transaction
+# of 500 rows is ~1 MB, and the engine needs room beside it to flush and compact.
+LOW_SPACE = 64 << 20
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used as it is; the message says what to do."""
+
+
+class QueryFailed(StoreError):
+    """A SurrealQL statement failed; its transaction, if any, was rolled back whole."""
+
+
+class ModelMismatch(StoreError):
+    """The database holds embeddings of another model (the one exception for it, everywhere)."""
+
+
+class Unwritable(StoreError):
+    """A write failed because of the disk under the database (full, read-only, gone): nothing
+    was written, the database is intact, and the same write can be tried again later."""
+
+
+def disk_problem(directory: Path) -> str | None:
+    """Why the file system holding ``directory`` cannot take writes, or None if it looks fine."""
+    probe = directory if directory.exists() else directory.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError as exc:
+        return f"its folder cannot be reached ({exc.strerror or exc})"
+    if st.f_flag & os.ST_RDONLY:
+        return "its file system is read-only"
+    free = st.f_bavail * st.f_frsize
+    if free < LOW_SPACE:
+        return f"the disk holding it is full ({free / 2**20:.1f} MiB free)"
+    if not os.access(probe, os.W_OK):
+        return "its folder is not writable by this user"
+    return None
+
+
+def mismatch(stored: str, wanted: str, count: int | None = None) -> ModelMismatch:
+    """The one message for a model change: what the database holds and the commands that fix it."""
+    held = f"{count} embeddings of model {stored!r}" if count else f"embeddings of model {stored!r}"
+    return ModelMismatch(
+        f"the database holds {held}, not {wanted!r}. Vectors of two models cannot be searched "
+        f"together: use --model {stored!r}, or run `image-search index --reembed --model {wanted!r}` "
+        "to embed every photo again with the new model"
+    )
+
+
+class Connection:
+    """An open SurrealDB connection with this project's schema. Use as an async context manager."""
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "image_search",
+        database: str = "main",
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.database = database
+        self.user = user
+        self.password = password
+        self.db: Any = None
+        # This process's write transactions one at a time: each bumps meta:changes, so two in
+        # flight would always conflict. Conflicts with other processes are retried (transact).
+        self._writes = asyncio.Lock()
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url.startswith(("ws://", "wss://", "http://", "https://"))
+
+    @property
+    def directory(self) -> Path | None:
+        """The embedded database's folder (None for memory and servers)."""
+        if self.url.startswith(("surrealkv://", "file://", "rocksdb://")):
+            return Path(self.url.split("://", 1)[1])
+        return None
+
+    async def __aenter__(self) -> Any:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self.directory is not None:
+            try:
+                self.directory.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the database directory {self.directory.parent}: {exc}"
+                ) from None
+        if not self.embedded and (self.user is None or self.password is None):
+            raise StoreError(
+                f"{self.url} is a SurrealDB server: set db_user and the password "
+                "(IMAGE_SEARCH_DB_PASSWORD or db_password_file)"
+            )
+        try:
+            self.db = AsyncSurreal(self.url)
+            await self.db.connect()
+            if not self.embedded:
+                await self.db.signin({"username": self.user, "password": self.password})
+            await self.db.use(self.namespace, self.database)
+        except Exception as exc:
+            raise StoreError(f"cannot open the database at {self.url}: {exc}") from None
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run SurrealQL; one result per statement. A failure raises :class:`QueryFailed` with
+        the statement that caused it (not the "not executed" echoes of its transaction)."""
+        response = await self.db.query_raw(sql, params or {})
+        if "error" in response:
+            raise QueryFailed(str(response["error"].get("message", response["error"])))
+        statements = response.get("result") or []
+        errors = [s for s in statements if s.get("status") == "ERR"]
+        if errors:
+            cause = next(
+                (e for e in errors if (e.get("details") or {}).get("kind") != "NotExecuted"), errors[0]
+            )
+            raise QueryFailed(str(cause.get("result")))
+        return [s.get("result") for s in statements]
+
+    async def first(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        return (await self.query(sql, params))[0]
+
+    async def transact(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """A write transaction: serialised within this process, retried when SurrealDB reports a
+        conflict with another writer ("can be retried"); all of it or none of it."""
+        async with self._writes:
+            for attempt in range(RETRIES):
+                try:
+                    return await self.query(sql, params)
+                except QueryFailed as exc:
+                    if "can be retried" in str(exc) and attempt < RETRIES - 1:
+                        await asyncio.sleep(0.02 * 2**attempt)
+                        continue
+                    self._check_disk(exc)
+                    raise
+                except Exception as exc:  # the engine itself failed (I/O)
+                    self._check_disk(exc)
+                    raise
+        raise AssertionError("unreachable")
+
+    def _check_disk(self, exc: BaseException) -> None:
+        """Raise :class:`Unwritable` when a failed write is down to the disk: the engine only
+        says "failed transaction" when it runs out of space."""
+        problem = disk_problem(self.directory) if self.directory is not None else None
+        if problem:
+            raise Unwritable(f"cannot write to the database at {self.directory}: {problem}") from exc
+
+    # -- schema and model ------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        # Engine 3 refuses to read a table that was never defined: a new database has none.
+        row = (
+            await self.query("DEFINE TABLE IF NOT EXISTS meta SCHEMALESS; SELECT * FROM ONLY meta:schema")
+        )[1]
+        return int(row["version"]) if row else 0
+
+    async def migrate(self) -> None:
+        version = await self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {version}, newer than this image-search "
+                f"understands ({SCHEMA_VERSION}): upgrade image-search"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            log.info("migrating the database schema to version %d", number + 1)
+            await self.transact(
+                f"BEGIN TRANSACTION; {MIGRATIONS[number]}; "
+                "UPSERT meta:schema MERGE {version: $v}; COMMIT TRANSACTION;",
+                {"v": number + 1},
+            )
+
+    async def stored_model(self) -> str | None:
+        row = await self.first("SELECT * FROM ONLY meta:model")
+        return row["name"] if row else None
+
+    async def require_model(self, model_id: str) -> None:
+        """For readers (search, the web server, the library commands): the database must hold
+        ``model_id``'s vectors, or none yet. Raises :class:`ModelMismatch`."""
+        stored = await self.stored_model()
+        if stored is not None and stored != model_id:
+            raise mismatch(stored, model_id)
+
+    async def check_model(self, model_id: str, *, reembed: bool = False) -> None:
+        """For writers: bind the database to ``model_id``; refuse another model's vectors unless
+        re-embedding. With ``reembed`` every embedding of another model is dropped (the files stay
+        listed and are embedded again by the next index run)."""
+        stored = await self.stored_model()
+        if stored == model_id:
+            return
+        others = await self.first(
+            "SELECT count() AS n FROM image WHERE model != NONE AND model != $m GROUP ALL", {"m": model_id}
+        )
+        if others and others[0]["n"] and not reembed:
+            raise mismatch(str(stored), model_id, others[0]["n"])
+        await self.transact(
+            "BEGIN TRANSACTION;"
+            "UPDATE image SET embedding = NONE, model = NONE, hash = NONE, mtime_ns = -1 "
+            "WHERE model != NONE AND model != $m RETURN NONE;"
+            f"UPSERT meta:model MERGE {{name: $m}}; {BUMP} COMMIT TRANSACTION;",
+            {"m": model_id},
+        )
+
+    async def change_seq(self) -> int:
+        """A counter every write transaction increments: cheap to poll for 'anything new?'."""
+        row = await self.first("SELECT * FROM ONLY meta:changes")
+        return int(row["seq"]) if row else 0
+
+    async def set_status(self, name: str, status: dict[str, Any]) -> None:
+        await self.query("UPSERT type::record('status', $n) CONTENT $s RETURN NONE", {"n": name, "s": status})
+
+    async def get_status(self, name: str) -> dict[str, Any] | None:
+        return await self.first("SELECT * FROM ONLY type::record('status', $n)", {"n": name})

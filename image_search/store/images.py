@@ -1,0 +1,195 @@
+"""Every query on the ``image`` table: reads for planning, listing and searching; writes in one
+transaction each, each bumping the change counter."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .connection import BUMP, Connection
+from .rows import (
+    EMBED_DTYPE,
+    FACTS,
+    ROW_FIELDS,
+    SEARCHABLE,
+    Counts,
+    ImageRow,
+    image_key,
+    key_of,
+    now,
+    path_fields,
+    record_id,
+)
+
+_REPLACE = ", ".join(f"{name} = $input.{name}" for name in ROW_FIELDS)
+# What the in-memory library keeps of a searchable row.
+LIBRARY_FIELDS = (
+    "id, path, path_bytes, root, taken_at, width, height, format, hash, size, fingerprint, embedding"
+)
+
+
+class ImageTable(Connection):
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, keys: Sequence[str]) -> dict[str, ImageRow]:
+        """Rows (without embedding) for these keys; absent keys are left out."""
+        if not keys:
+            return {}
+        rows = await self.first(f"SELECT {FACTS} FROM $ids", {"ids": [record_id(k) for k in keys]})
+        return {key_of(row): row for row in rows}
+
+    async def get_one(self, key: str, *, embedding: bool = False) -> ImageRow | None:
+        fields = FACTS + (", embedding" if embedding else "")
+        rows = await self.first(f"SELECT {fields} FROM $id", {"id": record_id(key)})
+        return rows[0] if rows else None
+
+    async def embeddings_by_hash(
+        self, hashes: Iterable[str], model_id: str
+    ) -> dict[str, tuple[bytes, bytes | None]]:
+        """An existing embedding of the same model, and its fingerprint, for each content hash
+        that has one (a fingerprint where any row of that content has one)."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        rows = await self.first(
+            "SELECT hash, embedding, fingerprint FROM image "
+            "WHERE hash IN $h AND model = $m AND embedding != NONE",
+            {"h": wanted, "m": model_id},
+        )
+        found: dict[str, tuple[bytes, bytes | None]] = {}
+        for row in rows:
+            if row["hash"] not in found or found[row["hash"]][1] is None:
+                found[row["hash"]] = (row["embedding"], row.get("fingerprint"))
+        return found
+
+    async def rows_under(self, root: str, prefix: str | None = None) -> list[ImageRow]:
+        """Every row of one picture root (no embeddings), or those whose path starts with
+        ``prefix`` (a folder, with its trailing slash): what a reconcile compares with the disk."""
+        if prefix is None:
+            return await self.first(f"SELECT {FACTS} FROM image WHERE root = $r", {"r": root})
+        return await self.first(
+            f"SELECT {FACTS} FROM image WHERE root = $r AND string::starts_with(path, $p)",
+            {"r": root, "p": prefix},
+        )
+
+    async def searchable_rows(
+        self, model_id: str, *, keys: Sequence[str] | None = None, root: str | None = None
+    ) -> list[ImageRow]:
+        """Searchable rows with their embeddings and the facts the library keeps: all of them, or
+        those of some keys, or of one root."""
+        if keys is not None:
+            source, params = "$ids", {"ids": [record_id(k) for k in keys]}
+        else:
+            source, params = "image", {}
+        where = SEARCHABLE + (" AND root = $r" if root is not None else "")
+        return await self.first(
+            f"SELECT {LIBRARY_FIELDS} FROM {source} WHERE {where}", {**params, "m": model_id, "r": root}
+        )
+
+    async def searchable_keys(self, model_id: str) -> set[str]:
+        ids = await self.first(f"SELECT VALUE id FROM image WHERE {SEARCHABLE}", {"m": model_id})
+        return {str(rid.id) for rid in ids}
+
+    async def changed_since(self, moment: dt.datetime) -> set[str]:
+        """Keys of rows written at or after ``moment``."""
+        ids = await self.first("SELECT VALUE id FROM image WHERE indexed_at >= $t", {"t": moment})
+        return {str(rid.id) for rid in ids}
+
+    async def load_embeddings(self, model_id: str) -> tuple[list[str], np.ndarray]:
+        """Keys and a float16 (n, d) matrix of every searchable embedding of ``model_id``."""
+        rows = await self.first(f"SELECT id, embedding FROM image WHERE {SEARCHABLE}", {"m": model_id})
+        if not rows:
+            return [], np.zeros((0, 0), dtype=EMBED_DTYPE)
+        matrix = np.frombuffer(b"".join(row["embedding"] for row in rows), dtype=EMBED_DTYPE)
+        return [key_of(row) for row in rows], matrix.reshape(len(rows), -1)
+
+    async def counts(self) -> Counts:
+        rows = await self.first(
+            "SELECT count() AS n, embedding != NONE AS ok, error != NONE AS bad, offline "
+            "FROM image GROUP BY ok, bad, offline"
+        )
+        indexed = sum(r["n"] for r in rows if r["ok"] and not r["offline"])
+        failed = sum(r["n"] for r in rows if r["bad"])
+        offline = sum(r["n"] for r in rows if r["offline"])
+        return Counts(indexed=indexed, failed=failed, offline=offline, total=sum(r["n"] for r in rows))
+
+    async def failures(self, limit: int = 1000) -> list[ImageRow]:
+        return await self.first(
+            "SELECT path, path_bytes, error, indexed_at FROM image WHERE error != NONE "
+            "ORDER BY indexed_at DESC LIMIT $n",
+            {"n": limit},
+        )
+
+    async def hashes_in_use(self, hashes: Iterable[str | None]) -> set[str]:
+        wanted = sorted({h for h in hashes if h})
+        if not wanted:
+            return set()
+        rows = await self.first("SELECT VALUE hash FROM image WHERE hash IN $h", {"h": wanted})
+        return set(rows)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def write(self, rows: Sequence[ImageRow | dict[str, Any]]) -> None:
+        """Insert or replace whole rows, in one transaction: all of them or none.
+
+        Each row needs ``key`` and the schema's fields; its id is ``image:key``.
+        """
+        if not rows:
+            return
+        content = [
+            {**{k: v for k, v in row.items() if k != "key"}, "id": record_id(str(row["key"]))} for row in rows
+        ]
+        await self.transact(
+            f"BEGIN TRANSACTION; INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
+            f"{BUMP} COMMIT TRANSACTION;",
+            {"rows": content},
+        )
+
+    async def move(self, moves: Sequence[tuple[str, str, str]]) -> list[str]:
+        """Rename rows (old path → new path, new root) keeping their embeddings, in one transaction.
+
+        Returns the old paths that had no row (the caller indexes their new paths as new files).
+        """
+        if not moves:
+            return []
+        old_ids = [record_id(image_key(old)) for old, _, _ in moves]
+        rows = await self.first(f"SELECT {FACTS}, embedding FROM $ids", {"ids": old_ids})
+        by_key = {key_of(row): row for row in rows}
+        fresh, missing = [], []
+        for old, new, root in moves:
+            row = by_key.get(image_key(old))
+            if row is None:
+                missing.append(old)
+                continue
+            moved = {name: row.get(name) for name in ROW_FIELDS}
+            moved.update(
+                path_fields(new), root=root, id=record_id(image_key(new)), offline=False, indexed_at=now()
+            )
+            fresh.append(moved)
+        await self.transact(
+            "BEGIN TRANSACTION; DELETE $old RETURN NONE; "
+            f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
+            f"{BUMP} COMMIT TRANSACTION;",
+            {"old": [record_id(key_of(row)) for row in rows], "rows": fresh},
+        )
+        return missing
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self.transact(
+                f"BEGIN TRANSACTION; DELETE $ids RETURN NONE; {BUMP} COMMIT TRANSACTION;",
+                {"ids": [record_id(k) for k in keys]},
+            )
+
+    async def set_offline(self, root: str, offline: bool) -> int:
+        rows = (
+            await self.transact(
+                "BEGIN TRANSACTION; UPDATE image SET offline = $o WHERE root = $r AND offline != $o "
+                f"RETURN VALUE id; {BUMP} COMMIT TRANSACTION;",
+                {"r": root, "o": offline},
+            )
+        )[1]
+        return len(rows)

@@ -1,0 +1,51 @@
+"""Numbered migrations: index i brings the schema from version i to i + 1. Never edit one that
+has shipped; append a new one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    """
+    DEFINE TABLE IF NOT EXISTS meta SCHEMALESS;
+    DEFINE TABLE IF NOT EXISTS status SCHEMALESS;
+    DEFINE TABLE IF NOT EXISTS image SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS path ON image TYPE string;
+    DEFINE FIELD IF NOT EXISTS path_bytes ON image TYPE option<bytes>;
+    DEFINE FIELD IF NOT EXISTS root ON image TYPE string;
+    DEFINE FIELD IF NOT EXISTS size ON image TYPE int;
+    DEFINE FIELD IF NOT EXISTS mtime_ns ON image TYPE int;
+    DEFINE FIELD IF NOT EXISTS hash ON image TYPE option<string>;
+    DEFINE FIELD IF NOT EXISTS width ON image TYPE option<int>;
+    DEFINE FIELD IF NOT EXISTS height ON image TYPE option<int>;
+    DEFINE FIELD IF NOT EXISTS taken_at ON image TYPE option<datetime>;
+    DEFINE FIELD IF NOT EXISTS format ON image TYPE option<string>;
+    DEFINE FIELD IF NOT EXISTS embedding ON image TYPE option<bytes>;
+    DEFINE FIELD IF NOT EXISTS model ON image TYPE option<string>;
+    DEFINE FIELD IF NOT EXISTS indexed_at ON image TYPE datetime;
+    DEFINE FIELD IF NOT EXISTS error ON image TYPE option<string>;
+    DEFINE FIELD IF NOT EXISTS offline ON image TYPE bool DEFAULT false;
+    DEFINE INDEX IF NOT EXISTS image_path ON image FIELDS path UNIQUE;
+    DEFINE INDEX IF NOT EXISTS image_hash ON image FIELDS hash;
+    DEFINE INDEX IF NOT EXISTS image_root ON image FIELDS root;
+    """,
+    # 2: perceptual fingerprints (near-duplicates) and saved searches (smart albums). Rows stored
+    # before have no fingerprint: the next index run decodes them again, reusing their embedding.
+    """
+    DEFINE FIELD IF NOT EXISTS fingerprint ON image TYPE option<bytes>;
+    DEFINE TABLE IF NOT EXISTS album SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS name ON album TYPE string;
+    DEFINE FIELD IF NOT EXISTS text ON album TYPE string;
+    DEFINE FIELD IF NOT EXISTS liked ON album TYPE array<string>;
+    DEFINE FIELD IF NOT EXISTS rejected ON album TYPE array<string>;
+    DEFINE FIELD IF NOT EXISTS weights ON album TYPE object FLEXIBLE;
+    DEFINE FIELD IF NOT EXISTS filters ON album TYPE object FLEXIBLE;
+    DEFINE FIELD IF NOT EXISTS min_score ON album TYPE float;
+    DEFINE FIELD IF NOT EXISTS vector ON album TYPE bytes;
+    DEFINE FIELD IF NOT EXISTS model ON album TYPE string;
+    DEFINE FIELD IF NOT EXISTS seen ON album TYPE array<string>;
+    DEFINE FIELD IF NOT EXISTS created_at ON album TYPE datetime;
+    DEFINE FIELD IF NOT EXISTS updated_at ON album TYPE datetime;
+    DEFINE FIELD IF NOT EXISTS visited_at ON album TYPE option<datetime>;
+    DEFINE INDEX IF NOT EXISTS album_name ON album FIELDS name UNIQUE;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
