@@ -1,13 +1,13 @@
 """Smart albums: a refine session (text, liked, rejected, weights, filters, minimum score) saved by
-name in SurrealDB. Its members are whatever the saved query finds above its minimum score at the
-moment it is looked at, so photos indexed later join by themselves.
+name. Its members are whatever the saved query finds above its minimum score at the moment it is
+looked at, so photos indexed later join by themselves.
 
 "New since the last visit" is kept as the album's ``seen`` list: the content hashes (first 16 hex
 digits) of the members shown so far. Content, not path: a photo that is moved or renamed is not
 new, a photo that arrives (or is edited) is.
 
 The combined query vector is stored with the model that made it; after a model change it is made
-again from the text and the liked and rejected photos (see ``webui.albums``).
+again from the text and the liked and rejected photos (:func:`album_vector`).
 """
 
 from __future__ import annotations
@@ -16,25 +16,35 @@ import datetime as dt
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from surrealdb import RecordID
 
-from .errors import UserError
-from .store import QueryFailed, Store, now
+from .errors import UnknownImage, UserError
+from .library import Filters, Library
+from .queries import Session, TextQueries, session_vector
+from .refine import EmptyQuery
+from .scan import is_under
+from .store import AlbumConflict, AlbumRow, Store, key_of, now
+from .vectors import Query
 
-TABLE = "album"
 SEEN_DIGITS = 16
 MAX_NAME = 200
-WEIGHT_NAMES = ("text", "liked", "rejected")
+MAX_MEMBERS = 10_000
+DEFAULT_MIN_SCORE = 0.2
+
+Search = Callable[[Query], Awaitable[list[tuple[str, float]]]]
 
 
 class AlbumError(UserError):
     """An album request that cannot be done as asked (the message says why)."""
+
+
+class AlbumNameTaken(AlbumError):
+    """Another album has this name (409 on the web)."""
 
 
 @dataclass
@@ -45,7 +55,7 @@ class Album:
     rejected: list[str] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)
     filters: dict[str, Any] = field(default_factory=dict)
-    min_score: float = 0.2
+    min_score: float = DEFAULT_MIN_SCORE
     vector: np.ndarray | None = None
     model: str = ""
     seen: set[str] = field(default_factory=set)
@@ -54,10 +64,14 @@ class Album:
     updated_at: dt.datetime | None = None
     visited_at: dt.datetime | None = None
 
+    @property
+    def session(self) -> Session:
+        return Session(self.text, list(self.liked), list(self.rejected), dict(self.weights))
+
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Album:
+    def from_row(cls, row: AlbumRow) -> Album:
         return cls(
-            id=row["id"].id,
+            id=key_of(row),
             name=row["name"],
             text=row.get("text") or "",
             liked=list(row.get("liked") or []),
@@ -105,49 +119,26 @@ def clean_name(name: Any) -> str:
     return name
 
 
-def _rid(album_id: str) -> RecordID:
-    return RecordID(TABLE, album_id)
-
-
-def _unique(exc: QueryFailed, name: str) -> AlbumError | QueryFailed:
-    if "album_name" in str(exc) or "already contains" in str(exc):
-        return AlbumError(f"there is already an album called {name!r}")
-    return exc
+# -- saved albums -------------------------------------------------------------------------------
 
 
 async def list_albums(store: Store) -> list[Album]:
-    rows = await store.first("SELECT * FROM album ORDER BY name")
-    return [Album.from_row(row) for row in rows]
-
-
-async def versions(store: Store) -> list[tuple[str, Any, Any]]:
-    """Each album's id, last change and last visit: what tells a cache that albums changed,
-    without reading their vectors and seen lists."""
-    rows = await store.first("SELECT id, updated_at, visited_at FROM album ORDER BY id")
-    return [(row["id"].id, row.get("updated_at"), row.get("visited_at")) for row in rows]
-
-
-async def set_vector(store: Store, album_id: str, vector: np.ndarray, model: str) -> None:
-    """Store the query vector made again for another model."""
-    await store.transact(
-        "UPDATE $id SET vector = $v, model = $m RETURN NONE",
-        {"id": _rid(album_id), "v": np.asarray(vector, dtype=np.float32).tobytes(), "m": model},
-    )
+    return [Album.from_row(row) for row in await store.albums()]
 
 
 async def get_album(store: Store, album_id: str) -> Album | None:
     if not re.fullmatch(r"[0-9a-f]{16}", album_id):
         return None
-    rows = await store.first("SELECT * FROM $id", {"id": _rid(album_id)})
-    return Album.from_row(rows[0]) if rows else None
+    row = await store.album(album_id)
+    return Album.from_row(row) if row else None
 
 
 async def find_album(store: Store, name_or_id: str) -> Album:
     """By id, else by name (for the command line)."""
     album = await get_album(store, name_or_id)
     if album is None:
-        rows = await store.first("SELECT * FROM album WHERE name = $n", {"n": name_or_id})
-        album = Album.from_row(rows[0]) if rows else None
+        row = await store.album_named(name_or_id)
+        album = Album.from_row(row) if row else None
     if album is None:
         raise AlbumError(f"no album called {name_or_id!r} (see `image-search albums`)")
     return album
@@ -159,11 +150,9 @@ async def save_album(store: Store, album: Album) -> Album:
     if not album.id:
         album.id = secrets.token_hex(8)
     try:
-        await store.transact(
-            "UPSERT $id CONTENT $c RETURN NONE", {"id": _rid(album.id), "c": album.content()}
-        )
-    except QueryFailed as exc:
-        raise _unique(exc, album.name) from None
+        await store.put_album(album.id, album.content())
+    except AlbumConflict:
+        raise AlbumNameTaken(f"there is already an album called {album.name!r}") from None
     saved = await get_album(store, album.id)
     assert saved is not None
     return saved
@@ -172,31 +161,79 @@ async def save_album(store: Store, album: Album) -> Album:
 async def rename_album(store: Store, album_id: str, name: str) -> Album:
     name = clean_name(name)
     try:
-        rows = (
-            await store.transact(
-                "UPDATE $id SET name = $n, updated_at = time::now() RETURN AFTER",
-                {"id": _rid(album_id), "n": name},
-            )
-        )[0]
-    except QueryFailed as exc:
-        raise _unique(exc, name) from None
-    if not rows:
+        row = await store.rename_album(album_id, name)
+    except AlbumConflict:
+        raise AlbumNameTaken(f"there is already an album called {name!r}") from None
+    if row is None:
         raise AlbumError("no such album")
-    return Album.from_row(rows[0])
+    return Album.from_row(row)
 
 
 async def delete_album(store: Store, album_id: str) -> bool:
-    rows = (await store.transact("DELETE $id RETURN BEFORE", {"id": _rid(album_id)}))[0]
-    return bool(rows)
+    return await store.delete_album(album_id)
 
 
 async def mark_seen(store: Store, album_id: str, content_hashes: list[str | None]) -> None:
     """Add these members to what the album has shown; stamp the visit."""
-    keys = sorted({seen_key(h) for h in content_hashes if h})
-    await store.transact(
-        "UPDATE $id SET seen = array::union(seen, $k), visited_at = time::now() RETURN NONE",
-        {"id": _rid(album_id), "k": keys},
-    )
+    await store.mark_album_seen(album_id, sorted({seen_key(h) for h in content_hashes if h}))
+
+
+# -- members ------------------------------------------------------------------------------------
+
+
+async def album_vector(store: Store, library: Library, texts: TextQueries | None, album: Album) -> np.ndarray:
+    """The album's query vector for the library's model: stored, or made again after a model
+    change from its text and the example photos still present (and stored)."""
+    if album.vector is not None and album.model == library.model_id:
+        return album.vector
+    if texts is None:
+        raise AlbumError(
+            f"album {album.name!r} was saved with model {album.model!r}: open it once in the web UI "
+            "to make its search again with this model"
+        )
+    session = album.session
+    session.liked = [i for i in session.liked if i in library.index]
+    session.rejected = [i for i in session.rejected if i in library.index]
+    try:
+        vector = await session_vector(library, texts, session)
+    except (UnknownImage, EmptyQuery):  # nothing of the session is left: it matches nothing
+        return np.zeros(library.index.dim or 1, dtype=np.float32)
+    album.vector, album.model = vector, library.model_id
+    await store.set_album_vector(album.id, np.asarray(vector, dtype=np.float32).tobytes(), album.model)
+    return vector
+
+
+async def members(
+    library: Library, album: Album, vector: np.ndarray, search: Search
+) -> list[tuple[str, float]]:
+    """The album's photos now: every match above its minimum score (within its filters), its
+    liked photos whatever their score, never its rejected ones; best first (MAX_MEMBERS at most)."""
+    if not len(library):
+        return []
+    allowed = library.mask(Filters.parse(album.filters), set(album.rejected))
+    hits = await search(Query(vector, MAX_MEMBERS, allowed, album.min_score))
+    found = {key for key, _ in hits}
+    liked = [k for k in album.liked if k in library.index and k not in found]
+    if liked:
+        scores = library.index.vectors(liked) @ vector
+        hits = sorted(hits + list(zip(liked, map(float, scores), strict=True)), key=lambda h: -h[1])
+    return [(k, s) for k, s in hits if k in library.meta]
+
+
+def is_new(library: Library, album: Album, key: str) -> bool:
+    return seen_key(library.meta[key].hash) not in album.seen
+
+
+def direct_search(library: Library) -> Search:
+    """A search on the calling thread, for the command line (the web batches its searches)."""
+
+    async def search(query: Query) -> list[tuple[str, float]]:
+        return library.index.search_many([query])[0]
+
+    return search
+
+
+# -- export -------------------------------------------------------------------------------------
 
 
 def link_folder(folder: Path, paths: Sequence[str], roots: Sequence[str] = ()) -> int:
@@ -208,10 +245,8 @@ def link_folder(folder: Path, paths: Sequence[str], roots: Sequence[str] = ()) -
     links would be indexed as photos of their own)."""
     if not folder.is_absolute():
         raise AlbumError(f"{folder}: give an absolute path for the export folder")
-    real = os.path.realpath(folder)
     for root in roots:
-        base = os.path.realpath(root)
-        if real == base or real.startswith(base.rstrip("/") + "/"):
+        if is_under(str(folder), root, real=True):
             raise AlbumError(f"{folder} is inside the picture folder {root}: choose a folder outside it")
     try:
         if folder.exists() and any(folder.iterdir()):

@@ -163,17 +163,23 @@ def run(
     quick: bool = False,
     search_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000),
 ) -> dict[str, Any]:
-    import torch
-
-    from .imaging import prepare
-    from .model import ImageEmbedder, TextEmbedder
-    from .vectors import VectorIndex
+    from .model import ImageEmbedder
 
     embedder = ImageEmbedder(source, device, dtype).load()
-    sync = torch.cuda.synchronize if embedder.device.type == "cuda" else None
-    rows: list[Row] = []
     rounds = 5 if quick else 20
+    rows = [
+        *_text_rows(source, rounds),
+        *_image_rows(embedder, rounds),
+        *_preprocess_rows(embedder, rounds),
+        *_search_rows(search_sizes[: 2 if quick else None], rounds),
+    ]
+    return {"environment": environment(embedder, source), "results": [r.as_dict() for r in rows]}
 
+
+def _text_rows(source: Any, rounds: int) -> list[Row]:
+    from .model import TextEmbedder
+
+    rows = []
     for text_dtype in ("float32", "int8"):
         text = TextEmbedder(source, text_dtype).load()
         query = "a dog running on the beach at sunset"
@@ -187,38 +193,39 @@ def run(
             )
         )
         del text
+    return rows
 
+
+def _image_rows(embedder: Any, rounds: int) -> list[Row]:
+    """Batches of 1, 10 and 100, and the best batch size of a few."""
+    import torch
+
+    sync = torch.cuda.synchronize if embedder.device.type == "cuda" else None
     rng = np.random.default_rng(0)
     crops = torch.from_numpy(rng.integers(0, 255, (512, 224, 224, 3), dtype=np.uint8))
     if embedder.device.type != "cpu":
         crops = crops.to(embedder.device)
-    for n in (1, 10, 100):
-        rows.append(
-            measure(
-                f"image embedding, batch {n}",
-                partial(embedder.embed_pixels, crops[:n]),
-                per_call=n,
-                rounds=rounds,
-                sync=sync,
-            )
-        )
-    candidates = (4, 16) if embedder.device.type == "cpu" else (64, 128, 256, 512)
-    best = max(
-        (
-            measure(
-                f"image embedding, batch {n}",
-                partial(embedder.embed_pixels, crops[:n]),
-                per_call=n,
-                rounds=max(3, rounds // 2),
-                sync=sync,
-            )
-            for n in candidates
-        ),
-        key=lambda row: row.rate,
-    )
-    best.name = best.name.replace("batch", "best batch")
-    rows.append(best)
 
+    def batch(n: int, times: int) -> Row:
+        return measure(
+            f"image embedding, batch {n}",
+            partial(embedder.embed_pixels, crops[:n]),
+            per_call=n,
+            rounds=times,
+            sync=sync,
+        )
+
+    rows = [batch(n, rounds) for n in (1, 10, 100)]
+    candidates = (4, 16) if embedder.device.type == "cpu" else (64, 128, 256, 512)
+    best = max((batch(n, max(3, rounds // 2)) for n in candidates), key=lambda row: row.rate)
+    best.name = best.name.replace("batch", "best batch")
+    return [*rows, best]
+
+
+def _preprocess_rows(embedder: Any, rounds: int) -> list[Row]:
+    from .imaging import prepare
+
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for w, h in ((1920, 1080), (3840, 2160)):
             path = photo_jpeg(Path(tmp) / f"{w}x{h}.jpg", (w, h))
@@ -229,20 +236,23 @@ def run(
                     rounds=rounds * 2,
                 )
             )
+    return rows
 
-    for n in search_sizes[: 2 if quick else None]:
+
+def _search_rows(sizes: tuple[int, ...], rounds: int) -> list[Row]:
+    from .vectors import VectorIndex
+
+    rows = []
+    for n in sizes:
         index = VectorIndex.build([str(i) for i in range(n)], unit_vectors(n))
         q = unit_vectors(1, seed=1)[0]
         rows.append(
             measure(
-                f"search top-100 over {n:,} vectors",
-                partial(index.search, q, 100),
-                unit="q/s",
-                rounds=rounds,
+                f"search top-100 over {n:,} vectors", partial(index.search, q, 100), unit="q/s", rounds=rounds
             )
         )
         del index
-    return {"environment": environment(embedder, source), "results": [r.as_dict() for r in rows]}
+    return rows
 
 
 def table(report: dict[str, Any]) -> str:

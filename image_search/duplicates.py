@@ -19,10 +19,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .fingerprint import COLOUR, HASH_BITS, Fingerprints
+
+if TYPE_CHECKING:
+    from .library import Library
 
 SIMILARITY = 0.92
 BLOCK = 1024
@@ -142,3 +146,36 @@ def keep_first(width: int | None, height: int | None, size: int | None, taken_at
     file, then the oldest; ``taken_at`` in epoch seconds, NaN when unknown)."""
     taken = taken_at if not math.isnan(taken_at) else math.inf
     return (-(width or 0) * (height or 0), -(size or 0), taken)
+
+
+@dataclass
+class Groups:
+    """A grouping of the library as it was at ``version``: keys per group, best copy first, the
+    largest groups first."""
+
+    version: int
+    settings: Settings
+    groups: list[list[str]]
+    grouping: Grouping
+    without_fingerprint: int
+
+
+def group_library(library: Library, settings: Settings) -> Groups:
+    """The library's near-duplicate groups, off the event loop (the web page's finder thread, the
+    command line's): from a consistent copy of the index, so searches and the indexer go on."""
+    version = library.version
+    keys, matrix = library.index.snapshot()
+    found = [(i, library.meta.get(k)) for i, k in enumerate(keys)]
+    rows = [i for i, meta in found if meta is not None]  # removed since the copy
+    metas = {keys[i]: meta for i, meta in found if meta is not None}
+    keys = [keys[i] for i in rows]
+    grouping = group(
+        matrix[rows], [metas[k].fingerprint for k in keys], [metas[k].hash for k in keys], settings
+    )
+    rank = lambda k: keep_first(metas[k].width, metas[k].height, metas[k].size, metas[k].taken_at)  # noqa: E731
+    groups = sorted(
+        (sorted((keys[i] for i in g), key=rank) for g in grouping.groups),
+        key=lambda g: (-len(g), metas[g[0]].path),
+    )
+    missing = sum(m.fingerprint is None for m in metas.values())
+    return Groups(version, settings, groups, grouping, missing)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from . import fingerprint
@@ -148,3 +150,26 @@ def _decode_chunk(
             up = upright(img, o)
             out.append((crop(up, spec), reductions(up)))
     return out
+
+
+def embed_mixed(
+    embedder: Any, crops: list[Any], jpegs: list[bytes], orientations: list[int]
+) -> tuple[np.ndarray, set[int], list[bytes]]:
+    """On the model thread: decode the JPEGs on the GPU, then embed CPU crops and GPU crops
+    together. Returns vectors (CPU crops first, then the JPEGs nvJPEG accepted), the indices of
+    the JPEGs it refused and the fingerprints of those it accepted."""
+    parts = []
+    prints: list[bytes] = []
+    if crops:
+        parts.append(torch.from_numpy(np.stack(crops)).to(embedder.device, non_blocking=True))
+    refused: set[int] = set()
+    if jpegs:
+        decoded = decode_batch(jpegs, orientations, embedder.crop, embedder.device)
+        refused = {i for i, pair in enumerate(decoded) if pair is None}
+        accepted = [pair for pair in decoded if pair is not None]
+        prints = [print_ for _, print_ in accepted]
+        if accepted:
+            parts.append(torch.stack([crop for crop, _ in accepted]))
+    if not parts:
+        return np.zeros((0, embedder.dim), dtype=np.float32), refused, prints
+    return embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0]), refused, prints

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
@@ -21,16 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import fingerprint
 
-try:  # HEIC/HEIF through the optional extra.
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-    HEIF = True
-except ImportError:  # pragma: no cover - depends on the extra
-    HEIF = False
-
-# Pillow's own bomb check is replaced by ours (max_megapixels), which gives a reason we record.
-Image.MAX_IMAGE_PIXELS = None
+# HEIC/HEIF through the optional extra (registered with Pillow by configure_pillow()).
+HEIF = importlib.util.find_spec("pillow_heif") is not None
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
@@ -41,6 +34,18 @@ EXIF_IFD = 0x8769
 DATETIME_ORIGINAL = 0x9003
 OFFSET_TIME_ORIGINAL = 0x9011
 HASH_CHUNK = 1 << 20
+
+
+def configure_pillow() -> None:
+    """Start-up, in every process that decodes photos (the CLI, the web app, each decoding
+    worker): Pillow's own bomb check is replaced by ours (``max_megapixels``, checked from the
+    header with a reason we record), and HEIC/HEIF is registered where the extra is installed.
+    Idempotent."""
+    Image.MAX_IMAGE_PIXELS = None
+    if HEIF:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
 
 
 class ImageError(Exception):
@@ -75,11 +80,6 @@ class Prepared:
     vanished: bool = False  # the file no longer exists: nothing to record
     orientation: int = 1  # EXIF orientation, for a JPEG left to the GPU to decode
     gpu: bool = False  # facts only: the pixels are decoded on the GPU (nvJPEG)
-
-
-def content_hash(path: str | os.PathLike[str]) -> str:
-    """BLAKE2b-128 of the file's bytes, hex: identifies a photo's content across paths."""
-    return _hash_and_tail(path)[0]
 
 
 def _hash_and_tail(path: str | os.PathLike[str]) -> tuple[str, bytes]:

@@ -19,17 +19,22 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import DeviceFailed
-from .imaging import Prepared, prepare
+from .gpudecode import available as gpu_decode_available
+from .gpudecode import embed_mixed
+from .imaging import Prepared, configure_pillow, prepare
+from .indexing import LibraryListener
 from .model import ImageEmbedder, default_batch_size
-from .store import Store, from_bytes, image_key, now, path_fields, to_bytes
+from .plan import FileRef, Progress, Summary, needs_fingerprint_only, stat_all, unchanged
+from .store import Store, from_bytes, now, path_fields, to_bytes
 
 log = logging.getLogger(__name__)
+
+__all__ = ["FileRef", "Indexer", "Progress", "Summary"]
 
 PLAN_CHUNK = 2000
 # With GPU decoding, this share of the JPEGs is decoded by nvJPEG and the rest by the CPU workers:
@@ -37,87 +42,6 @@ PLAN_CHUNK = 2000
 # share 0 171 img/s, 0.6 248, 0.75 272, 0.9 212, 1.0 240.
 GPU_SHARE = 0.75
 WORKER_NICENESS = 10
-
-
-@dataclass(frozen=True)
-class FileRef:
-    path: str
-    root: str
-
-    @property
-    def key(self) -> str:
-        return image_key(self.path)
-
-
-@dataclass
-class Progress:
-    total: int = 0
-    done: int = 0
-    embedded: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        rate = self.rate
-        return (self.total - self.done) / rate if rate > 0 else None
-
-
-@dataclass
-class Summary:
-    indexed: int = 0
-    reused: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def add(self, other: Summary) -> None:
-        self.indexed += other.indexed
-        self.reused += other.reused
-        self.unchanged += other.unchanged
-        self.removed += other.removed
-        self.failed.extend(other.failed)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "indexed": self.indexed,
-            "reused": self.reused,
-            "unchanged": self.unchanged,
-            "removed": self.removed,
-            "failed": [{"path": p, "error": e} for p, e in self.failed],
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def _same_file(row: dict[str, Any] | None, size: int, mtime_ns: int) -> bool:
-    return row is not None and row["size"] == size and row["mtime_ns"] == mtime_ns
-
-
-def unchanged(row: dict[str, Any] | None, size: int, mtime_ns: int, model_id: str) -> bool:
-    """Whether a stored row still describes the file: same size and mtime, and either embedded
-    by this model (with its fingerprint) or failed (a failed file is retried only when it changes)."""
-    if not _same_file(row, size, mtime_ns):
-        return False
-    assert row is not None
-    if row.get("error") is not None:
-        return True
-    return row.get("model") == model_id and row.get("fingerprint") is not None
-
-
-def needs_fingerprint_only(row: dict[str, Any] | None, size: int, mtime_ns: int, model_id: str) -> bool:
-    """An unchanged, embedded file stored before fingerprints existed: decoded again on the CPU
-    for its fingerprint, its embedding reused (found by content hash), the model not run."""
-    return (
-        _same_file(row, size, mtime_ns)
-        and row is not None
-        and row.get("model") == model_id
-        and row.get("fingerprint") is None
-    )
 
 
 class Indexer:
@@ -147,9 +71,7 @@ class Indexer:
         self.model_id = self.embedder.source.model_id
         self.gpu_share = 0.0
         if gpu_decode != "off":
-            from . import gpudecode
-
-            if all(gpudecode.available(e.device) for e in self.embedders):
+            if all(gpu_decode_available(e.device) for e in self.embedders):
                 self.gpu_share = GPU_SHARE
             elif gpu_decode == "on":
                 log.warning(
@@ -162,15 +84,16 @@ class Indexer:
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.model_threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
         self._free: asyncio.Queue[ImageEmbedder] | None = None
-        # Rows written with embeddings (their facts and vectors) and keys removed, for whoever
-        # keeps an in-memory index in step.
-        self.on_written: Callable[[list[dict[str, Any]], np.ndarray, list[str]], None] | None = None
+        # Told of rows written with embeddings (their facts and vectors) and of keys that lost
+        # theirs: whoever keeps an in-memory library in step.
+        self.listener: LibraryListener | None = None
 
     async def __aenter__(self) -> Indexer:
+        configure_pillow()  # GPU-refused JPEGs and uploads decode in this process
         # forkserver/spawn: workers must not inherit torch's threads or the database handle.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context(method), initializer=_lower_priority
+            self.workers, mp_context=multiprocessing.get_context(method), initializer=_worker_start
         )
         if self.gpu_share:
             self.readers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="jpeg-reader")
@@ -201,7 +124,7 @@ class Indexer:
             rows = {} if force else await self.store.get([f.key for f in chunk])
             # stat() off the event loop: a reconcile plans 100k files, and under `serve` the same
             # loop answers web requests.
-            stats = await asyncio.to_thread(_stat_all, [ref.path for ref in chunk])
+            stats = await asyncio.to_thread(stat_all, [ref.path for ref in chunk])
             for ref, st in zip(chunk, stats, strict=True):
                 if st is None:
                     todo.append(ref)  # prepare() records why it cannot be read
@@ -218,76 +141,72 @@ class Indexer:
         started = time.monotonic()
         todo, skipped = await self.plan(files, force=force)
         summary = Summary(unchanged=skipped)
-        progress = Progress(total=len(todo))
         assert self.pool is not None, "use Indexer as an async context manager"
         loop = asyncio.get_running_loop()
         window = 2 * self.batch_size + 2 * self.workers
         pending: deque[tuple[FileRef, asyncio.Future[Prepared]]] = deque()
         queue = iter(todo)
-        crop = self.embedder.crop
 
-        def fill() -> None:
-            while len(pending) < window:
-                ref = next(queue, None)
-                if ref is None:
-                    return
-                on_gpu = False
-                if self.gpu_share and ref.key not in self._cpu_only:
-                    self._credit += self.gpu_share
-                    on_gpu = self._credit >= 1.0
-                    self._credit -= 1.0 if on_gpu else 0.0
-                self._cpu_only.discard(ref.key)
-                future = self.pool.submit(prepare, ref.path, crop, self.max_megapixels, self.draft, on_gpu)  # type: ignore[union-attr]
-                pending.append((ref, asyncio.wrap_future(future, loop=loop)))
+        def fill() -> None:  # a bounded lookahead of decoding futures
+            while len(pending) < window and (ref := next(queue, None)) is not None:
+                pending.append((ref, self._submit(ref, loop)))
 
         fill()
+        batches = _InFlight(self, summary, Progress(total=len(todo)))
         batch: list[tuple[FileRef, Prepared]] = []
-        # Two batches in flight per device: one reads its JPEGs and writes its rows while the other
-        # has the device. A batch's rows are written whole.
-        in_flight: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(2 * len(self.embedders))
-
-        async def run(chunk: list[tuple[FileRef, Prepared]]) -> None:
-            try:
-                await self.commit(chunk, summary)
-            finally:
-                slots.release()
-            progress.done += len(chunk)
-            if self.on_progress:
-                self.on_progress(progress)
-
         try:
             while pending:
                 ref, future = pending.popleft()
-                try:
-                    prepared = await future
-                except concurrent.futures.process.BrokenProcessPool:
-                    raise
-                except Exception as exc:  # pickling or a worker crash on this file alone
-                    prepared = Prepared(path=ref.path, size=0, mtime_ns=0, error=f"cannot decode: {exc}")
+                prepared = await self._prepared(ref, future)
                 fill()
-                if prepared.gpu and self.readers is not None:  # fetch its bytes while others decode
-                    self._reads[prepared.path] = asyncio.wrap_future(
-                        self.readers.submit(_read, prepared.path)
-                    )
                 batch.append((ref, prepared))
                 if len(batch) >= self.batch_size or not pending:
-                    await slots.acquire()
-                    task = asyncio.create_task(run(batch))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                    await batches.start(batch)
                     batch = []
-                    for done in [t for t in in_flight if t.done()]:
-                        done.result()
-            if in_flight:
-                await asyncio.gather(*in_flight)
+            await batches.finish()
         finally:
             for _, future in pending:
                 future.cancel()
-            for task in in_flight:
-                task.cancel()
+            batches.cancel()
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _submit(self, ref: FileRef, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Prepared]:
+        """Decode one file in the pool: its facts only, when its JPEG is nvJPEG's share."""
+        on_gpu = False
+        if self.gpu_share and ref.key not in self._cpu_only:
+            self._credit += self.gpu_share
+            on_gpu = self._credit >= 1.0
+            self._credit -= 1.0 if on_gpu else 0.0
+        self._cpu_only.discard(ref.key)
+        assert self.pool is not None
+        future = self.pool.submit(
+            prepare, ref.path, self.embedder.crop, self.max_megapixels, self.draft, on_gpu
+        )
+        return asyncio.wrap_future(future, loop=loop)
+
+    async def _prepared(self, ref: FileRef, future: asyncio.Future[Prepared]) -> Prepared:
+        try:
+            prepared = await future
+        except concurrent.futures.process.BrokenProcessPool:
+            raise
+        except Exception as exc:  # pickling or a worker crash on this file alone
+            prepared = Prepared(path=ref.path, size=0, mtime_ns=0, error=f"cannot decode: {exc}")
+        if prepared.gpu and self.readers is not None:  # fetch its bytes while others decode
+            self._reads[prepared.path] = asyncio.wrap_future(self.readers.submit(_read, prepared.path))
+        return prepared
+
+    async def embed_images(self, images: list[Any]) -> np.ndarray:
+        """Unit vectors of decoded RGB pictures (an uploaded query picture), on a free device's
+        model thread, between the indexing batches."""
+        assert self._free is not None, "use Indexer as an async context manager"
+        embedder = await self._free.get()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.model_threads[id(embedder)], embedder.embed_images, images
+            )
+        finally:
+            self._free.put_nowait(embedder)
 
     async def _embed(self, todo: list[Prepared]) -> tuple[np.ndarray, list[Prepared]]:
         """Vectors for these files, on a free device: CPU-decoded crops and GPU-decoded JPEGs in
@@ -304,7 +223,7 @@ class Indexer:
             try:
                 vectors, refused, prints = await loop.run_in_executor(
                     thread,
-                    _embed_mixed,
+                    embed_mixed,
                     embedder,
                     [p.pixels for p in cpu],
                     data,
@@ -337,7 +256,7 @@ class Indexer:
                 ok = [p for p in retry if p.error is None]
                 if ok:
                     more, _, _ = await loop.run_in_executor(
-                        thread, _embed_mixed, embedder, [p.pixels for p in ok], [], []
+                        thread, embed_mixed, embedder, [p.pixels for p in ok], [], []
                     )
                     vectors = np.concatenate([vectors, more]) if len(vectors) else more
                     order += ok
@@ -367,29 +286,11 @@ class Indexer:
         else:
             prints = {}
         stamp = now()
-        rows: list[dict[str, Any]] = []
+        rows = [_row(ref, p, stamp) for ref, p in batch]
         written: list[dict[str, Any]] = []
         written_vectors: list[np.ndarray] = []
         failed: list[str] = []
-        for ref, p in batch:
-            row: dict[str, Any] = {
-                "key": ref.key,
-                **path_fields(ref.path),
-                "root": ref.root,
-                "size": p.size,
-                "mtime_ns": p.mtime_ns,
-                "hash": p.hash,
-                "width": p.width,
-                "height": p.height,
-                "taken_at": p.taken_at,
-                "format": p.format,
-                "fingerprint": p.fingerprint,
-                "indexed_at": stamp,
-                "embedding": None,
-                "model": None,
-                "error": p.error,
-                "offline": False,
-            }
+        for (ref, p), row in zip(batch, rows, strict=True):
             if p.error is None:
                 if p.hash in known:
                     blob, print_ = known[p.hash]  # type: ignore[index]
@@ -406,62 +307,87 @@ class Indexer:
                 log.warning("skipping %s: %s", ref.path, p.error)
                 summary.failed.append((ref.path, p.error))
                 failed.append(ref.key)
-            rows.append(row)
         await self.store.write(rows)
         if vanished:  # deleted while queued: no row, not a failure
             await self.store.delete([ref.key for ref in vanished])
             failed.extend(ref.key for ref in vanished)
-        if self.on_written is not None:
-            matrix = np.stack(written_vectors) if written_vectors else np.zeros((0, 0), dtype=np.float32)
-            self.on_written(written, matrix, failed)
+        if self.listener is not None:
+            if failed:
+                self.listener.remove(failed)
+            if written:
+                self.listener.upsert_rows(written, np.stack(written_vectors))  # type: ignore[arg-type]
 
 
-def _lower_priority() -> None:
-    """In each decoding worker: yield the CPU to searches (under `serve`) and to the desktop.
-    A niced worker still takes every idle cycle, so indexing alone runs as fast as before."""
+def _row(ref: FileRef, p: Prepared, stamp: Any) -> dict[str, Any]:
+    """The row of one file as decoded, without its embedding (added by the caller)."""
+    return {
+        "key": ref.key,
+        **path_fields(ref.path),
+        "root": ref.root,
+        "size": p.size,
+        "mtime_ns": p.mtime_ns,
+        "hash": p.hash,
+        "width": p.width,
+        "height": p.height,
+        "taken_at": p.taken_at,
+        "format": p.format,
+        "fingerprint": p.fingerprint,
+        "indexed_at": stamp,
+        "embedding": None,
+        "model": None,
+        "error": p.error,
+        "offline": False,
+    }
+
+
+class _InFlight:
+    """Batches being embedded and written: two per device, so one reads its JPEGs and writes its
+    rows while the other has the device. A batch's rows are written whole."""
+
+    def __init__(self, indexer: Indexer, summary: Summary, progress: Progress) -> None:
+        self.indexer = indexer
+        self.summary = summary
+        self.progress = progress
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(2 * len(indexer.embedders))
+
+    async def start(self, batch: list[tuple[FileRef, Prepared]]) -> None:
+        await self.slots.acquire()
+        task = asyncio.create_task(self._run(batch))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        for done in [t for t in self.tasks if t.done()]:
+            done.result()  # a failed batch stops the run
+
+    async def _run(self, batch: list[tuple[FileRef, Prepared]]) -> None:
+        try:
+            await self.indexer.commit(batch, self.summary)
+        finally:
+            self.slots.release()
+        self.progress.done += len(batch)
+        if self.indexer.on_progress:
+            self.indexer.on_progress(self.progress)
+
+    async def finish(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*self.tasks)
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+def _worker_start() -> None:
+    """In each decoding worker: Pillow as the indexer needs it, and a lower priority, so the CPU
+    goes to searches (under `serve`) and the desktop first. A niced worker still takes every idle
+    cycle, so indexing alone runs as fast as before."""
+    configure_pillow()
     try:
         os.nice(WORKER_NICENESS)
     except OSError:  # pragma: no cover - a sandbox may forbid it
         pass
 
 
-def _stat_all(paths: list[str]) -> list[os.stat_result | None]:
-    out: list[os.stat_result | None] = []
-    for path in paths:
-        try:
-            out.append(os.stat(path))
-        except OSError:
-            out.append(None)
-    return out
-
-
 def _read(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
-
-
-def _embed_mixed(
-    embedder: ImageEmbedder, crops: list[Any], jpegs: list[bytes], orientations: list[int]
-) -> tuple[np.ndarray, set[int], list[bytes]]:
-    """On the model thread: decode the JPEGs on the GPU, then embed CPU crops and GPU crops
-    together. Returns vectors (CPU crops first, then the JPEGs nvJPEG accepted), the indices of
-    the JPEGs it refused and the fingerprints of those it accepted."""
-    import torch
-
-    parts = []
-    prints: list[bytes] = []
-    if crops:
-        parts.append(torch.from_numpy(np.stack(crops)).to(embedder.device, non_blocking=True))
-    refused: set[int] = set()
-    if jpegs:
-        from .gpudecode import decode_batch
-
-        decoded = decode_batch(jpegs, orientations, embedder.crop, embedder.device)
-        refused = {i for i, pair in enumerate(decoded) if pair is None}
-        accepted = [pair for pair in decoded if pair is not None]
-        prints = [print_ for _, print_ in accepted]
-        if accepted:
-            parts.append(torch.stack([crop for crop, _ in accepted]))
-    if not parts:
-        return np.zeros((0, embedder.dim), dtype=np.float32), refused, prints
-    return embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0]), refused, prints

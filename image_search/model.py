@@ -9,12 +9,14 @@ CLIP with transformers' own classes and load it through exactly this code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -91,13 +93,10 @@ class ModelSource:
 
     def pretrained(self, cls: Any, **kwargs: Any) -> Any:
         """``cls.from_pretrained`` with a plain-language error when the files are not there."""
-        from transformers.utils import logging as hf_logging
-
         # A tower read from a full CLIP checkpoint reports the other tower's weights as
-        # "unexpected": true and expected, so transformers' load report is kept quiet.
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        with warnings.catch_warnings():
+        # "unexpected": true and expected, so transformers' load report is kept quiet, for this
+        # call only.
+        with _quiet_transformers(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if not self.is_local:  # the cache first: a cached model never waits on the network
                 try:
@@ -148,6 +147,21 @@ class ModelSource:
 
         text = resources.files("image_search").joinpath("data", RANDOM_CONFIG).read_text()
         return CLIPConfig.from_dict(json.loads(text))
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _fingerprint(directory: Path) -> str:
@@ -275,9 +289,9 @@ class ImageEmbedder:
         from transformers import CLIPVisionModelWithProjection
 
         if self.source.random_weights:
-            torch.manual_seed(0)
-            config = self.source.random_config()
-            model = CLIPVisionModelWithProjection(config.vision_config)
+            with torch.random.fork_rng(devices=[]):  # the same random weights every time
+                torch.manual_seed(0)
+                model = CLIPVisionModelWithProjection(self.source.random_config().vision_config)
         else:
             model = self.source.pretrained(
                 CLIPVisionModelWithProjection, config=self.source.tower_config("vision")
@@ -321,10 +335,9 @@ class ImageEmbedder:
 class TextEmbedder:
     """The text tower on the CPU, int8 (dynamic quantisation of the linear layers) by default."""
 
-    def __init__(self, source: ModelSource, dtype: str = "int8", threads: int | None = None) -> None:
+    def __init__(self, source: ModelSource, dtype: str = "int8") -> None:
         self.source = source
         self.quantise = dtype == "int8"
-        self.threads = threads
         self.model: Any = None
         self.tokenizer: Any = None
         self.dim = 0
@@ -333,11 +346,10 @@ class TextEmbedder:
     def load(self) -> TextEmbedder:
         from transformers import CLIPTextModelWithProjection
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         if self.source.random_weights:
-            torch.manual_seed(0)
-            model = CLIPTextModelWithProjection(self.source.random_config().text_config)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = CLIPTextModelWithProjection(self.source.random_config().text_config)
         else:
             model = self.source.pretrained(
                 CLIPTextModelWithProjection, config=self.source.tower_config("text"), dtype=torch.float32

@@ -16,8 +16,7 @@ weight as large as the liked one collapses precision when the liked weight is lo
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -84,43 +83,3 @@ def refine_query(
     if query is None:  # the parts cancel exactly (say, the same image liked and rejected)
         raise EmptyQuery("the liked and rejected images cancel out: change the selection")
     return query.astype(np.float32)
-
-
-_TERM = re.compile(r"^\s*(?:(?P<weight>\d+(?:\.\d+)?)\s*:\s*)?(?P<text>.*?)\s*$")
-_SPLIT = re.compile(r"(?:^|\s)([+-])\s+")
-
-
-def parse_query(query: str) -> list[tuple[float, str]]:
-    """``"beach + sunset - people"`` → ``[(1, "beach"), (1, "sunset"), (-1, "people")]``;
-    ``"2:dog + cat"`` → ``[(2, "dog"), (1, "cat")]``.
-
-    Operators count only with a space after them (and before, unless first), so
-    "black-and-white" and "a +1 phone" stay one term. Empty terms are dropped.
-    """
-    pieces = _SPLIT.split(" " + query if query[:1] in "+-" else query)
-    terms: list[tuple[float, str]] = []
-    sign = 1.0
-    for i, piece in enumerate(pieces):
-        if i % 2 == 1:
-            sign = -1.0 if piece == "-" else 1.0
-            continue
-        match = _TERM.match(piece)
-        if not match or not match.group("text"):
-            continue
-        weight = float(match.group("weight")) if match.group("weight") else 1.0
-        terms.append((sign * weight, match.group("text")))
-    return terms
-
-
-def text_vector(query: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndarray | None:
-    """The unit vector of a query with arithmetic: the weighted sum of its terms' embeddings."""
-    terms = parse_query(query)
-    if not terms:
-        return None
-    return combine_terms(terms, embed([text for _, text in terms]))
-
-
-def combine_terms(terms: Sequence[tuple[float, str]], vectors: np.ndarray) -> np.ndarray | None:
-    """Weighted sum of the terms' unit vectors, normalised (None if they cancel)."""
-    weights = np.array([w for w, _ in terms], dtype=np.float32)[:, None]
-    return _unit((weights * np.asarray(vectors, dtype=np.float32)).sum(axis=0))

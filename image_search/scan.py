@@ -42,11 +42,19 @@ class Filter:
         )
 
 
+def is_under(path: str, folder: str, *, real: bool = False) -> bool:
+    """Whether ``path`` is ``folder`` or inside it: the one rule for "is this under that root".
+    By name (both absolute and normalised), or with ``real`` after resolving symbolic links."""
+    if real:
+        path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 def root_of(path: str, roots: Sequence[str]) -> str | None:
     """The configured root that holds ``path`` (the deepest one), or None."""
     best = None
     for root in roots:
-        if path == root or path.startswith(root.rstrip("/") + "/"):
+        if is_under(path, root):
             if best is None or len(root) > len(best):
                 best = root
     return best

@@ -38,9 +38,11 @@ def build_tiny_clip(
         vision_config=dict(common, image_size=image_size, patch_size=32),
         projection_dim=projection_dim,
     )
-    torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    CLIPModel(config).save_pretrained(directory)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    model.save_pretrained(directory)
     CLIPProcessor(image_processor=CLIPImageProcessorPil(), tokenizer=tokenizer).save_pretrained(directory)
     return directory
 

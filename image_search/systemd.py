@@ -1,4 +1,5 @@
-"""systemd's notify protocol: READY, STATUS, WATCHDOG, STOPPING.
+"""systemd: the notify protocol (READY, STATUS, WATCHDOG, STOPPING) for every long-running
+command, and journald logging.
 
 Uses systemd-python (the `systemd` extra) when installed; otherwise writes the same datagrams
 to $NOTIFY_SOCKET itself. Without NOTIFY_SOCKET every call does nothing.
@@ -30,10 +31,6 @@ class Notifier:
                 self._sd = importlib.import_module("systemd.daemon")
             except ImportError:
                 self._sd = None
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.address)
 
     def send(self, *fields: str) -> None:
         if not self.address:

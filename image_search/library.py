@@ -1,7 +1,8 @@
-"""What the web server searches: the exact vector index plus each image's facts, in memory.
+"""The searchable library in memory: the exact vector index plus each image's facts.
 
-Loaded from the store at start and kept in step with it: directly from the daemon's hooks under
-``serve``, or by polling the store's change counter under ``web`` (daemon elsewhere).
+Loaded from the store at start and kept in step with it: directly from the indexing service's
+notifications under ``serve``, or by polling the store's change counter (:func:`follow_store`)
+when the daemon runs in another process. Searches, albums and near-duplicates all read it.
 """
 
 from __future__ import annotations
@@ -9,20 +10,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from image_search.store import Store, from_bytes, real_path
-from image_search.vectors import VectorIndex
+from .errors import BadValue, UnknownImage
+from .store import ImageRow, Store, from_bytes, key_of, real_path
+from .vectors import VectorIndex
 
 log = logging.getLogger(__name__)
-
-META_FIELDS = (
-    "id, path, path_bytes, root, taken_at, width, height, format, hash, size, fingerprint, embedding"
-)
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,13 @@ class Meta:
     def folder(self) -> str:
         return os.path.dirname(self.rel)
 
+    @property
+    def taken_or_oldest(self) -> float:
+        """For sorting newest first: undated photos last."""
+        return -math.inf if math.isnan(self.taken_at) else self.taken_at
+
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Meta:
+    def from_row(cls, row: ImageRow | dict[str, Any]) -> Meta:
         taken = row.get("taken_at")
         return cls(
             path=real_path(row),
@@ -59,6 +64,20 @@ class Meta:
             size=row.get("size"),
             fingerprint=row.get("fingerprint"),
         )
+
+
+def _date(value: Any, name: str) -> float | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadValue(f"{name} must be a date like 2024-07-31")
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadValue(f"{name} must be a date like 2024-07-31") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.timestamp()
 
 
 @dataclass(frozen=True)
@@ -79,8 +98,33 @@ class Filters:
             or self.formats
         )
 
+    @classmethod
+    def parse(cls, raw: Any) -> Filters:
+        """From a search body's or a saved album's ``filters`` object; :class:`BadValue` if wrong."""
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            raise BadValue("filters must be an object")
+        for name in ("root", "folder"):
+            if raw.get(name) is not None and not isinstance(raw[name], str):
+                raise BadValue(f"filters.{name} must be text")
+        formats = raw.get("formats") or []
+        if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
+            raise BadValue('filters.formats must be a list like ["JPEG", "PNG"]')
+        taken_to = _date(raw.get("taken_to"), "filters.taken_to")
+        if taken_to is not None and len(raw["taken_to"]) == 10:  # a date: through the end of that day
+            taken_to += 86399.999
+        return cls(
+            root=raw.get("root") or None,
+            folder=raw.get("folder") or None,
+            taken_from=_date(raw.get("taken_from"), "filters.taken_from"),
+            taken_to=taken_to,
+            formats=tuple(formats),
+        )
+
 
 class Library:
+    """What can be searched, and the facts shown with each result."""
+
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
         self.index = VectorIndex()
@@ -93,10 +137,27 @@ class Library:
     def __len__(self) -> int:
         return len(self.index)
 
+    @classmethod
+    async def open(cls, store: Store, model_id: str) -> Library:
+        """The library of ``model_id``'s vectors; :class:`ModelMismatch` if the store holds another's."""
+        await store.require_model(model_id)
+        library = cls(model_id)
+        await library.load(store)
+        return library
+
     async def load(self, store: Store) -> None:
         self._replay = []
         try:
-            await self._load(store)
+            rows = await store.searchable_rows(self.model_id)
+            keys = [key_of(row) for row in rows]
+            matrix = (
+                np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float16).reshape(len(rows), -1)  # type: ignore[misc]
+                if rows
+                else np.zeros((0, 0), dtype=np.float16)
+            )
+            self.index = VectorIndex.build(keys, matrix)
+            self.meta = {key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)}
+            self.version += 1
         finally:
             replay, self._replay = self._replay, None
         for kind, first, second in replay:
@@ -105,49 +166,29 @@ class Library:
             else:
                 self.remove(first)
 
-    async def _load(self, store: Store) -> None:
-        rows = await store.first(
-            f"SELECT {META_FIELDS} FROM image WHERE model = $m AND embedding != NONE AND offline = false",
-            {"m": self.model_id},
-        )
-        keys = [row["id"].id for row in rows]
-        matrix = (
-            np.frombuffer(b"".join(row["embedding"] for row in rows), dtype=np.float16).reshape(len(rows), -1)
-            if rows
-            else np.zeros((0, 0), dtype=np.float16)
-        )
-        self.index = VectorIndex.build(keys, matrix)
-        self.meta = {row["id"].id: Meta.from_row(row) for row in rows}
-        self.version += 1
-
     async def refresh(self, store: Store, keys: list[str]) -> None:
-        """Re-read these keys from the store: present ones are upserted, absent ones removed."""
-        from image_search.store import record_id
-
-        rows = await store.first(
-            f"SELECT {META_FIELDS} FROM $ids WHERE model = $m AND embedding != NONE AND offline = false",
-            {"ids": [record_id(k) for k in keys], "m": self.model_id},
-        )
-        found = {row["id"].id: row for row in rows}
+        """Re-read these keys from the store: searchable ones are upserted, the others removed."""
+        rows = await store.searchable_rows(self.model_id, keys=keys)
+        found = {key_of(row): row for row in rows}
         self.remove([k for k in keys if k not in found])
         if found:
-            vectors = np.stack([from_bytes(r["embedding"]).astype(np.float32) for r in found.values()])
+            vectors = np.stack([from_bytes(r["embedding"]).astype(np.float32) for r in found.values()])  # type: ignore[arg-type]
             self.index.upsert(list(found), vectors)
             self.meta.update({k: Meta.from_row(r) for k, r in found.items()})
             self.version += 1
 
-    def upsert_rows(self, rows: list[dict[str, Any]], vectors: np.ndarray) -> None:
-        """Rows just written (with ``key`` and their facts) and their vectors."""
+    def upsert_rows(self, rows: Sequence[ImageRow], vectors: np.ndarray) -> None:
+        """Rows just written (with ``key`` or ``id``, and their facts) and their vectors."""
         if self._replay is not None:
             self._replay.append(("upsert", rows, vectors))
             return
         if rows:
-            keys = [row["key"] for row in rows]
+            keys = [str(row["key"]) if "key" in row else key_of(row) for row in rows]
             self.index.upsert(keys, vectors)
             self.meta.update({key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)})
             self.version += 1
 
-    def remove(self, keys: list[str]) -> None:
+    def remove(self, keys: Sequence[str]) -> None:
         if self._replay is not None:
             self._replay.append(("remove", keys, None))
             return
@@ -157,11 +198,17 @@ class Library:
                 self.meta.pop(key, None)
             self.version += 1
 
+    def vectors(self, ids: Sequence[str], what: str = "id") -> np.ndarray:
+        """The vectors of these images; :class:`UnknownImage` names the first the library lacks."""
+        unknown = [i for i in ids if i not in self.index]
+        if unknown:
+            raise UnknownImage(f"unknown image id in {what}: {unknown[0]}")
+        return self.index.vectors(ids)
+
     def columns(self) -> dict[str, np.ndarray]:
         """Facts aligned with the index rows, rebuilt only after a change."""
         if self._columns is None or self._columns[0] != self.version:
-            keys = self.index.keys
-            metas = [self.meta[k] for k in keys]
+            metas = [self.meta[k] for k in self.index.keys]
             self._columns = (
                 self.version,
                 {
@@ -174,6 +221,7 @@ class Library:
         return self._columns[1]
 
     def mask(self, filters: Filters, exclude: set[str]) -> np.ndarray | None:
+        """Which index rows a search may return (None: all of them)."""
         if filters.empty and not exclude:
             return None
         n = len(self.index)
@@ -210,7 +258,7 @@ class Library:
 async def follow_store(library: Library, store: Store, interval: float = 1.0) -> None:
     """Poll the store's change counter; on a change, re-read what changed since the last look.
 
-    For ``image-search web`` against a SurrealDB server with the daemon in another process.
+    For a web server with the daemon in another process (a SurrealDB server between them).
     New and changed rows are found by ``indexed_at``; deletions and moves by comparing ids.
     """
     seen = await store.change_seq()
@@ -223,22 +271,12 @@ async def follow_store(library: Library, store: Store, interval: float = 1.0) ->
                 continue
             seen = seq
             started = dt.datetime.now(dt.UTC)
-            changed = await store.first(
-                "SELECT VALUE id FROM image WHERE indexed_at >= $t", {"t": since - dt.timedelta(seconds=2)}
-            )
-            present = set(
-                await store.first(
-                    "SELECT VALUE id FROM image WHERE model = $m AND embedding != NONE AND offline = false",
-                    {"m": library.model_id},
-                )
-            )
-            present_keys = {rid.id for rid in present}
-            gone = [k for k in library.meta if k not in present_keys]
-            appeared = [k for k in present_keys if k not in library.meta]
-            library.remove(gone)
-            refresh = list({rid.id for rid in changed} | set(appeared))
+            changed = await store.changed_since(since - dt.timedelta(seconds=2))
+            present = await store.searchable_keys(library.model_id)
+            library.remove([k for k in library.meta if k not in present])
+            refresh = changed | {k for k in present if k not in library.meta}
             if refresh:
-                await library.refresh(store, refresh)
+                await library.refresh(store, list(refresh))
             since = started
         except asyncio.CancelledError:
             raise
