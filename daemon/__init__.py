@@ -1,5 +1,6 @@
 """The watcher daemon (installed as ``image_search.daemon``)."""
 
-from .service import Daemon, DaemonStatus
+from .progress import DaemonStatus
+from .service import Daemon
 
 __all__ = ["Daemon", "DaemonStatus"]
