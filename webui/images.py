@@ -1,0 +1,111 @@
+"""Routes that serve files: the page, an indexed photo, its facts and its thumbnail. No path is
+ever taken from a request: only records the store holds are served."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from image_search.imaging import ImageError
+from image_search.library import Meta
+from image_search.scan import is_under
+from image_search.store import ImageRow, key_of, real_path
+from image_search.thumbs import FORMATS
+
+from . import validate
+from .keys import CONFIG, STORE, THUMB_EXECUTOR, THUMBS
+from .responses import result
+
+STATIC = Path(__file__).parent / "static"
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "AVIF": "image/avif",
+    "HEIF": "image/heif",
+}
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def index_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+async def _record(request: web.Request) -> ImageRow:
+    key = validate.image_id(request)
+    row = None if key is None else await request.app[STORE].get_one(key)
+    if row is None or row.get("error") or row.get("model") is None:
+        raise web.HTTPNotFound(text="unknown image id")
+    return row
+
+
+def _servable(request: web.Request, row: ImageRow) -> str:
+    """The file of an indexed record. With follow_symlinks off, a file whose real path has left its
+    root (a symlink swapped in after indexing) is refused."""
+    path = real_path(row)
+    if not os.path.isfile(path):
+        raise web.HTTPNotFound(text="the file is gone (moved, deleted, or its disk is offline)")
+    if not request.app[CONFIG].follow_symlinks and not is_under(path, row["root"], real=True):
+        raise web.HTTPNotFound(text="the file is outside its picture folder")
+    return path
+
+
+async def image(request: web.Request) -> web.StreamResponse:
+    row = await _record(request)
+    path = _servable(request, row)
+    content_type = CONTENT_TYPES.get((row.get("format") or "").upper(), "application/octet-stream")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": content_type,
+            "Cache-Control": "private, max-age=3600",
+            "Content-Disposition": "inline",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+async def image_meta(request: web.Request) -> web.Response:
+    row = await _record(request)
+    return web.json_response({**result(key_of(row), None, Meta.from_row(row)), "size": row.get("size")})
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    row = await _record(request)
+    size, fmt = validate.thumbnail(request)
+    etag = f'"{row["hash"]}-{size}-{fmt}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=604800", "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    path = _servable(request, row)
+    app = request.app
+    try:
+        file = await asyncio.get_running_loop().run_in_executor(
+            app[THUMB_EXECUTOR],
+            app[THUMBS].get,
+            path,
+            str(row["hash"]),
+            size,
+            fmt,
+            app[CONFIG].max_megapixels,
+        )
+    except (ImageError, OSError) as exc:
+        raise web.HTTPNotFound(text=f"no thumbnail: {exc}") from None
+    return web.FileResponse(file, headers={**headers, "Content-Type": FORMATS[fmt][1]})

@@ -1,0 +1,47 @@
+"""How results and errors look on the wire."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from aiohttp import web
+
+from image_search.library import Meta
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def result(key: str, score: float | None, meta: Meta) -> dict[str, Any]:
+    """One image as the page shows it (``score`` None where no search ranked it)."""
+    version = (meta.hash or "")[:12]
+    return {
+        "id": key,
+        "score": None if score is None else round(score, 4),
+        "path": meta.rel,
+        "root": meta.root,
+        "thumbnail": f"/api/images/{key}/thumbnail?v={version}",
+        "image": f"/api/images/{key}?v={version}",
+        "taken_at": None
+        if math.isnan(meta.taken_at)
+        else dt.datetime.fromtimestamp(meta.taken_at, dt.UTC).isoformat().replace("+00:00", "Z"),
+        "width": meta.width,
+        "height": meta.height,
+        "format": meta.format,
+    }
+
+
+def path_list(request: web.Request, paths: list[str], name: str) -> web.Response:
+    """Paths as a text file to download, one per line (``?sep=nul``: NUL after each, for names
+    with newlines). Names that are not UTF-8 keep their bytes."""
+    sep = "\0" if request.query.get("sep") == "nul" else "\n"
+    filename = "".join(c if c.isalnum() or c in " -_" else "_" for c in name).strip() or "photos"
+    return web.Response(
+        body="".join(p + sep for p in paths).encode("utf-8", "surrogateescape"),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.txt"'},
+    )

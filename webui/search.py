@@ -1,0 +1,192 @@
+"""Search routes: text and refine rounds, an uploaded picture, "more like this", the timeline,
+the folder list and the status the page polls."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+from aiohttp import BodyPartReader, web
+from PIL import Image
+
+from image_search.imaging import CropSpec, ImageError, decode_rgb, open_checked
+from image_search.queries import parse_query, session_vector
+from image_search.refine import refine_query
+from image_search.vectors import Query
+
+from . import validate
+from .albums import summaries
+from .keys import CONFIG, COUNTS, IMAGES, INDEXING, LIBRARY, SEARCHER, STORE, TEXTS
+from .responses import result
+
+DATE_CANDIDATES = 5000
+
+
+async def status(request: web.Request) -> web.Response:
+    app = request.app
+    counts = await app[COUNTS].get(app[STORE])
+    indexing = app.get(INDEXING)
+    if indexing is not None:
+        daemon: dict[str, Any] = dict(indexing.snapshot())
+    else:  # a daemon in another process writes its snapshot to the store
+        daemon = dict(await app[STORE].get_status("daemon") or {})
+        daemon.pop("id", None)
+    if isinstance(daemon.get("updated_at"), dt.datetime):
+        daemon["updated_at"] = daemon["updated_at"].isoformat()
+    album_counts = await summaries(app)
+    return web.json_response(
+        {
+            "indexed": counts.indexed,
+            "searchable": len(app[LIBRARY]),
+            "failed": counts.failed,
+            "offline": counts.offline,
+            "queue": int(daemon.get("queue") or 0),
+            "rate": daemon.get("rate") or 0.0,
+            "eta": daemon.get("eta"),
+            "state": daemon.get("state") or ("stopped" if not daemon else "unknown"),
+            "errors": daemon.get("errors") or [],
+            "model": app[LIBRARY].model_id,
+            "daemon": daemon or None,
+            "albums": {"count": len(album_counts), "new": sum(c["new"] for c in album_counts.values())},
+        }
+    )
+
+
+async def search(request: web.Request) -> web.Response:
+    upload: Image.Image | None = None
+    if request.content_type == "multipart/form-data":
+        body, upload = await _multipart(request)
+    else:
+        body = await validate.json_body(request)
+    session = validate.session(body)
+    extra = None if upload is None else (await request.app[IMAGES].embed(upload))[None]
+    query = await session_vector(request.app[LIBRARY], request.app[TEXTS], session, extra)
+    exclude = set(session.liked) | set(session.rejected) | set(validate.ids(body, "exclude"))
+    if body.get("timeline"):
+        payload = await timeline(request, query, body, exclude)
+    else:
+        payload = await ranked(request, query, body, exclude)
+    payload["terms"] = [{"weight": w, "text": t} for w, t in parse_query(session.text)]
+    return web.json_response(payload)
+
+
+async def similar(request: web.Request) -> web.Response:
+    key = request.match_info["id"]
+    body = await validate.json_body(request) if request.can_read_body else {}
+    vector = request.app[LIBRARY].vectors([key])
+    exclude = {key} | set(validate.ids(body, "exclude"))
+    return web.json_response(await ranked(request, refine_query(None, vector, None), body, exclude))
+
+
+async def folders(request: web.Request) -> web.Response:
+    return web.json_response({"roots": request.app[LIBRARY].folders()})
+
+
+async def ranked(
+    request: web.Request, query: np.ndarray, body: dict[str, Any], exclude: set[str]
+) -> dict[str, Any]:
+    """A page of results, by score or by date taken (the best DATE_CANDIDATES, newest first)."""
+    library = request.app[LIBRARY]
+    limit = validate.whole(body, "limit", 60, 1, validate.MAX_LIMIT)
+    offset = validate.whole(body, "offset", 0, 0, validate.MAX_OFFSET)
+    by = validate.sort(body)
+    min_score = validate.min_score(body)
+    allowed = library.mask(validate.filters(body), exclude)
+    searcher = request.app[SEARCHER]
+    if by == "score":
+        hits = (await searcher.submit(Query(query, offset + limit, allowed, min_score)))[offset:]
+    else:
+        candidates = await searcher.submit(Query(query, DATE_CANDIDATES, allowed, min_score))
+        candidates.sort(key=lambda hit: -library.meta[hit[0]].taken_or_oldest)
+        hits = candidates[offset : offset + limit]
+    results = [result(key, score, library.meta[key]) for key, score in hits if key in library.meta]
+    return {
+        "results": results,
+        "offset": offset,
+        "limit": limit,
+        "more": len(hits) == limit,
+        "indexed": len(library),
+    }
+
+
+async def timeline(
+    request: web.Request, query: np.ndarray, body: dict[str, Any], exclude: set[str]
+) -> dict[str, Any]:
+    """The matches above ``min_score`` (the best ``limit`` of them), grouped by the month they
+    were taken, newest month first; within a month the newest first. Undated photos come last."""
+    library = request.app[LIBRARY]
+    limit = validate.whole(body, "limit", 500, 1, validate.MAX_TIMELINE)
+    min_score = validate.min_score(body)
+    allowed = library.mask(validate.filters(body), exclude)
+    hits = await request.app[SEARCHER].submit(Query(query, limit, allowed, min_score))
+    hits = [(key, score) for key, score in hits if key in library.meta]
+    hits.sort(key=lambda hit: -library.meta[hit[0]].taken_or_oldest)
+    months: list[dict[str, Any]] = []
+    for key, score in hits:
+        meta = library.meta[key]
+        label = (
+            None
+            if math.isnan(meta.taken_at)
+            else dt.datetime.fromtimestamp(meta.taken_at, dt.UTC).strftime("%Y-%m")
+        )
+        if not months or months[-1]["month"] != label:
+            months.append({"month": label, "count": 0, "results": []})
+        months[-1]["count"] += 1
+        months[-1]["results"].append(result(key, score, meta))
+    years: dict[str, int] = {}
+    for group in months:
+        year = group["month"][:4] if group["month"] else "undated"
+        years[year] = years.get(year, 0) + group["count"]
+    return {
+        "months": months,
+        "years": [{"year": y, "count": n} for y, n in years.items()],
+        "total": len(hits),
+        "truncated": len(hits) == limit,
+        "min_score": min_score,
+        "indexed": len(library),
+    }
+
+
+async def _multipart(request: web.Request) -> tuple[dict[str, Any], Image.Image]:
+    """``query`` (a JSON object, optional) and ``image`` (the picture to search with)."""
+    body: dict[str, Any] = {}
+    data: bytes | None = None
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise validate.BadValue("nested multipart is not supported")
+            if part.name == "query":
+                try:
+                    body = validate.json_object(json.loads(await part.text()), "the query part")
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise validate.BadValue("the query part is not valid JSON") from None
+            elif part.name == "image":
+                data = await part.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except ValueError as exc:
+        if isinstance(exc, validate.BadValue):
+            raise
+        if "too large" in str(exc).lower():
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=request.app._client_max_size, actual_size=request.content_length or 0
+            ) from None
+        raise validate.BadValue(f"cannot read the upload: {exc}") from None
+    if not data:
+        raise validate.BadValue("no image part in the upload")
+    try:
+        image = await asyncio.to_thread(_decode_upload, data, request.app[CONFIG].max_megapixels)
+    except ImageError as exc:
+        raise web.HTTPUnsupportedMediaType(text=f"the upload is not a usable image: {exc}") from None
+    return body, image
+
+
+def _decode_upload(data: bytes, max_megapixels: float) -> Image.Image:
+    with open_checked(io.BytesIO(data), max_megapixels) as image:  # type: ignore[arg-type]
+        return decode_rgb(image, CropSpec())

@@ -1,0 +1,101 @@
+"""The web server's own helpers with state: uploads to vectors, cached counts, the album summary
+cache and the near-duplicate finder. None of them knows about requests or app keys."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from image_search.duplicates import Groups, Settings, group_library
+from image_search.indexing import Indexing, NotReady
+from image_search.library import Library
+from image_search.model import ImageEmbedder, ModelSource
+from image_search.store import Counts, Store
+
+
+class ImageQueries:
+    """Uploaded pictures → vectors: on the indexer's model under ``serve``, else on a CPU image
+    tower loaded at first use. Owned by the app's model context, which calls :meth:`close`."""
+
+    def __init__(self, source: ModelSource, indexing: Indexing | None = None) -> None:
+        self.source = source
+        self.indexing = indexing
+        self._lock = asyncio.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._embedder: ImageEmbedder | None = None
+
+    async def embed(self, image: Image.Image) -> np.ndarray:
+        if self.indexing is not None:
+            with contextlib.suppress(NotReady):
+                return (await self.indexing.embed_images([image]))[0]
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if self._embedder is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="upload-model")
+                self._embedder = await loop.run_in_executor(self._executor, self._load)
+        vectors = await loop.run_in_executor(self._executor, self._embedder.embed_images, [image])
+        return vectors[0]
+
+    def _load(self) -> ImageEmbedder:
+        return ImageEmbedder(self.source, "cpu").load()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class CountsCache:
+    """Store counts for /api/status, at most every few seconds: counting is a scan of the whole
+    image table, and every open page polls status every 3 s."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._value: Counts | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self, store: Store) -> Counts:
+        async with self._lock:
+            now = time.monotonic()
+            if self._value is None or now - self._at > self.ttl:
+                self._value, self._at = await store.counts(), now
+            return self._value
+
+
+class AlbumSummaries:
+    """Every album's member and new counts, for the album list and /api/status: recomputed when
+    the library or an album changed, and at most every few seconds while photos stream in."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.at = 0.0
+        self.value: dict[str, dict[str, int]] = {}
+        self.lock = asyncio.Lock()
+
+
+class DuplicateFinder:
+    """Runs the grouping on its own thread (it takes seconds at 100k photos) and keeps the last
+    result until the library or the settings change. One grouping at a time."""
+
+    def __init__(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="duplicates")
+        self.lock = asyncio.Lock()
+        self.last: Groups | None = None
+
+    async def groups(self, library: Library, settings: Settings) -> Groups:
+        async with self.lock:
+            last = self.last
+            if last is not None and last.version == library.version and last.settings == settings:
+                return last
+            loop = asyncio.get_running_loop()
+            self.last = await loop.run_in_executor(self.executor, group_library, library, settings)
+            return self.last
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

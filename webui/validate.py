@@ -1,0 +1,142 @@
+"""Every check of what a request sends: bodies, query strings and their limits. Each function
+returns typed values or raises :class:`BadValue` (400, with a message a person understands)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+
+from image_search.config import Config
+from image_search.duplicates import Settings
+from image_search.errors import BadValue
+from image_search.library import Filters
+from image_search.queries import Session
+from image_search.thumbs import DEFAULT_SIZE, FORMATS, SIZES
+
+MAX_LIMIT = 500
+MAX_OFFSET = 100_000
+MAX_IDS = 2000
+MAX_TIMELINE = 5000
+MAX_GROUPS_PAGE = 200
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        raise BadValue("the body is not valid JSON") from None
+    return json_object(body, "the body")
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadValue(f"{what} must be a JSON object")
+    return value
+
+
+def whole(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadValue(f"{name} must be a whole number")
+    if not low <= value <= high:
+        raise BadValue(f"{name} must be between {low} and {high}")
+    return value
+
+
+def ids(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadValue(f"{name} must be a list of image ids")
+    if len(value) > MAX_IDS:
+        raise BadValue(f"{name} holds more than {MAX_IDS} ids")
+    return list(dict.fromkeys(value))
+
+
+def filters(body: dict[str, Any]) -> Filters:
+    return Filters.parse(body.get("filters"))
+
+
+def min_score(body: dict[str, Any]) -> float | None:
+    value = body.get("min_score")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1
+    ):
+        raise BadValue("min_score must be a number from -1 to 1")
+    return None if value is None else float(value)
+
+
+def session(body: dict[str, Any]) -> Session:
+    """A refine session's text, liked and rejected ids and weights."""
+    text = body.get("text") or ""
+    if not isinstance(text, str):
+        raise BadValue("text must be a string")
+    weights = body.get("weights") or {}
+    if not isinstance(weights, dict) or not all(
+        k in ("text", "liked", "rejected")
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        for k, v in weights.items()
+    ):
+        raise BadValue("weights must be an object with numbers for text, liked and rejected")
+    return Session(text, ids(body, "liked"), ids(body, "rejected"), {k: float(v) for k, v in weights.items()})
+
+
+def sort(body: dict[str, Any]) -> str:
+    value = body.get("sort", "score")
+    if value not in ("score", "date"):
+        raise BadValue("sort must be score or date")
+    return str(value)
+
+
+def page(request: web.Request, default: int, most: int) -> tuple[int, int]:
+    """``limit`` and ``offset`` from the query string of a paged GET."""
+    try:
+        limit = int(request.query.get("limit", default))
+        offset = int(request.query.get("offset", 0))
+    except ValueError:
+        raise BadValue("limit and offset must be whole numbers") from None
+    if not (1 <= limit <= most and offset >= 0):
+        raise BadValue(f"limit must be from 1 to {most} and offset 0 or more")
+    return limit, offset
+
+
+def duplicate_settings(request: web.Request, config: Config) -> Settings:
+    try:
+        similarity = float(request.query.get("similarity", config.duplicate_similarity))
+        hash_bits = int(request.query.get("hash_bits", config.duplicate_hash_bits))
+    except ValueError:
+        raise BadValue("similarity and hash_bits must be numbers") from None
+    if not (0.5 <= similarity <= 1.0 and 0 <= hash_bits <= 32):
+        raise BadValue("similarity must be from 0.5 to 1 and hash_bits from 0 to 32")
+    return Settings(similarity=similarity, hash_bits=hash_bits)
+
+
+def thumbnail(request: web.Request) -> tuple[int, str]:
+    """The cached size at or above the one asked for, and the format."""
+    try:
+        wanted = int(request.query.get("size", DEFAULT_SIZE))
+    except ValueError:
+        raise BadValue("size must be a number of pixels") from None
+    if not 16 <= wanted <= SIZES[-1]:
+        raise BadValue(f"size must be between 16 and {SIZES[-1]}")
+    fmt = request.query.get("format", "webp").lower()
+    if fmt not in FORMATS:
+        raise BadValue("format must be webp or jpeg")
+    return next(s for s in SIZES if s >= wanted), fmt
+
+
+def image_id(request: web.Request) -> str | None:
+    """The image id in the path, or None when it cannot be one (32 hex digits)."""
+    key = request.match_info["id"]
+    return key if len(key) == 32 and all(c in "0123456789abcdef" for c in key) else None
+
+
+def folder(body: dict[str, Any]) -> str:
+    value = body.get("folder")
+    if not isinstance(value, str) or not value.strip():
+        raise BadValue("folder must be an absolute path")
+    return value
