@@ -1,0 +1,137 @@
+"""``image-search index``: index folders once, incrementally, with a progress line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import UserError
+from .options import json_flag, paths_argument
+
+log = logging.getLogger("image_search")
+
+
+def add(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("index", parents=[parent], help="Index picture folders once (incremental).")
+    paths_argument(p, "Folders or files (default: the configured roots).")
+    p.add_argument("--force", action="store_true", help="Re-read every file, even unchanged ones.")
+    p.add_argument(
+        "--reembed",
+        action="store_true",
+        help="The database holds another model's vectors: drop them and embed everything with this model.",
+    )
+    json_flag(p, "Print the summary as JSON.")
+    p.set_defaults(run=cmd_index)
+
+
+class ProgressLine:
+    """One self-rewriting progress line on a terminal; periodic log lines elsewhere."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, progress: Any) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self.last < 10 and progress.done < progress.total:
+            return
+        self.last = now
+        eta = progress.eta
+        text = (
+            f"{progress.done}/{progress.total} files  {progress.rate:.1f} img/s  "
+            f"ETA {_duration(eta) if eta is not None else '?'}"
+        )
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            if progress.done >= progress.total:
+                self.stream.write("\n")
+            self.stream.flush()
+        else:
+            log.info("%s", text)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+async def cmd_index(config: Config, args: argparse.Namespace) -> int:
+    from ..indexer import Indexer
+    from ..model import ModelSource, pick_embedders
+    from ..plan import Summary
+    from ..scan import normalise_root
+    from ..store import Store
+
+    targets = [normalise_root(p) for p in args.paths] or [normalise_root(p) for p in config.roots]
+    if not targets:
+        raise UserError("no picture folders: give PATH arguments or set roots in the configuration")
+    source = ModelSource(config.model)
+    embedders = pick_embedders(source, config.device, config.dtype, config.compile)
+    total = Summary()
+    async with Store.from_config(config) as store:
+        await store.check_model(source.model_id, reembed=args.reembed)
+        for embedder in embedders:
+            embedder.load()
+        log.info(
+            "model %s on %s (%s)",
+            source.model_id,
+            ", ".join(str(e.device) for e in embedders),
+            str(embedders[0].dtype).removeprefix("torch."),
+        )
+        async with Indexer(
+            store,
+            embedders,
+            workers=config.workers,
+            batch_size=config.batch_size,
+            max_megapixels=config.max_megapixels,
+            gpu_decode=config.gpu_decode,
+            on_progress=ProgressLine(),
+        ) as indexer:
+            for target in targets:
+                summary = await _index_target(config, store, indexer, target, force=args.force)
+                total.add(summary)
+                total.seconds += summary.seconds
+    _print_summary(total, args.json)
+    return 0
+
+
+async def _index_target(config: Config, store: Any, indexer: Any, target: str, *, force: bool) -> Any:
+    """One PATH: a folder (its files indexed, rows of files gone from it removed) or a file."""
+    from ..plan import FileRef
+    from ..scan import Filter, normalise_root, root_of, walk
+    from ..sync import remove_missing
+    from ..thumbs import Thumbnails
+
+    path = Path(target)
+    if not path.exists():
+        raise UserError(f"{target} does not exist")
+    configured = [normalise_root(p) for p in config.roots]
+    root = root_of(target, configured) or (target if path.is_dir() else str(path.parent))
+    flt = Filter(config.include, config.exclude, config.follow_symlinks)
+    files = list(walk(target, flt)) if path.is_dir() else [target]
+    summary = await indexer.index([FileRef(f, root) for f in files], force=force)
+    if path.is_dir():
+        removed = await remove_missing(store, Thumbnails(config.cache_dir), root, set(files), under=target)
+        summary.removed = len(removed)
+    return summary
+
+
+def _print_summary(total: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(total.as_dict(), indent=2))
+        return
+    rate = (total.indexed + total.reused) / total.seconds if total.seconds else 0.0
+    print(
+        f"indexed {total.indexed}, reused {total.reused} (same content elsewhere), "
+        f"unchanged {total.unchanged}, removed {total.removed}, failed {len(total.failed)} "
+        f"in {total.seconds:.1f} s ({rate:.1f} img/s)"
+    )
+    for failed_path, reason in total.failed:
+        print(f"  failed: {failed_path}: {reason}")

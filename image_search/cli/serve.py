@@ -1,0 +1,112 @@
+"""``image-search serve``, ``daemon`` and ``web``: the long-running commands. The only part of the
+command line that imports the daemon and the web app, and only when one of these runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from ..config import Config
+from ..errors import UserError
+from .options import all_roots, paths_argument
+
+log = logging.getLogger("image_search")
+
+
+def add(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "daemon", parents=[parent], help="Watch the picture folders and keep the index equal to them."
+    )
+    paths_argument(p, "Folders to watch, besides the configured roots.")
+    p.set_defaults(run=cmd_daemon)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[parent],
+        help="The daemon and the web UI in one process over one database (the usual way on one machine).",
+    )
+    paths_argument(p, "Folders to watch, besides the configured roots.")
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser(
+        "web", parents=[parent], help="The web UI alone, against a SurrealDB server a daemon elsewhere fills."
+    )
+    p.set_defaults(run=cmd_web)
+
+
+async def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
+    from image_search.daemon import Daemon
+
+    async with Daemon(config, all_roots(config, args), handle_signals=True) as daemon:
+        await daemon.run()
+    log.info("stopped")
+    return 0
+
+
+async def listen(app: Any, config: Config) -> Any:
+    """Start serving ``app`` on the configured address; returns the runner to clean up."""
+    from aiohttp import web
+
+    # After refusing a body (413), read what the client still sends for 2 s at most, then close.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, lingering_time=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UserError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    host = config.host if ":" not in config.host else f"[{config.host}]"
+    log.info("web UI at http://%s:%d/", host, config.port)
+    return runner
+
+
+async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from image_search.daemon import Daemon
+    from image_search.webui import create_app
+
+    from ..store import Store
+    from ..systemd import Notifier
+
+    roots = all_roots(config, args)
+    notifier = Notifier()
+    async with Store.from_config(config) as store:
+        daemon = Daemon(
+            config, roots, store=store, notifier=notifier, handle_signals=True, announce_ready=False
+        )
+        runner = await listen(create_app(config, store=store, indexing=daemon), config)
+        try:
+            async with daemon:
+                notifier.ready(f"serving http://{config.host}:{config.port}/; {daemon.status.line()}")
+                await daemon.run()
+        finally:
+            await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+async def cmd_web(config: Config, args: argparse.Namespace) -> int:
+    from image_search.webui import create_app
+
+    from ..systemd import Notifier
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
+    runner = await listen(create_app(config), config)
+    try:
+        notifier.ready(f"serving http://{config.host}:{config.port}/")
+        while not stop.is_set():
+            notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), notifier.watchdog_interval or 30)
+        notifier.stopping()
+    finally:
+        await runner.cleanup()
+    return 0

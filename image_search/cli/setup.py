@@ -1,0 +1,96 @@
+"""``image-search benchmark`` and ``install-service``: measuring this machine, and the systemd units."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from .options import json_flag
+
+log = logging.getLogger("image_search")
+
+
+def add(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        parents=[parent],
+        help="Measure text and image embedding, preprocessing and search on this machine.",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="ViT-L/14 with random weights (same shapes and FLOPs), also used when the model is not cached.",
+    )
+    p.add_argument("--quick", action="store_true", help="Fewer rounds, no 1M-vector search.")
+    json_flag(p)
+    p.set_defaults(run=cmd_benchmark)
+
+    p = sub.add_parser(
+        "install-service",
+        parents=[parent],
+        help="Write systemd user units and print the commands that start them.",
+    )
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="Separate daemon and web units (for a SurrealDB server) instead of one 'serve' unit.",
+    )
+    p.add_argument(
+        "--output", type=Path, default=None, help="Where to write the units (default ~/.config/systemd/user)."
+    )
+    p.set_defaults(run=cmd_install_service)
+
+
+async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
+    from .. import bench
+    from ..errors import ModelUnavailable
+    from ..model import ModelSource
+
+    source = ModelSource(config.model, random_weights=args.random_weights)
+    if not source.random_weights:
+        try:
+            source.crop_spec()
+        except ModelUnavailable as exc:
+            log.warning("%s\nmeasuring the ViT-L/14 architecture with random weights instead", exc)
+            source = ModelSource(config.model, random_weights=True)
+    report = await asyncio.to_thread(bench.run, source, config.device, config.dtype, quick=args.quick)
+    print(json.dumps(report, indent=2) if args.json else bench.table(report))
+    return 0
+
+
+async def cmd_install_service(config: Config, args: argparse.Namespace) -> int:
+    from .. import units
+    from ..config import config_home, data_home
+
+    script = Path(sys.executable).parent / "image-search"
+    executable = str(script) if script.exists() else f"{sys.executable} -m image_search"
+    directory = args.output or Path.home() / ".config" / "systemd" / "user"
+    names = (
+        ["image-search-daemon.service", "image-search-web.service"]
+        if args.split
+        else ["image-search.service"]
+    )
+    # The unit may write only these: they must exist before it starts.
+    for folder in (data_home(), config.cache_dir, Path.home() / ".cache" / "huggingface"):
+        folder.mkdir(parents=True, exist_ok=True)
+    written = units.install(directory, executable, names)
+    for path in written:
+        print(f"wrote {path}")
+    if not config.roots:
+        print(
+            f"\nNo picture folders are configured yet: add them to {config_home() / 'config.toml'}, e.g.\n"
+            '  roots = ["/home/me/Pictures"]'
+        )
+    print("\nThen:")
+    print("  systemctl --user daemon-reload")
+    for path in written:
+        print(f"  systemctl --user enable --now {path.name}")
+    print("  loginctl enable-linger $USER        # keep it running when you are logged out")
+    print(f"  journalctl --user -u {written[0].name} -f   # its log")
+    return 0
