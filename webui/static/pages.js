@@ -1,46 +1,11 @@
 // image-search: the pages beside the search: albums (saved searches), one album, near-duplicates.
 // Routes are the URL's hash: #/ (search), #/albums, #/albums/ID, #/duplicates.
-"use strict";
+import { api } from "./api.js";
+import { $, bytes, el, when } from "./dom.js";
+import { PAGE, filters, minScore, state } from "./state.js";
+import { drawControls, drawTray, run } from "./search.js";
 
 const pages = { album: null, albumOffset: 0, dupOffset: 0, dupSeq: 0 };
-
-// Every JSON request of the page (app.js's call() too): the server's error message on failure.
-async function api(method, url, payload) {
-  const options = { method, headers: {} };
-  if (payload !== undefined) {
-    options.headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(payload);
-  }
-  const response = await fetch(url, options);
-  if (response.status === 204) return null;
-  const data = await response.json().catch(() => ({ error: response.statusText }));
-  if (!response.ok) throw new Error(data.error || response.statusText);
-  return data;
-}
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") node.className = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (key in node) node[key] = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
-
-function bytes(n) {
-  if (!n) return "";
-  const units = ["B", "KB", "MB", "GB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
-
-function when(iso) {
-  return iso ? new Date(iso).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" }) : "no date";
-}
 
 // ---------------------------------------------------------------- routes
 
@@ -95,7 +60,7 @@ async function saveAlbum(event) {
 
 // ---------------------------------------------------------------- the album list
 
-async function loadAlbums() {
+export async function loadAlbums() {
   const list = $("album-list");
   try {
     const { albums } = await api("GET", "/api/albums");
@@ -241,7 +206,7 @@ async function loadDuplicates(append = false) {
 
 // ---------------------------------------------------------------- wiring
 
-function initPages() {
+export function initPages() {
   $("save-album").addEventListener("click", () => {
     $("album-form").hidden = false;
     $("album-name").value = state.editing ? state.editing.name : state.text.trim().slice(0, 80);

@@ -1,48 +1,11 @@
-// image-search: type, like and reject, refine. The tray (state.liked / state.rejected) is the
-// single truth for what was judged: tiles, the lightbox and every request are drawn from it.
-"use strict";
+// The search page: type, like and reject, refine; the grid, the timeline, the tray and the lightbox.
 
-const $ = (id) => document.getElementById(id);
-const PAGE = 60;
-const TIMELINE = 1000;
-
-const state = {
-  text: "",
-  liked: new Map(),     // id -> {id, thumbnail, path, root}
-  rejected: new Map(),
-  upload: null,         // a File to search with
-  uploadURL: null,
-  similarTo: null,      // id, for a more-like-this round
-  sort: "score",
-  folder: "",
-  from: "",
-  to: "",
-  view: "grid",         // or "timeline": the matches above the minimum score, by month
-  minScore: "",
-  editing: null,        // {id, name} while an album's search is open for editing
-  results: [],
-  more: false,
-  loading: false,
-  seq: 0,
-  history: [],
-  pos: -1,
-  lightbox: -1,
-};
+import { api, postPicture } from "./api.js";
+import { $, button, el } from "./dom.js";
+import { shortcut } from "./keys.js";
+import { PAGE, TIMELINE, filters, minScore, state } from "./state.js";
 
 // ---------------------------------------------------------------- requests
-
-function filters() {
-  const f = {};
-  if (state.folder) Object.assign(f, JSON.parse(state.folder));
-  if (state.from) f.taken_from = state.from;
-  if (state.to) f.taken_to = state.to;
-  return f;
-}
-
-function minScore() {
-  const value = parseFloat(state.minScore);
-  return Number.isFinite(value) ? value : null;
-}
 
 function body(offset) {
   const payload = {
@@ -59,22 +22,21 @@ function body(offset) {
   return payload;
 }
 
-async function call(url, payload) {
-  if (!(state.upload && url === "/api/search")) return api("POST", url, payload);  // pages.js
-  const form = new FormData();
-  form.append("query", JSON.stringify(payload));
-  form.append("image", state.upload, state.upload.name || "upload");
-  const response = await fetch(url, { method: "POST", body: form });
-  const data = await response.json().catch(() => ({ error: response.statusText }));
-  if (!response.ok) throw new Error(data.error || response.statusText);
-  return data;
+function ask(offset) {
+  if (state.similarTo) {
+    return api("POST", `/api/images/${state.similarTo}/similar`, {
+      limit: PAGE, offset, sort: state.sort, filters: filters(),
+      exclude: [...state.liked.keys(), ...state.rejected.keys()], min_score: minScore(),
+    });
+  }
+  return state.upload ? postPicture("/api/search", body(offset), state.upload) : api("POST", "/api/search", body(offset));
 }
 
-function nothingToAsk() {
+export function nothingToAsk() {
   return !state.text.trim() && !state.liked.size && !state.upload && !state.similarTo;
 }
 
-async function run({ append = false, record = true } = {}) {
+export async function run({ append = false, record = true } = {}) {
   if (nothingToAsk()) {
     show("Type what you are looking for, or drop a picture.");
     return;
@@ -84,10 +46,7 @@ async function run({ append = false, record = true } = {}) {
   state.loading = true;
   try {
     const timeline = state.view === "timeline" && !state.similarTo;
-    const data = state.similarTo
-      ? await call(`/api/images/${state.similarTo}/similar`, { limit: PAGE, offset, sort: state.sort, filters: filters(),
-          exclude: [...state.liked.keys(), ...state.rejected.keys()], min_score: minScore() })
-      : await call("/api/search", body(offset));
+    const data = await ask(offset);
     if (seq !== state.seq) return;  // a newer request has been made
     if (timeline) {
       state.results = data.months.flatMap((m) => m.results);
@@ -131,21 +90,19 @@ function remember() {
 function restore(pos) {
   const round = state.history[pos];
   state.pos = pos;
-  state.text = round.text;
-  state.liked = new Map(round.liked.map((r) => [r.id, r]));
-  state.rejected = new Map(round.rejected.map((r) => [r.id, r]));
-  state.upload = round.upload;
-  state.uploadURL = round.uploadURL;
-  state.similarTo = round.similarTo;
-  state.sort = round.sort; state.folder = round.folder; state.from = round.from; state.to = round.to;
-  state.view = round.view; state.minScore = round.minScore;
+  Object.assign(state, {
+    text: round.text, upload: round.upload, uploadURL: round.uploadURL, similarTo: round.similarTo,
+    sort: round.sort, folder: round.folder, from: round.from, to: round.to, view: round.view, minScore: round.minScore,
+    liked: new Map(round.liked.map((r) => [r.id, r])),
+    rejected: new Map(round.rejected.map((r) => [r.id, r])),
+  });
   drawControls();
   drawTray();
   drawHistory();
   run({ record: false });
 }
 
-function drawControls() {
+export function drawControls() {
   $("q").value = state.text; $("sort").value = state.sort; $("folder").value = state.folder;
   $("from").value = state.from; $("to").value = state.to;
   $("view").value = state.view; $("min-score").value = state.minScore;
@@ -180,22 +137,12 @@ function unjudge(id) {
 }
 
 function trayItem(entry, list) {
-  const li = document.createElement("li");
-  const img = document.createElement("img");
-  img.src = entry.thumbnail + "&size=128";
-  img.alt = entry.path;
-  img.title = entry.path;
-  const remove = document.createElement("button");
-  remove.type = "button";
-  remove.textContent = "×";
-  remove.setAttribute("aria-label", `Remove ${entry.path} from ${list}`);
-  remove.addEventListener("click", () => unjudge(entry.id));
-  li.append(img, remove);
-  li.dataset.id = entry.id;
-  return li;
+  return el("li", { "data-id": entry.id },
+    el("img", { src: entry.thumbnail + "&size=128", alt: entry.path, title: entry.path }),
+    el("button", { type: "button", textContent: "×", "aria-label": `Remove ${entry.path} from ${list}`, onclick: () => unjudge(entry.id) }));
 }
 
-function drawTray() {
+export function drawTray() {
   $("liked-list").replaceChildren(...[...state.liked.values()].map((e) => trayItem(e, "liked")));
   $("rejected-list").replaceChildren(...[...state.rejected.values()].map((e) => trayItem(e, "rejected")));
   $("liked-count").textContent = state.liked.size;
@@ -208,7 +155,7 @@ function drawTray() {
   if (state.upload) $("upload-preview").src = state.uploadURL;
 }
 
-function drawJudgements() {
+export function drawJudgements() {
   for (const tile of tiles()) {
     const id = tile.dataset.id;
     const liked = state.liked.has(id), rejected = state.rejected.has(id);
@@ -222,49 +169,26 @@ function drawJudgements() {
 
 // ---------------------------------------------------------------- grid
 
-function button(label, cls, title, onClick) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = cls;
-  b.textContent = label;
-  b.title = title;
-  b.setAttribute("aria-label", title);
-  b.addEventListener("click", onClick);
-  return b;
+// What a shortcut does to one result: the same for a focused tile and the open lightbox.
+function act(action, result, index) {
+  if (action === "like") judge(result, "like");
+  else if (action === "reject") judge(result, "reject");
+  else if (action === "similar") similar(result.id);
+  else if (action === "open") openLightbox(index);
+  else return false;
+  return true;
 }
 
 function tile(result, index) {
-  const li = document.createElement("li");
-  li.className = "tile";
-  li.dataset.id = result.id;
-  li.tabIndex = 0;
-  li.setAttribute("aria-label", `${result.path}, score ${result.score}`);
-  const img = document.createElement("img");
-  img.loading = "lazy";
-  img.decoding = "async";
-  img.src = result.thumbnail;
-  img.alt = result.path;
-  img.addEventListener("click", () => openLightbox(index));
-  const score = document.createElement("span");
-  score.className = "score";
-  score.textContent = result.score.toFixed(3);
-  const actions = document.createElement("div");
-  actions.className = "actions";
-  actions.append(
-    button("✓ Like", "like", `Like ${result.path} (L)`, () => judge(result, "like")),
-    button("✕ Reject", "reject", `Reject ${result.path} (X)`, () => judge(result, "reject")),
-    button("≈", "similar", `More like ${result.path} (S)`, () => similar(result.id)),
-  );
-  li.append(img, score, actions);
+  const li = el("li", { class: "tile", "data-id": result.id, tabIndex: 0, "aria-label": `${result.path}, score ${result.score}` },
+    el("img", { loading: "lazy", decoding: "async", src: result.thumbnail, alt: result.path, onclick: () => openLightbox(index) }),
+    el("span", { class: "score", textContent: result.score.toFixed(3) }),
+    el("div", { class: "actions" },
+      button("✓ Like", "like", `Like ${result.path} (L)`, () => judge(result, "like")),
+      button("✕ Reject", "reject", `Reject ${result.path} (X)`, () => judge(result, "reject")),
+      button("≈", "similar", `More like ${result.path} (S)`, () => similar(result.id))));
   li.addEventListener("keydown", (event) => {
-    if (event.target !== li) return;
-    const key = event.key.toLowerCase();
-    if (key === "l") judge(result, "like");
-    else if (key === "x") judge(result, "reject");
-    else if (key === "s") similar(result.id);
-    else if (key === "enter") openLightbox(index);
-    else return;
-    event.preventDefault();
+    if (event.target === li && act(shortcut(event), result, index)) event.preventDefault();
   });
   return li;
 }
@@ -294,34 +218,19 @@ function renderTimeline(data) {
   const grid = $("grid");
   grid.classList.add("timeline");
   let index = 0;
-  const sections = data.months.map((month) => {
-    const li = document.createElement("li");
-    li.className = "month";
-    li.id = `month-${month.month || "undated"}`;
-    const heading = document.createElement("h2");
-    heading.textContent = `${monthName(month.month)} · ${month.count}`;
-    const tiles = document.createElement("ul");
-    tiles.className = "grid";
-    tiles.setAttribute("aria-label", monthName(month.month));
-    tiles.append(...month.results.map((r) => tile(r, index++)));
-    li.append(heading, tiles);
-    return li;
-  });
-  grid.replaceChildren(...sections);
+  grid.replaceChildren(...data.months.map((month) => el("li", { class: "month", id: `month-${month.month || "undated"}` },
+    el("h2", { textContent: `${monthName(month.month)} · ${month.count}` }),
+    el("ul", { class: "grid", "aria-label": monthName(month.month) }, ...month.results.map((r) => tile(r, index++))))));
   const years = $("years");
   years.replaceChildren(...data.years.map((y) => {
-    const li = document.createElement("li");
-    const a = document.createElement("a");
     const first = data.months.find((m) => (m.month ? m.month.slice(0, 4) : "undated") === y.year);
-    a.href = `#month-${first ? first.month || "undated" : ""}`;
-    a.textContent = `${y.year} · ${y.count}`;
-    a.addEventListener("click", (event) => {
+    const anchor = `month-${first ? first.month || "undated" : ""}`;
+    const jump = (event) => {
       event.preventDefault();
-      const target = document.getElementById(a.getAttribute("href").slice(1));
+      const target = document.getElementById(anchor);
       if (target) target.scrollIntoView({ block: "start" });
-    });
-    li.append(a);
-    return li;
+    };
+    return el("li", {}, el("a", { href: `#${anchor}`, textContent: `${y.year} · ${y.count}`, onclick: jump }));
   }));
   years.hidden = !data.years.length;
   window.scrollTo({ top: 0 });
@@ -332,7 +241,7 @@ function tiles() {
   return document.querySelectorAll("#grid .tile");
 }
 
-function show(text, error = false) {
+export function show(text, error = false) {
   $("message").textContent = text;
   $("message").classList.toggle("error", error);
 }
@@ -383,7 +292,18 @@ function step(delta) {
   if (next >= state.results.length - 3 && state.more && !state.loading) run({ append: true });
 }
 
-// ---------------------------------------------------------------- upload
+function onLightboxKey(event) {
+  if (state.lightbox < 0) return;
+  const action = shortcut(event);
+  const current = state.results[state.lightbox];
+  if (action === "close") closeLightbox();
+  else if (action === "previous") step(-1);
+  else if (action === "next") step(1);
+  else if (action === "open" || !act(action, current, state.lightbox)) return;
+  event.preventDefault();
+}
+
+// ---------------------------------------------------------------- upload and copy
 
 function setUpload(file) {
   if (!file || !file.type.startsWith("image/")) {
@@ -398,54 +318,12 @@ function setUpload(file) {
   run();
 }
 
-// ---------------------------------------------------------------- status
-
-async function pollStatus() {
-  try {
-    const response = await fetch("/api/status");
-    if (response.ok) {
-      const s = await response.json();
-      const busy = s.queue > 0, paused = s.state === "paused";
-      const fresh = s.albums ? s.albums.new : 0;
-      const changed = $("albums-new").textContent !== (fresh ? `${fresh} new` : "");
-      $("albums-new").hidden = !fresh;
-      $("albums-new").textContent = fresh ? `${fresh} new` : "";
-      if (changed && document.body.dataset.page === "albums") loadAlbums();  // pages.js
-      $("progress").hidden = !busy && !paused;
-      if (paused) {  // a full or read-only disk under the database: say so, it resumes by itself
-        const last = s.errors.length ? s.errors[s.errors.length - 1].error : "";
-        $("progress-text").textContent = `Indexing paused: ${last}`;
-      } else if (busy) {
-        const done = s.indexed, total = s.indexed + s.queue;
-        $("progress-fill").style.width = `${Math.round((100 * done) / Math.max(total, 1))}%`;
-        const eta = s.eta ? `, about ${Math.ceil(s.eta / 60)} min left` : "";
-        $("progress-text").textContent = `Indexing: ${s.queue} to go, ${s.rate.toFixed(1)} img/s${eta}`;
-      }
-    }
-  } catch (error) { /* the server restarts: try again */ }
-  setTimeout(pollStatus, 3000);
-}
-
-async function loadFolders() {
-  try {
-    const response = await fetch("/api/folders");
-    if (!response.ok) return;
-    const { roots } = await response.json();
-    const select = $("folder");
-    for (const [root, folders] of Object.entries(roots)) {
-      select.append(new Option(root, JSON.stringify({ root })));
-      for (const folder of folders) select.append(new Option(`  ${folder}`, JSON.stringify({ root, folder })));
-    }
-  } catch (error) { /* filters stay at "all" */ }
-}
-
 async function copyPaths() {
   const text = [...state.liked.values()].map((e) => `${e.root}/${e.path}`).join("\n");
   try {
     await navigator.clipboard.writeText(text);
   } catch (error) {
-    const area = document.createElement("textarea");
-    area.value = text;
+    const area = el("textarea", { value: text });
     document.body.append(area);
     area.select();
     document.execCommand("copy");
@@ -456,7 +334,20 @@ async function copyPaths() {
 
 // ---------------------------------------------------------------- wiring
 
-function init() {
+function wireDrop() {
+  let depth = 0;
+  document.addEventListener("dragenter", (e) => { if (e.dataTransfer.types.includes("Files")) { depth++; $("drop").hidden = false; } });
+  document.addEventListener("dragleave", () => { depth = Math.max(0, depth - 1); if (!depth) $("drop").hidden = true; });
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    $("drop").hidden = true;
+    if (e.dataTransfer.files.length) setUpload(e.dataTransfer.files[0]);
+  });
+}
+
+export function initSearch() {
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     state.text = $("q").value;
@@ -467,8 +358,8 @@ function init() {
   $("q").addEventListener("input", () => { state.text = $("q").value; drawTray(); });
   $("refine").addEventListener("click", () => { state.text = $("q").value; state.similarTo = null; run(); });
   $("clear").addEventListener("click", () => {
-    state.liked.clear(); state.rejected.clear(); state.upload = null; state.similarTo = null;
-    state.editing = null;
+    Object.assign(state, { upload: null, similarTo: null, editing: null });
+    state.liked.clear(); state.rejected.clear();
     drawTray(); drawJudgements();
   });
   $("copy-paths").addEventListener("click", copyPaths);
@@ -485,28 +376,8 @@ function init() {
   $("lb-like").addEventListener("click", () => judge(state.results[state.lightbox], "like"));
   $("lb-reject").addEventListener("click", () => judge(state.results[state.lightbox], "reject"));
   $("lb-similar").addEventListener("click", () => similar(state.results[state.lightbox].id));
-  document.addEventListener("keydown", (event) => {
-    if (state.lightbox < 0) return;
-    const key = event.key;
-    if (key === "Escape") closeLightbox();
-    else if (key === "ArrowLeft") step(-1);
-    else if (key === "ArrowRight") step(1);
-    else if (key.toLowerCase() === "l") judge(state.results[state.lightbox], "like");
-    else if (key.toLowerCase() === "x") judge(state.results[state.lightbox], "reject");
-    else if (key.toLowerCase() === "s") similar(state.results[state.lightbox].id);
-    else return;
-    event.preventDefault();
-  });
-  let depth = 0;
-  document.addEventListener("dragenter", (e) => { if (e.dataTransfer.types.includes("Files")) { depth++; $("drop").hidden = false; } });
-  document.addEventListener("dragleave", () => { depth = Math.max(0, depth - 1); if (!depth) $("drop").hidden = true; });
-  document.addEventListener("dragover", (e) => e.preventDefault());
-  document.addEventListener("drop", (e) => {
-    e.preventDefault();
-    depth = 0;
-    $("drop").hidden = true;
-    if (e.dataTransfer.files.length) setUpload(e.dataTransfer.files[0]);
-  });
+  document.addEventListener("keydown", onLightboxKey);
+  wireDrop();
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting) && state.more && !state.loading && state.results.length) {
       run({ append: true });
@@ -514,9 +385,15 @@ function init() {
   }, { rootMargin: "800px" }).observe($("sentinel"));
   drawTray();
   drawHistory();
-  loadFolders();
-  pollStatus();
-  initPages();  // pages.js: albums, duplicates, and the routes between the pages
 }
 
-document.addEventListener("DOMContentLoaded", init);
+export async function loadFolders() {
+  try {
+    const { roots } = await api("GET", "/api/folders");
+    const select = $("folder");
+    for (const [root, folders] of Object.entries(roots)) {
+      select.append(new Option(root, JSON.stringify({ root })));
+      for (const folder of folders) select.append(new Option(`  ${folder}`, JSON.stringify({ root, folder })));
+    }
+  } catch (error) { /* filters stay at "all" */ }
+}
