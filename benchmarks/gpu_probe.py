@@ -156,7 +156,7 @@ def e2e() -> None:
     gpudecode.decode_batch = clock("nvjpeg", gpudecode.decode_batch)
     ImageEmbedder.embed_pixels = clock("forward", ImageEmbedder.embed_pixels)
     ix._read = clock("read (threads)", ix._read)
-    ix._embed_mixed = clock("model thread", ix._embed_mixed)
+    ix.embed_mixed = clock("model thread", ix.embed_mixed)
     write = Store.write
 
     async def timed_write(self, rows):

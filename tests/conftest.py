@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from image_search.config import Config, load_config
+from image_search.indexer import Indexer
 from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
+from image_search.plan import FileRef, Summary
+from image_search.scan import Filter, walk
 from image_search.store import Store
 from image_search.testing import build_tiny_clip
 
@@ -162,3 +170,62 @@ def photo_dir(tmp_path: Path, real_photos: list[Path]) -> Iterator[Path]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dest)
     yield root
+
+
+# -- waiting for something that happens elsewhere (a daemon, a server, a page) ------------------
+
+
+async def until(check: Callable[[], Any], *, limit: float = 15.0, every: float = 0.05, what: str = "") -> Any:
+    """Poll ``check`` (plain or async) until it returns something true, and return that; fail
+    after ``limit`` seconds. The one way tests wait for another task, process or page."""
+    deadline = time.monotonic() + limit
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {limit} s: {what or check}")
+        await asyncio.sleep(every)
+
+
+def until_sync(check: Callable[[], Any], *, limit: float = 15.0, every: float = 0.05, what: str = "") -> Any:
+    """:func:`until` for tests that wait outside an event loop (a process, a thread)."""
+    return asyncio.run(until(check, limit=limit, every=every, what=what))
+
+
+# -- a photo library, indexed -----------------------------------------------------------------
+
+
+def dated(path: Path, when: str, seed: int) -> Path:
+    """A photo whose EXIF DateTimeOriginal is ``when`` ("2019:07:01 12:00:00")."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = when
+    return make_photo(path, (320, 240), seed=seed, exif=exif)
+
+
+async def index_folder(store: Store, root: Path, embedder: ImageEmbedder, batch_size: int = 8) -> Summary:
+    """Index every photo under ``root`` into ``store`` with the tiny model (two workers)."""
+    await store.check_model(embedder.source.model_id)
+    files = [FileRef(p, str(root)) for p in walk(str(root), Filter())]
+    async with Indexer(store, embedder, workers=2, batch_size=batch_size) as indexer:
+        return await indexer.index(files)
+
+
+@pytest.fixture
+async def library(photo_dir: Path, image_embedder: ImageEmbedder) -> AsyncIterator[tuple[Store, Path]]:
+    """The real photos plus three made ones (two dated), indexed into an in-memory store."""
+    dated(photo_dir / "2019" / "summer.jpg", "2019:07:01 12:00:00", 1)
+    dated(photo_dir / "2021" / "winter.jpg", "2021:01:15 09:00:00", 2)
+    make_photo(photo_dir / "2021" / "plain.png", seed=3)
+    async with Store("mem://") as store:
+        await index_folder(store, photo_dir, image_embedder)
+        yield store, photo_dir
+
+
+def app_config(tmp_path: Path, model_dir: Path, **extra: object) -> Config:
+    """The web app's configuration for tests: the tiny model, an in-memory store, a private cache."""
+    return load_config(
+        {"model": str(model_dir), "cache_dir": str(tmp_path / "cache"), "database_url": "mem://", **extra}
+    )

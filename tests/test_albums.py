@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -17,16 +16,8 @@ from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder
 from image_search.store import Store, image_key
 
-from .test_web_api import client, library, search  # noqa: F401  (fixtures)
-
-
-async def until(check, limit: float = 10.0):  # type: ignore[no-untyped-def]
-    for _ in range(int(limit / 0.1)):
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("the condition did not come true")
+from .conftest import until
+from .test_web_api import client, search  # noqa: F401  (fixtures)
 
 
 async def album(http: TestClient, album_id: str, **params: str) -> dict:
@@ -95,7 +86,7 @@ def test_link_folder_makes_links_and_nothing_else(tmp_path: Path) -> None:
 
 async def test_album_membership_follows_the_library(
     client: TestClient,  # noqa: F811
-    library: tuple[Store, Path],  # noqa: F811
+    library: tuple[Store, Path],
     image_embedder: ImageEmbedder,
 ) -> None:
     store, root = library

@@ -14,15 +14,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
-from image_search.config import load_config
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, TextEmbedder
-from image_search.scan import Filter, walk
 from image_search.store import Store
 from image_search.webui import create_app
 
-from .conftest import make_photo
-from .test_web_api import dated
+from .conftest import app_config, dated, index_folder, make_photo, until
 
 pytestmark = pytest.mark.browser
 
@@ -65,14 +62,13 @@ async def served(
     with Image.open(meadow) as image:  # a smaller copy: one near-duplicate group
         image.resize((image.width // 2, image.height // 2)).save(photo_dir / "exports" / "meadow-small.jpg")
     async with Store("mem://") as store:
-        await store.check_model(image_embedder.source.model_id)
-        files = [FileRef(p, str(photo_dir)) for p in walk(str(photo_dir), Filter())]
-        async with Indexer(store, image_embedder, workers=2, batch_size=16) as indexer:
-            await indexer.index(files)
-        config = load_config(
-            {"model": str(tiny_model_dir), "cache_dir": str(tmp_path / "cache"), "database_url": "mem://"}
+        await index_folder(store, photo_dir, image_embedder, batch_size=16)
+        app = create_app(
+            app_config(tmp_path, tiny_model_dir),
+            store=store,
+            text_embedder=text_embedder,
+            follow_interval=0.2,
         )
-        app = create_app(config, store=store, text_embedder=text_embedder, follow_interval=0.2)
         async with TestServer(app, host="127.0.0.1") as srv:
             yield Served(f"http://127.0.0.1:{srv.port}", store, photo_dir, image_embedder)
 
@@ -114,18 +110,14 @@ async def ids(page) -> list[str]:  # type: ignore[no-untyped-def]
     return await page.eval_on_selector_all("#grid .tile", "tiles => tiles.map(t => t.dataset.id)")
 
 
-async def until(page, script: str, arg: object = None, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def on_page(page, script: str, arg: object = None, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     """Poll a page function from here: the page's own Content-Security-Policy forbids the string
     evaluation that Playwright's wait_for_function injects (and it should)."""
-    for _ in range(int(limit / 0.05)):
-        if await page.evaluate(script, arg):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not true in {limit} s: {script}")
+    await until(lambda: page.evaluate(script, arg), limit=limit, what=script)
 
 
 async def wait_for_new_grid(page, before: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    await until(
+    await on_page(
         page,
         "before => { const now = [...document.querySelectorAll('#grid .tile')].map(t => t.dataset.id);"
         " return now.length > 0 && now.join() !== before.join(); }",
@@ -197,7 +189,7 @@ async def test_lightbox_keys(page) -> None:  # type: ignore[no-untyped-def]
     await page.keyboard.press("l")
     assert await page.get_attribute("#lb-like", "aria-pressed") == "true"
     assert await page.text_content("#liked-count") == "1"
-    await until(page, "() => document.getElementById('lb-img').naturalWidth > 0")
+    await on_page(page, "() => document.getElementById('lb-img').naturalWidth > 0")
     await page.screenshot(path=ARTIFACTS / "03-lightbox.png")
     await page.keyboard.press("Escape")
     assert await page.is_hidden("#lightbox")
@@ -263,7 +255,7 @@ async def test_timeline_by_month(page) -> None:  # type: ignore[no-untyped-def]
     floor = sorted(scores)[len(scores) // 2]
     await page.fill("#min-score", str(floor))
     await page.dispatch_event("#min-score", "change")
-    await until(page, "n => document.querySelectorAll('#grid .tile').length < n", len(scores))
+    await on_page(page, "n => document.querySelectorAll('#grid .tile').length < n", len(scores))
     kept = await page.eval_on_selector_all(
         "#grid .tile .score", "ss => ss.map(s => parseFloat(s.textContent))"
     )
@@ -282,7 +274,7 @@ async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> 
     await page.click("#save-album")
     await page.fill("#album-name", "Meadows")
     await page.click("#album-save")
-    await until(page, "() => document.getElementById('tray-note').textContent.startsWith('Saved')")
+    await on_page(page, "() => document.getElementById('tray-note').textContent.startsWith('Saved')")
 
     await page.click("#nav-albums")
     await page.wait_for_selector(".album-card")
@@ -307,8 +299,8 @@ async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> 
         await indexer.index([FileRef(str(arrived), str(served.root))])
     album_url = page.url
     await page.goto(served.url + "/#/albums")  # the nav says so within a status poll or two
-    await until(page, "() => document.getElementById('albums-new').textContent === '1 new'", limit=30)
-    await until(page, "() => document.querySelector('.album-card').textContent.includes('1 new')")
+    await on_page(page, "() => document.getElementById('albums-new').textContent === '1 new'", limit=30)
+    await on_page(page, "() => document.querySelector('.album-card').textContent.includes('1 new')")
     for _ in range(50):
         await page.goto(served.url + "/#/albums")
         await page.goto(album_url)
@@ -326,7 +318,7 @@ async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> 
     await page.click("#album-rename")
     await page.fill("#rename-name", "Green meadows")
     await page.press("#rename-name", "Enter")
-    await until(page, "() => document.getElementById('album-title').textContent === 'Green meadows'")
+    await on_page(page, "() => document.getElementById('album-title').textContent === 'Green meadows'")
     href = await page.get_attribute("#album-export", "href")
     assert href and href.endswith("/export")
     async with page.expect_download() as download:
@@ -336,13 +328,13 @@ async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> 
     await page.click("#album-links")
     await page.fill("#links-folder", str(served.root))  # inside the picture folder: refused
     await page.press("#links-folder", "Enter")
-    await until(
+    await on_page(
         page, "() => document.getElementById('album-note').textContent.includes('inside the picture')"
     )
     folder = served.root.parent / "exported" / "Green meadows"
     await page.fill("#links-folder", str(folder))
     await page.press("#links-folder", "Enter")
-    await until(page, "() => document.getElementById('album-note').textContent.includes(' links in ')")
+    await on_page(page, "() => document.getElementById('album-note').textContent.includes(' links in ')")
     assert sorted(os.path.realpath(folder / name) for name in os.listdir(folder)) == sorted(
         os.path.realpath(p) for p in listed
     )
@@ -385,7 +377,9 @@ async def test_duplicates_page(page, served: Served) -> None:  # type: ignore[no
             assert len({dims for _, _, dims in group}) == 1
     copies = sum(len(g) - 1 for g in groups)
     assert f"{len(groups)} groups: {copies} smaller copies" in await page.text_content("#dup-summary")
-    await until(page, "() => [...document.querySelectorAll('.dup-item img')].every(i => i.naturalWidth > 0)")
+    await on_page(
+        page, "() => [...document.querySelectorAll('.dup-item img')].every(i => i.naturalWidth > 0)"
+    )
     await page.screenshot(path=ARTIFACTS / "08-duplicates.png")
     async with page.expect_download() as download:
         await page.click("#dup-export")

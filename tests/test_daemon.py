@@ -7,7 +7,7 @@ import errno
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,18 +19,9 @@ from image_search.daemon import Daemon
 from image_search.model import ImageEmbedder
 from image_search.store import from_bytes, image_key, real_path
 
-from .conftest import make_photo
+from .conftest import make_photo, until
 
 SETTLE = 0.5
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @asynccontextmanager
@@ -76,7 +67,7 @@ async def test_start_reconciles_then_new_photo_is_searchable_quickly(
         async def present() -> bool:
             return str(new) in await paths_in_store(daemon)
 
-        await eventually(present)
+        await until(present)
         latency = time.monotonic() - written
         assert latency <= SETTLE + 3, latency
         status = await daemon.store.get_status("daemon")
@@ -97,7 +88,7 @@ async def test_half_written_file_is_indexed_once_with_its_full_content(
             fh.flush()
             await asyncio.sleep(SETTLE * 0.6)  # a pause shorter than the settle time
             fh.write(data[len(data) // 2 :])
-        await eventually(lambda: _has(daemon, target))
+        await until(lambda: _has(daemon, target))
         await daemon.wait_idle()
         assert daemon.status.embedded_total == 1 and daemon.status.failed_total == 0
         stored = await vector_of(daemon, target)
@@ -129,33 +120,33 @@ async def test_moves_copies_changes_and_deletes(
         # Rename a file: the record follows, nothing is embedded again.
         renamed = root / "trip" / "a-renamed.jpg"
         a.rename(renamed)
-        await eventually(lambda: _has(daemon, renamed))
+        await until(lambda: _has(daemon, renamed))
         await daemon.wait_idle()
         assert str(a) not in await paths_in_store(daemon)
         assert np.array_equal(await vector_of(daemon, renamed), before)
         # Move a folder: every record follows.
         moved = root / "2024-trip"
         (root / "trip").rename(moved)
-        await eventually(lambda: _has(daemon, moved / "b.png"))
+        await until(lambda: _has(daemon, moved / "b.png"))
         await daemon.wait_idle()
         assert await paths_in_store(daemon) == {str(moved / "a-renamed.jpg"), str(moved / "b.png"), str(c)}
         assert daemon.status.embedded_total == embedded
         # A copy reuses the stored embedding.
         copy = root / "copy-of-c.jpg"
         shutil.copy(c, copy)
-        await eventually(lambda: _has(daemon, copy))
+        await until(lambda: _has(daemon, copy))
         await daemon.wait_idle()
         assert daemon.status.embedded_total == embedded and daemon.status.reused_total >= 1
         # Changed content is embedded again.
         make_photo(c, seed=30)
-        await eventually(lambda: _changed(daemon, c, before=None))
+        await until(lambda: _changed(daemon, c, before=None))
         await daemon.wait_idle()
         assert daemon.status.embedded_total == embedded + 1
         assert np.allclose(await vector_of(daemon, c), await _embed_alone(image_embedder, c), atol=2e-3)
         # Deleting a file and a folder removes their records.
         copy.unlink()
         shutil.rmtree(moved)
-        await eventually(lambda: _only(daemon, {str(c)}))
+        await until(lambda: _only(daemon, {str(c)}))
         del b
 
 
@@ -178,7 +169,7 @@ async def test_deleted_photo_takes_its_thumbnail_along(
         thumb = daemon.thumbs.get(str(a), row["hash"])
         assert thumb.exists()
         a.unlink()
-        await eventually(lambda: _only(daemon, set()))
+        await until(lambda: _only(daemon, set()))
         assert not thumb.exists()
 
 
@@ -196,7 +187,7 @@ async def test_a_root_that_disappears_goes_offline_and_comes_back_without_reembe
         async def offline() -> bool:
             return (await daemon.store.counts()).offline == 3
 
-        await eventually(offline)
+        await until(offline)
         assert (await daemon.store.counts()).total == 3
         daemon.request_reconcile()  # a scheduled reconcile while it is away deletes nothing
         await daemon.wait_idle()
@@ -206,7 +197,7 @@ async def test_a_root_that_disappears_goes_offline_and_comes_back_without_reembe
         async def online() -> bool:
             return (await daemon.store.counts()).offline == 0
 
-        await eventually(online)
+        await until(online)
         await daemon.wait_idle()
         assert await paths_in_store(daemon) == {str(p) for p in photos}
         assert daemon.status.embedded_total == embedded
@@ -228,7 +219,7 @@ async def test_bad_files_are_recorded_not_fatal(
         async def recorded() -> bool:
             return (await daemon.store.counts()).failed == 3
 
-        await eventually(recorded)
+        await until(recorded)
         await daemon.wait_idle()
         assert await paths_in_store(daemon) == {str(good)}
         reasons = {Path(f["path"]).name: f["error"] for f in await daemon.store.failures()}
@@ -261,7 +252,7 @@ async def test_a_thousand_photos_dropped_at_once(
         async def all_there() -> bool:
             return (await daemon.store.counts()).indexed == 1000
 
-        await eventually(all_there, limit=120)
+        await until(all_there, limit=120)
         assert len(await paths_in_store(daemon)) == 1000
 
 
@@ -284,7 +275,7 @@ async def test_inotify_limit_falls_back_to_polling(
         async with daemon_for(tmp_path, [root], image_embedder) as daemon:
             assert daemon.watcher is not None and str(root) in daemon.watcher.polling
             photo = make_photo(root / "a.jpg")
-            await eventually(lambda: _has(daemon, photo))
+            await until(lambda: _has(daemon, photo))
     assert "fs.inotify.max_user_watches" in caplog.text
 
 
@@ -298,6 +289,6 @@ async def test_hidden_and_excluded_paths_are_ignored(
         make_photo(root / ".hidden.jpg")
         make_photo(root / "raw" / "y.jpg")
         late = make_photo(root / "late.jpg", seed=5)
-        await eventually(lambda: _has(daemon, late))
+        await until(lambda: _has(daemon, late))
         await daemon.wait_idle()
         assert await paths_in_store(daemon) == {str(keep), str(late)}

@@ -68,7 +68,7 @@ def test_units_say_what_the_issue_asks() -> None:
 
 def test_watchdog_interval_matches_the_heartbeat() -> None:
     """systemd halves WatchdogSec for WATCHDOG_USEC/2; the daemon beats at most every 2 s."""
-    from image_search.daemon.service import STATUS_EVERY
+    from image_search.daemon.progress import STATUS_EVERY
 
     seconds = int(re.search(r"WatchdogSec=(\d+)", units.render("image-search.service")).group(1))  # type: ignore[union-attr]
     assert STATUS_EVERY * 5 <= seconds
@@ -130,7 +130,7 @@ def test_quadlet_and_containerfile_agree() -> None:
 
 def test_journald_logging_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("systemd.journal", reason="the systemd extra (systemd-python) is not installed")
-    from image_search.daemon.notify import journald_handler
+    from image_search.systemd import journald_handler
 
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     monkeypatch.delenv("INVOCATION_ID", raising=False)

@@ -27,7 +27,7 @@ from image_search.scan import Filter, walk
 from image_search.store import Store
 from image_search.webui import create_app
 
-from .test_web_api import app_config
+from .conftest import app_config, index_folder
 
 # Debian's wallpaper packages (.ci/run installs them); a machine without them (the GPU host) gets
 # a copy of the files used here in the same layout, named by IMAGE_SEARCH_TEST_SHARE.
@@ -195,10 +195,7 @@ async def review(
     root = tmp_path / "Pictures"
     groups, alone = build_set(root)
     async with Store("mem://") as store:
-        await store.check_model(image_embedder.source.model_id)
-        files = [FileRef(p, str(root)) for p in walk(str(root), Filter())]
-        async with Indexer(store, image_embedder, workers=2, batch_size=16) as indexer:
-            summary = await indexer.index(files)
+        summary = await index_folder(store, root, image_embedder, batch_size=16)
         assert not summary.failed
         app = create_app(app_config(tmp_path, tiny_model_dir), store=store, text_embedder=text_embedder)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:

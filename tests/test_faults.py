@@ -22,8 +22,8 @@ from image_search.imaging import prepare
 from image_search.model import ImageEmbedder
 from image_search.store import Store, from_bytes, real_path
 
-from .conftest import make_photo
-from .test_daemon import daemon_for, eventually
+from .conftest import make_photo, until
+from .test_daemon import daemon_for
 from .test_daemon_process import start, wait_for_log
 
 SEED = 20261126
@@ -169,10 +169,10 @@ async def test_full_disk_pauses_indexing_then_resumes(
             photos += [make_photo(root / f"later-{i}.jpg", (320, 240), seed=100 + i) for i in range(40)]
 
             async def refused() -> bool:
-                return daemon.unwritable is not None
+                return daemon.status.paused is not None
 
-            await eventually(refused, limit=30)
-            assert "full" in daemon.unwritable and str(disk / "db") in daemon.unwritable  # type: ignore[operator]
+            await until(refused, limit=30)
+            assert "full" in daemon.status.paused and str(disk / "db") in daemon.status.paused  # type: ignore[operator]
             assert daemon.status.state == "paused"
             assert any("full" in e["error"] for e in daemon.status.errors)
             ballast.unlink()
@@ -180,8 +180,8 @@ async def test_full_disk_pauses_indexing_then_resumes(
             async def all_in() -> bool:
                 return (await daemon.store.counts()).indexed == len(photos)
 
-            await eventually(all_in, limit=60)
-            assert daemon.unwritable is None
+            await until(all_in, limit=60)
+            assert daemon.status.paused is None
         found = await stored(url)  # reopened: a clean database, every photo once
         check_exactly_once(found, {str(p): alone(image_embedder, p) for p in photos})
     finally:

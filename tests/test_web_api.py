@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import shutil
 from collections.abc import AsyncIterator
@@ -14,41 +13,12 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from image_search.config import load_config
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, TextEmbedder
-from image_search.scan import Filter, walk
 from image_search.store import Store, image_key
 from image_search.webui import create_app
 
-from .conftest import make_photo
-
-
-def dated(path: Path, when: str, seed: int) -> Path:
-    exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9003] = when
-    return make_photo(path, (320, 240), seed=seed, exif=exif)
-
-
-@pytest.fixture
-async def library(
-    tmp_path: Path, photo_dir: Path, image_embedder: ImageEmbedder
-) -> AsyncIterator[tuple[Store, Path]]:
-    dated(photo_dir / "2019" / "summer.jpg", "2019:07:01 12:00:00", 1)
-    dated(photo_dir / "2021" / "winter.jpg", "2021:01:15 09:00:00", 2)
-    make_photo(photo_dir / "2021" / "plain.png", seed=3)
-    async with Store("mem://") as store:
-        await store.check_model(image_embedder.source.model_id)
-        files = [FileRef(p, str(photo_dir)) for p in walk(str(photo_dir), Filter())]
-        async with Indexer(store, image_embedder, workers=2, batch_size=8) as indexer:
-            await indexer.index(files)
-        yield store, photo_dir
-
-
-def app_config(tmp_path: Path, model_dir: Path, **extra: object):
-    return load_config(
-        {"model": str(model_dir), "cache_dir": str(tmp_path / "cache"), "database_url": "mem://", **extra}
-    )
+from .conftest import app_config, make_photo, until
 
 
 @pytest.fixture
@@ -301,12 +271,11 @@ async def test_web_follows_the_store(
     key = image_key(str(new))
 
     async def visible(expected: bool) -> None:
-        for _ in range(40):
+        async def seen() -> bool:
             page = await search(client, text="photo", limit=200)
-            if (key in [r["id"] for r in page["results"]]) == expected:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{key} visible={not expected} after 2 s")
+            return (key in [r["id"] for r in page["results"]]) == expected
+
+        await until(seen, limit=2.5, what=f"{key} visible={expected}")
 
     await visible(True)
     moved = root / "new" / "moved.jpg"
@@ -322,5 +291,5 @@ async def test_page_is_served(client: TestClient) -> None:
     page = await client.get("/")
     assert page.status == 200 and "Content-Security-Policy" in page.headers
     html = await page.text()
-    assert 'id="grid"' in html and "/static/app.js" in html
-    assert (await client.get("/static/app.js")).status == 200
+    assert 'id="grid"' in html and "/static/main.js" in html
+    assert (await client.get("/static/main.js")).status == 200

@@ -1,0 +1,140 @@
+"""The shape of the code, checked: layers point one way (the core never imports a shell), one
+module owns SurrealQL, the web package has no import cycles, and functions and modules stay small
+enough to read (shared/STYLE.md, items 12 and 13)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOP = Path(__file__).parents[1]
+CORE = TOP / "image_search"
+SHELLS = {"webui": TOP / "webui", "daemon": TOP / "daemon", "cli": CORE / "cli"}
+MAX_FUNCTION = 60
+MAX_MODULE = 400
+LONG_MODULE_REASON = "Longer than 400 lines because"
+
+
+def core_modules() -> list[str]:
+    """Every module of the core: ``image_search`` but its command line."""
+    names = []
+    for path in sorted(CORE.rglob("*.py")):
+        rel = path.relative_to(TOP).with_suffix("")
+        if rel.parts[:2] == ("image_search", "cli") or rel.name == "__main__":
+            continue
+        names.append(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+    return names
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions, as absolute names."""
+    package = ".".join(path.relative_to(TOP).with_suffix("").parts[:-1])
+    if package.startswith(("webui", "daemon")):
+        package = "image_search." + package
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            name = node.module or ""
+            absolute = (f"{base}.{name}" if name else base) if node.level else name
+            found.add(absolute)
+            found.update(f"{absolute}.{alias.name}" for alias in node.names)
+    return found
+
+
+def all_files() -> list[Path]:
+    return sorted([*CORE.rglob("*.py"), *SHELLS["webui"].rglob("*.py"), *SHELLS["daemon"].rglob("*.py")])
+
+
+def test_importing_the_core_pulls_in_no_shell() -> None:
+    """In a fresh interpreter, every core module imported: neither the web app nor the daemon nor
+    the command line is loaded, nor any of aiohttp beyond the HTTP client that the SurrealDB SDK
+    itself imports (``surrealdb/__init__`` loads it for its remote transport; aiohttp's server,
+    ``aiohttp.web``, stays out)."""
+    script = (
+        "import importlib, json, sys\n"
+        "import surrealdb\n"
+        "sdk = {m for m in sys.modules if m.split('.')[0] == 'aiohttp'}\n"
+        f"for name in {core_modules()!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if (m.split('.')[0] == 'aiohttp' and m not in sdk) "
+        "or m.startswith(('aiohttp.web', 'image_search.webui', 'image_search.daemon', 'image_search.cli')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_no_core_module_imports_a_shell_even_lazily() -> None:
+    shells = ("aiohttp", "image_search.webui", "image_search.daemon", "image_search.cli", "webui", "daemon")
+    for name in core_modules():
+        path = CORE.parent / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = CORE.parent / name.replace(".", "/") / "__init__.py"
+        bad = {m for m in imports_of(path) if m.split(".")[0] in shells or m.startswith(shells)}
+        assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_only_the_command_to_serve_imports_the_shells() -> None:
+    for path in SHELLS["cli"].rglob("*.py"):
+        shells = {m for m in imports_of(path) if m.startswith(("image_search.webui", "image_search.daemon"))}
+        assert not shells or path.name == "serve.py", f"{path.name} imports {sorted(shells)}"
+
+
+def test_the_daemon_and_the_web_app_do_not_import_each_other() -> None:
+    for shell, other in (("webui", "image_search.daemon"), ("daemon", "image_search.webui")):
+        for path in SHELLS[shell].rglob("*.py"):
+            assert not {m for m in imports_of(path) if m.startswith(other)}, path
+
+
+SURREALQL = re.compile(
+    r"\b(SELECT\s.+\sFROM|UPSERT\s|INSERT\s+INTO|DELETE\s+\$|UPDATE\s+(\$|image|album)|DEFINE\s)"
+)
+
+
+def test_every_query_lives_in_the_store() -> None:
+    for path in all_files():
+        if path.is_relative_to(CORE / "store"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not SURREALQL.search(node.value), f"{path.relative_to(TOP)}: {node.value[:60]!r}"
+
+
+def test_the_web_package_has_no_import_cycles() -> None:
+    graph = {
+        path.stem: {m.split(".")[2] for m in imports_of(path) if m.startswith("image_search.webui.")}
+        for path in SHELLS["webui"].glob("*.py")
+    }
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in graph.get(node, ()):
+            assert state.get(nxt) != "open", "cycle: " + " -> ".join([*trail, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+
+
+@pytest.mark.parametrize("path", all_files(), ids=lambda p: str(p.relative_to(TOP)))
+def test_functions_and_modules_stay_small(path: Path) -> None:
+    text = path.read_text()
+    tree = ast.parse(text)
+    lines = len(text.splitlines())
+    reason = LONG_MODULE_REASON in (ast.get_docstring(tree) or "")
+    assert lines <= MAX_MODULE or reason, f"{lines} lines: split it, or say why in its docstring"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            assert length <= MAX_FUNCTION, f"{node.name} is {length} lines"
