@@ -36,13 +36,16 @@ from .keys import (
     TEXTS,
     THUMB_EXECUTOR,
     THUMBS,
+    UPLOAD_SLOTS,
 )
-from .middleware import MAX_UPLOAD, errors, guard
+from .middleware import MAX_UPLOAD, errors, guard, same_origin_only
 from .routes import ROUTES
 from .security import Security
 from .services import AlbumSummaries, CountsCache, DuplicateFinder, ImageQueries
 
 log = logging.getLogger("image_search.webui")
+
+UPLOAD_DECODES = 1
 
 
 def create_app(
@@ -58,11 +61,14 @@ def create_app(
     store for changes."""
     configure_pillow()  # uploads and thumbnails decode in this process
     app = web.Application(middlewares=[errors, guard], client_max_size=MAX_UPLOAD)
+    app.on_response_prepare.append(same_origin_only)
     app[CONFIG] = config
     app[SECURITY] = Security(config)
     app[THUMBS] = Thumbnails(config.cache_dir)
     app[COUNTS] = CountsCache()
     app[SUMMARIES] = AlbumSummaries()
+    # A 100 MP upload decodes to 300 MB and more: one at a time, so a few cannot take gigabytes.
+    app[UPLOAD_SLOTS] = asyncio.Semaphore(UPLOAD_DECODES)
     if indexing is not None:
         app[INDEXING] = indexing
     source = text_embedder.source if text_embedder is not None else ModelSource(config.model)

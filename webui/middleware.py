@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -16,7 +15,6 @@ from image_search.refine import EmptyQuery
 
 from .keys import SECURITY
 from .responses import json_error
-from .security import TOKEN_COOKIE
 
 log = logging.getLogger("image_search.webui")
 
@@ -53,6 +51,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(500, "internal error: see the server log")
 
 
+# Sec-Fetch-Site values a browser sends for requests another site's page made.
+FOREIGN = ("cross-site", "same-site")
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     security = request.app[SECURITY]
@@ -61,14 +63,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not security.host_allowed(request):
         return json_error(403, "this Host is not allowed; open image-search at http://127.0.0.1")
     if request.path == "/" and "token" in request.query and security.token:
-        if not secrets.compare_digest(request.query["token"].encode(), security.token.encode()):
+        if not security.token_matches(request.query["token"]):
             return json_error(401, "wrong token")
         response = web.HTTPFound("/")
-        response.set_cookie(
-            TOKEN_COOKIE, security.token, httponly=True, samesite="Strict", max_age=400 * 86400
-        )
+        security.set_cookie(request, response)
         raise response
     protected = request.path.startswith("/api/")
+    if protected and request.headers.get("Sec-Fetch-Site") in FOREIGN:
+        return json_error(403, "cross-site request refused")
     if protected and not security.authorised(request):
         return json_error(401, "a token is required: open the address the server printed, with ?token=")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -80,3 +82,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_UPLOAD:  # refused before a byte of it is read
             return json_error(413, f"the upload is larger than {MAX_UPLOAD >> 20} MB")
     return await handler(request)
+
+
+async def same_origin_only(request: web.Request, response: web.StreamResponse) -> None:
+    """No other site may embed what this server answers (an <img src> to a photo, a script)."""
+    response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -1,0 +1,282 @@
+"""Who may call what, and what no request, file or file name can make the server do: each test
+here failed before the security review's fixes (see the README's threat model)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from image_search.config import load_config
+from image_search.duplicates import TooManyPairs, similar_pairs
+from image_search.imaging import ImageError, open_checked
+from image_search.model import TextEmbedder
+from image_search.store import Store, image_key
+from image_search.webui import create_app
+from webui.peer import _decode, peer_uid
+from webui.security import Security, is_loopback
+
+from .conftest import app_config, index_folder, make_photo
+from .test_web_api import client  # noqa: F401  (fixture)
+
+NOBODY = 65534
+ROUTES = [
+    ("GET", "/api/status"),
+    ("GET", "/api/folders"),
+    ("POST", "/api/search"),
+    ("GET", "/api/images/{id}"),
+    ("GET", "/api/images/{id}/meta"),
+    ("GET", "/api/images/{id}/thumbnail"),
+    ("POST", "/api/images/{id}/similar"),
+    ("GET", "/api/albums"),
+    ("POST", "/api/albums"),
+    ("POST", "/api/albums/0123456789abcdef/export"),
+    ("GET", "/api/duplicates"),
+    ("GET", "/api/duplicates/export"),
+]
+CLIENT = r"""
+import json, sys, urllib.request, urllib.error
+port, token, routes = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+out = []
+for method, path in routes:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    body = b'{"text": "x", "name": "n", "folder": "/tmp/x"}' if method == "POST" else None
+    url = f"http://127.0.0.1:{port}{path}"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            out.append(r.status)
+    except urllib.error.HTTPError as e:
+        out.append(e.code)
+print(json.dumps(out))
+"""
+
+
+async def statuses_as(uid: int, port: int, routes: list[tuple[str, str]], token: str = "") -> list[int]:
+    """The answers to ``routes`` for a client running as another account (Debian's own python3,
+    which every account can run)."""
+    proc = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", "-c", CLIENT, str(port), token, json.dumps(routes), user=uid, cwd="/",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not Path("/proc/net/tcp").exists(), reason="needs root and Linux /proc"
+)
+async def test_another_local_account_is_refused_on_loopback(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    store, root = library
+    key = image_key(str(root / "2021" / "plain.png"))
+    routes = [(m, p.replace("{id}", key)) for m, p in ROUTES]
+    for token in ("", "s3cret"):
+        config = app_config(tmp_path, tiny_model_dir, token=token or None)
+        app = create_app(config, store=store, text_embedder=text_embedder)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as owner:
+            assert (await owner.get("/api/status")).status == 200  # the owner's browser: nothing to type
+            port = owner.server.port
+            assert port is not None
+            refused = await statuses_as(NOBODY, port, routes)
+            assert refused == [401] * len(routes)
+            assert await statuses_as(NOBODY, port, [("GET", "/api/health")]) == [200]
+            if token:
+                assert (await statuses_as(NOBODY, port, [("GET", "/api/status")], token)) == [200]
+
+
+def test_the_kernel_socket_table_is_read_right(tmp_path: Path) -> None:
+    assert _decode("0100007F:0BB8") == (_decode("0100007F:0BB8")[0], 3000)
+    assert str(_decode("0100007F:0BB8")[0]) == "127.0.0.1"
+    assert str(_decode("00000000000000000000000001000000:0050")[0]) == "::1"
+    table = tmp_path / "tcp"
+    table.write_text(
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 0100007F:9C40 0100007F:0BB8 01 00000000:00000000 00:00000000 00000000  1000        0 1\n"
+        "   1: 0100007F:0BB8 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2\n"
+    )
+    assert peer_uid(("127.0.0.1", 40000), ("127.0.0.1", 3000), [str(table)]) == 1000
+    assert peer_uid(("::ffff:127.0.0.1", 40000), ("127.0.0.1", 3000), [str(table)]) == 1000
+    assert peer_uid(("127.0.0.1", 40001), ("127.0.0.1", 3000), [str(table)]) is None
+
+
+def test_an_empty_host_is_not_loopback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        not is_loopback("") and not is_loopback("0.0.0.0") and is_loopback("127.0.0.2") and is_loopback("::1")
+    )
+    security = Security(load_config({"host": "", "cache_dir": str(tmp_path)}))
+    assert not security.loopback and security.required and "access token" in capsys.readouterr().out
+
+
+async def test_cross_site_reads_are_refused(client: TestClient, library: tuple[Store, Path]) -> None:  # noqa: F811
+    key = image_key(str(library[1] / "2021" / "plain.png"))
+    for path in (
+        "/api/status",
+        f"/api/images/{key}",
+        f"/api/images/{key}/thumbnail",
+        "/api/duplicates/export",
+    ):
+        response = await client.get(path, headers={"Sec-Fetch-Site": "cross-site"})
+        assert response.status == 403, path
+        assert (await client.get(path, headers={"Sec-Fetch-Site": "same-site"})).status == 403
+        same = await client.get(path, headers={"Sec-Fetch-Site": "same-origin"})
+        assert same.status == 200 and same.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+
+
+async def test_the_cookie_is_a_session_derived_from_the_token(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    config = app_config(tmp_path, tiny_model_dir, host="0.0.0.0", token="s3cret-token")
+    app = create_app(config, store=library[0], text_embedder=text_embedder)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        login = await c.get("/?token=s3cret-token", allow_redirects=False)
+        cookie = login.headers["Set-Cookie"]
+        assert "s3cret-token" not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "Max-Age=2592000" in cookie
+        assert (await c.get("/api/status")).status == 200
+        c.session.cookie_jar.clear()
+        token_as_cookie = await c.get("/api/status", headers={"Cookie": "image_search_session=s3cret-token"})
+        assert token_as_cookie.status == 401
+    other = Security(load_config({"host": "0.0.0.0", "token": "another", "cache_dir": str(tmp_path)}))
+    assert other.session() != Security(config).session()  # a new token: old cookies are worthless
+
+
+def raw_get(port: int, path: str, headers: list[tuple[str, bytes]]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+async def test_hostile_headers_and_bodies_are_400s_not_500s(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    config = app_config(tmp_path, tiny_model_dir, host="0.0.0.0", token="s3cret-token")
+    app = create_app(config, store=library[0], text_embedder=text_embedder)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        port = c.server.port
+        assert port is not None
+        for headers in (
+            [("Authorization", b"Bearer \xff\xfe\x80")],
+            [("Cookie", b"image_search_session=\xff\xfe; x=\xc3")],
+            [("Authorization", b"Bearer s3cret-token\xff")],
+        ):
+            assert await asyncio.to_thread(raw_get, port, "/api/status", headers) == 401
+        auth = {"Authorization": "Bearer s3cret-token"}
+        nested = "[" * 100_000 + "]" * 100_000
+        deep = await c.post("/api/search", data=nested, headers={**auth, "Content-Type": "application/json"})
+        assert deep.status == 400
+        saved = await c.post(
+            "/api/albums",
+            json={
+                "name": "Junk",
+                "text": "photo",
+                "filters": {"root": str(library[1]), "junk": {"a": [1] * 50}},
+            },
+            headers=auth,
+        )
+        assert saved.status == 201 and (await saved.json())["filters"] == {"root": str(library[1])}
+        junk = json.dumps({"name": "Huge", "text": "x", "filters": {"folder": "a" * 5_000_000}}).encode()
+        json_headers = {**auth, "Content-Type": "application/json"}
+        huge = await c.post("/api/albums", data=io.BytesIO(junk), headers=json_headers)
+        assert huge.status == 400
+        low = await c.get("/api/duplicates?similarity=0.5&hash_bits=32", headers=auth)
+        assert low.status == 400
+
+
+def test_duplicate_pairs_are_bounded() -> None:
+    """A threshold every pair passes is refused before n² pairs are gathered."""
+    matrix = np.ones((3000, 8), dtype=np.float32) / np.sqrt(8)
+    with pytest.raises(TooManyPairs, match="more than 100,000 candidate pairs"):
+        similar_pairs(matrix, 0.5, bf16=False, max_pairs=100_000)
+    assert len(similar_pairs(matrix[:400], 0.5, bf16=False, max_pairs=100_000)) == 400 * 399 // 2
+
+
+def test_only_the_formats_we_index_are_opened(tmp_path: Path) -> None:
+    """Pillow's EPS plugin runs Ghostscript: a file that is EPS inside is never handed to it."""
+    eps = tmp_path / "holiday.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(ImageError, match="not an image in a format"):
+        open_checked(eps, 100)
+
+
+async def test_a_symlink_swapped_in_is_not_served(
+    tmp_path: Path, image_embedder: object, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    root = tmp_path / "Pictures"
+    photo = make_photo(root / "a.jpg", seed=1)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    twin = tmp_path / "elsewhere.jpg"
+    async with Store("mem://") as store:
+        await index_folder(store, root, image_embedder)  # type: ignore[arg-type]
+        shutil.copy2(photo, twin)  # the same file, outside the root (what a followed link shows)
+        config = app_config(tmp_path, tiny_model_dir, follow_symlinks=True)
+        app = create_app(config, store=store, text_embedder=text_embedder)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+            url = f"/api/images/{image_key(str(photo))}"
+            photo.unlink()
+            photo.symlink_to(twin)
+            assert (await c.get(url)).status == 200  # a link to the very file that was indexed
+            photo.unlink()
+            photo.symlink_to(secret)
+            assert (await c.get(url)).status == 404
+            assert (await c.get(url + "/thumbnail")).status == 404
+
+
+async def test_files_are_private_and_thumbnails_never_collide(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    async with Store(f"surrealkv://{tmp_path / 'data' / 'db'}"):
+        pass
+    assert (tmp_path / "data").stat().st_mode & 0o077 == 0 and (
+        tmp_path / "data" / "db"
+    ).stat().st_mode & 0o077 == 0
+    app = create_app(app_config(tmp_path, tiny_model_dir), store=library[0], text_embedder=text_embedder)
+    key = image_key(str(library[1] / "2019" / "summer.jpg"))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        answers = await asyncio.gather(*(c.get(f"/api/images/{key}/thumbnail?size=512") for _ in range(40)))
+        assert [a.status for a in answers] == [200] * 40
+    files = list((tmp_path / "cache" / "thumbs").rglob("*"))
+    assert files and all(f.stat().st_mode & 0o077 == 0 for f in files)
+    assert not [f for f in files if f.name.startswith(".")]  # no temporary file left behind
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+@pytest.mark.parametrize(
+    "name", ["image-search.service", "image-search-daemon.service", "image-search-web.service"]
+)
+def test_the_units_expose_little(name: str) -> None:
+    unit = Path(__file__).parents[1] / "systemd" / name
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True, cwd="/"
+    )
+    level = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr).group(1))  # type: ignore[union-attr]
+    assert level <= 4.0, out.stdout[-3000:]
+    text = unit.read_text()
+    for option in (
+        "UMask=0077",
+        "MemoryMax=",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=@system-service",
+    ):
+        assert option in text
