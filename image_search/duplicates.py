@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import BadValue
 from .fingerprint import COLOUR, HASH_BITS, Fingerprints
 
 if TYPE_CHECKING:
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
 SIMILARITY = 0.92
 BLOCK = 1024
 MARGIN = 0.02
+# Candidate pairs kept at most (32 MB of indices): a threshold so low that more pairs pass is
+# refused instead of filling memory with n² pairs.
+MAX_PAIRS = 2_000_000
+
+
+class TooManyPairs(BadValue):
+    """The similarity asked for is so low that almost every pair of photos passes it."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,12 @@ def _bf16_fast() -> bool:
     return bool(probe and probe())
 
 
-def similar_pairs(matrix: np.ndarray, threshold: float, *, bf16: bool | None = None) -> np.ndarray:
+def similar_pairs(
+    matrix: np.ndarray, threshold: float, *, bf16: bool | None = None, max_pairs: int = MAX_PAIRS
+) -> np.ndarray:
     """Every pair (i < j) of rows of a unit-vector matrix with cosine >= ``threshold``: an
-    (m, 2) int array. Exact (see the module's note on bfloat16)."""
+    (m, 2) int array. Exact (see the module's note on bfloat16). :class:`TooManyPairs` when more
+    than ``max_pairs`` candidates pass, before they are gathered."""
     import torch
 
     n = len(matrix)
@@ -69,6 +80,7 @@ def similar_pairs(matrix: np.ndarray, threshold: float, *, bf16: bool | None = N
     work = exact.to(torch.bfloat16) if use_bf16 else exact
     floor = threshold - MARGIN if use_bf16 else threshold - 1e-6
     found: list[np.ndarray] = []
+    total = 0
     buffer = torch.empty((BLOCK, n), dtype=work.dtype)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
@@ -80,7 +92,14 @@ def similar_pairs(matrix: np.ndarray, threshold: float, *, bf16: bool | None = N
         rows = torch.nonzero(scores.amax(dim=1) >= floor).flatten()
         if not len(rows):
             continue
-        hits = torch.nonzero(scores[rows] >= floor)
+        passing = scores[rows] >= floor
+        total += int(passing.sum())
+        if total > max_pairs:
+            raise TooManyPairs(
+                f"similarity {threshold:g} finds more than {max_pairs:,} candidate pairs among {n:,} "
+                "photos: raise it"
+            )
+        hits = torch.nonzero(passing)
         i, j = rows[hits[:, 0]] + start, hits[:, 1] + start
         true = (exact[i] * exact[j]).sum(dim=1)  # float32, the exact test
         keep = true >= threshold

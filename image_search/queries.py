@@ -18,10 +18,15 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from .errors import BadValue
 from .library import Library
 from .refine import EmptyQuery, refine_query
 
 TEXT_CACHE = 512
+# Each term is a pass of the text model: the caps bound what one request can make it do.
+MAX_QUERY_CHARS = 1000
+MAX_TERMS = 16
+MAX_WEIGHT = 100.0
 _WEIGHT = re.compile(r"\d+(?:\.\d+)?")
 
 T = TypeVar("T")
@@ -34,7 +39,10 @@ def parse_query(query: str) -> list[tuple[float, str]]:
 
     Operators count only as words of their own with a space after them, so "black-and-white"
     and "a +1 phone" stay one term. Empty terms are dropped. Linear in the length of the query.
+    :class:`BadValue` above MAX_QUERY_CHARS characters, MAX_TERMS terms or a weight of MAX_WEIGHT.
     """
+    if len(query) > MAX_QUERY_CHARS:
+        raise BadValue(f"the query is longer than {MAX_QUERY_CHARS:,} characters: say it in fewer words")
     words = query.split()
     trailing_space = query[-1:].isspace()
     terms: list[tuple[float, str]] = []
@@ -46,6 +54,8 @@ def parse_query(query: str) -> list[tuple[float, str]]:
         else:
             current.append(word)
     _add_term(terms, sign, current)
+    if len(terms) > MAX_TERMS:
+        raise BadValue(f"the query has {len(terms)} terms; at most {MAX_TERMS} are combined")
     return terms
 
 
@@ -54,6 +64,8 @@ def _add_term(terms: list[tuple[float, str]], sign: float, words: list[str]) -> 
     head, colon, rest = text.partition(":")
     if colon and _WEIGHT.fullmatch(head.strip()):
         weight, text = float(head), rest.strip()
+        if not weight <= MAX_WEIGHT:
+            raise BadValue(f"a term's weight is at most {MAX_WEIGHT:g} ({head.strip()[:20]} given)")
     if text:
         terms.append((sign * weight, text))
 

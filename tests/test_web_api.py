@@ -169,7 +169,10 @@ async def test_bad_search_input(client: TestClient, body: bytes, status: int, me
 
 
 async def test_long_and_unicode_queries(client: TestClient) -> None:
-    assert len((await search(client, text="sunset " * 1500, limit=2))["results"]) == 2
+    # 140 words: far past CLIP's 77 tokens (truncated, never an error), within the 1,000 characters.
+    assert len((await search(client, text="sunset " * 140, limit=2))["results"]) == 2
+    too_long = await client.post("/api/search", json={"text": "sunset " * 1500})
+    assert too_long.status == 400 and "1,000 characters" in (await too_long.json())["error"]
     assert len((await search(client, text="日没のビーチ 🌅", limit=2))["results"]) == 2
 
 

@@ -3,6 +3,7 @@ contexts in :mod:`.app`; read by the handlers."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 
 from aiohttp import web
@@ -31,3 +32,4 @@ COUNTS = web.AppKey("counts", CountsCache)
 SUMMARIES = web.AppKey("album_summaries", AlbumSummaries)
 FINDER = web.AppKey("duplicate_finder", DuplicateFinder)
 INDEXING = web.AppKey("indexing", Indexing)
+UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)

@@ -21,7 +21,7 @@ from image_search.vectors import Query
 
 from . import validate
 from .albums import summaries
-from .keys import CONFIG, COUNTS, IMAGES, INDEXING, LIBRARY, SEARCHER, STORE, TEXTS
+from .keys import CONFIG, COUNTS, IMAGES, INDEXING, LIBRARY, SEARCHER, STORE, TEXTS, UPLOAD_SLOTS
 from .responses import result
 
 DATE_CANDIDATES = 5000
@@ -164,7 +164,7 @@ async def _multipart(request: web.Request) -> tuple[dict[str, Any], Image.Image]
             if part.name == "query":
                 try:
                     body = validate.json_object(json.loads(await part.text()), "the query part")
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                     raise validate.BadValue("the query part is not valid JSON") from None
             elif part.name == "image":
                 data = await part.read()
@@ -181,12 +181,18 @@ async def _multipart(request: web.Request) -> tuple[dict[str, Any], Image.Image]
     if not data:
         raise validate.BadValue("no image part in the upload")
     try:
-        image = await asyncio.to_thread(_decode_upload, data, request.app[CONFIG].max_megapixels)
+        async with request.app[UPLOAD_SLOTS]:
+            image = await asyncio.to_thread(_decode_upload, data, request.app[CONFIG].max_megapixels)
     except ImageError as exc:
         raise web.HTTPUnsupportedMediaType(text=f"the upload is not a usable image: {exc}") from None
     return body, image
 
 
 def _decode_upload(data: bytes, max_megapixels: float) -> Image.Image:
+    """Upright RGB, reduced at once to what the model needs (the shortest side at least twice its
+    input, as draft mode does for JPEGs): a 100 MP PNG does not stay 300 MB while it is embedded."""
+    spec = CropSpec()
     with open_checked(io.BytesIO(data), max_megapixels) as image:  # type: ignore[arg-type]
-        return decode_rgb(image, CropSpec())
+        rgb = decode_rgb(image, spec)
+    factor = min(rgb.size) // (2 * spec.shortest_edge)
+    return rgb.reduce(factor) if factor >= 2 else rgb

@@ -28,6 +28,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
         raise BadValue("the body is not valid JSON") from None
+    except RecursionError:
+        raise BadValue("the body is nested too deeply") from None
     return json_object(body, "the body")
 
 
@@ -110,8 +112,9 @@ def duplicate_settings(request: web.Request, config: Config) -> Settings:
         hash_bits = int(request.query.get("hash_bits", config.duplicate_hash_bits))
     except ValueError:
         raise BadValue("similarity and hash_bits must be numbers") from None
-    if not (0.5 <= similarity <= 1.0 and 0 <= hash_bits <= 32):
-        raise BadValue("similarity must be from 0.5 to 1 and hash_bits from 0 to 32")
+    # Narrower than the options allow: a request cannot ask for the n² work of a low threshold.
+    if not (0.8 <= similarity <= 1.0 and 0 <= hash_bits <= 16):
+        raise BadValue("similarity must be from 0.8 to 1 and hash_bits from 0 to 16")
     return Settings(similarity=similarity, hash_bits=hash_bits)
 
 
@@ -137,6 +140,6 @@ def image_id(request: web.Request) -> str | None:
 
 def folder(body: dict[str, Any]) -> str:
     value = body.get("folder")
-    if not isinstance(value, str) or not value.strip():
-        raise BadValue("folder must be an absolute path")
-    return value
+    if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 1024:
+        raise BadValue("folder must be a folder name (up to 1,024 characters)")
+    return value.strip()
