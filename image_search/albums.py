@@ -12,6 +12,7 @@ again from the text and the liked and rejected photos (:func:`album_vector`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -236,26 +237,79 @@ def direct_search(library: Library) -> Search:
 # -- export -------------------------------------------------------------------------------------
 
 
-def link_folder(folder: Path, paths: Sequence[str], roots: Sequence[str] = ()) -> int:
+def export_target(base: Path, folder: str) -> tuple[Path, list[str]]:
+    """Where the web UI may create an album folder: a name (or a relative or absolute path)
+    inside ``base``. Returns the folder and its parts below ``base``; :class:`AlbumError` for
+    anything that would leave it."""
+    given = Path(folder)
+    if given.is_absolute():
+        if not is_under(os.path.normpath(given), os.path.normpath(base)):
+            raise AlbumError(f"album folders are made inside {base}: give a name, or a path inside it")
+        given = given.relative_to(base)
+    parts = [p for p in given.parts if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise AlbumError(f"give a folder name inside {base}")
+    return base.joinpath(*parts), parts
+
+
+def link_folder(
+    folder: Path, paths: Sequence[str], roots: Sequence[str] = (), base: Path | None = None
+) -> int:
     """Fill a new (or empty) folder with symbolic links to ``paths``: the album as a folder any
     program can open. Two files with one name become "name.jpg" and "name (2).jpg". Nothing but
     the folder and its links is created; nothing is moved, copied or deleted.
 
-    Refused: a relative path, a folder that holds anything, a folder inside a picture folder (the
-    links would be indexed as photos of their own)."""
-    if not folder.is_absolute():
-        raise AlbumError(f"{folder}: give an absolute path for the export folder")
+    With ``base`` (the web UI's export folder) the folder must lie inside it. Each level is made
+    and opened without following symbolic links, and the links are made in the opened folder, so
+    a link swapped in meanwhile cannot send them elsewhere. Refused: a relative path without a
+    base, a folder that holds anything, a folder inside a picture folder (the links would be
+    indexed as photos of their own), more than MAX_LINKS photos."""
+    if base is None:
+        if not folder.is_absolute():
+            raise AlbumError(f"{folder}: give an absolute path for the export folder")
+        base, parts = folder.parent, [folder.name]
+    else:
+        folder, parts = export_target(base, str(folder))
+    if len(paths) > MAX_LINKS:
+        raise AlbumError(f"an export holds at most {MAX_LINKS:,} photos ({len(paths):,} in this album)")
     for root in roots:
         if is_under(str(folder), root, real=True):
             raise AlbumError(f"{folder} is inside the picture folder {root}: choose a folder outside it")
     try:
-        if folder.exists() and any(folder.iterdir()):
-            raise AlbumError(f"{folder} is not empty: choose a new or empty folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        fd = _open_folder(base, parts)
     except OSError as exc:
         raise AlbumError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    try:
+        if os.listdir(fd):
+            raise AlbumError(f"{folder} is not empty: choose a new or empty folder")
+        return _link_all(fd, folder, paths)
+    finally:
+        os.close(fd)
+
+
+MAX_LINKS = MAX_MEMBERS
+
+
+def _open_folder(base: Path, parts: list[str]) -> int:
+    """Make ``base/parts...`` level by level (private to this user) and open the last level,
+    never following a symbolic link below ``base``."""
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(os.path.realpath(base), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _link_all(fd: int, folder: Path, paths: Sequence[str]) -> int:
     taken: set[str] = set()
-    made = 0
     for path in paths:
         stem, ext = os.path.splitext(os.path.basename(path))
         name, n = stem + ext, 1
@@ -264,8 +318,7 @@ def link_folder(folder: Path, paths: Sequence[str], roots: Sequence[str] = ()) -
             name = f"{stem} ({n}){ext}"
         taken.add(name.lower())
         try:
-            os.symlink(path, folder / name)
+            os.symlink(path, name, dir_fd=fd)
         except OSError as exc:
             raise AlbumError(f"cannot create a link in {folder}: {exc.strerror or exc}") from None
-        made += 1
-    return made
+    return len(taken)

@@ -186,6 +186,12 @@ class Config:
         parse=lambda v: Path(v).expanduser(),
         help="Cache directory (thumbnails), default $XDG_CACHE_HOME/image-search/.",
     )
+    export_dir: Path = _opt(
+        factory=lambda: data_home() / "exports",
+        parse=lambda v: Path(v).expanduser(),
+        help="Where the web UI may create album folders of links (inside it only), default "
+        "$XDG_DATA_HOME/image-search/exports/.",
+    )
     include: list[str] = _opt(
         factory=list,
         parse=_patterns,

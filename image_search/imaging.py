@@ -136,14 +136,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# The formats this project indexes and serves. Pillow is asked to try these plugins alone: never
+# EPS (which runs Ghostscript where it is installed), PSD, ICO or any other it knows.
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF")
+
+
+def open_formats() -> list[str]:
+    """FORMATS as far as this Pillow has their plugins (AVIF and HEIF depend on the build)."""
+    Image.init()
+    return [name for name in FORMATS if name in Image.OPEN]
+
+
 def open_checked(path: str | os.PathLike[str], max_megapixels: float) -> Image.Image:
-    """Open an image lazily, refusing non-images and oversized ones before any pixel is decoded."""
+    """Open an image lazily, refusing non-images, other formats and oversized ones before any
+    pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(path)
+            image = Image.open(path, formats=open_formats())
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
+        raise ImageError("not an image in a format image-search reads") from None
     except OSError as exc:
         raise ImageError(f"cannot open: {exc}") from None
     width, height = image.size

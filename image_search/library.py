@@ -80,6 +80,11 @@ def _date(value: Any, name: str) -> float | None:
     return stamp.timestamp()
 
 
+MAX_FILTER_TEXT = 4096
+MAX_FORMATS = 16
+FILTER_KEYS = ("root", "folder", "taken_from", "taken_to", "formats")
+
+
 @dataclass(frozen=True)
 class Filters:
     root: str | None = None
@@ -105,10 +110,15 @@ class Filters:
         if not isinstance(raw, dict):
             raise BadValue("filters must be an object")
         for name in ("root", "folder"):
-            if raw.get(name) is not None and not isinstance(raw[name], str):
-                raise BadValue(f"filters.{name} must be text")
+            value = raw.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_FILTER_TEXT):
+                raise BadValue(f"filters.{name} must be text of at most {MAX_FILTER_TEXT} characters")
         formats = raw.get("formats") or []
-        if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
+        if (
+            not isinstance(formats, list)
+            or len(formats) > MAX_FORMATS
+            or not all(isinstance(f, str) and len(f) <= 16 for f in formats)
+        ):
             raise BadValue('filters.formats must be a list like ["JPEG", "PNG"]')
         taken_to = _date(raw.get("taken_to"), "filters.taken_to")
         if taken_to is not None and len(raw["taken_to"]) == 10:  # a date: through the end of that day
@@ -120,6 +130,13 @@ class Filters:
             taken_to=taken_to,
             formats=tuple(formats),
         )
+
+    @staticmethod
+    def clean(raw: Any) -> dict[str, Any]:
+        """A ``filters`` object checked and cut to the keys that mean something, as saved with an
+        album (a 15 MB object of anything was saved and echoed before)."""
+        Filters.parse(raw)
+        return {k: v for k, v in (raw or {}).items() if k in FILTER_KEYS and v not in (None, "", [])}
 
 
 class Library:

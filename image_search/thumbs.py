@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +19,8 @@ FORMATS = {"webp": ("WEBP", "image/webp"), "jpeg": ("JPEG", "image/jpeg")}
 
 
 class Thumbnails:
+    """Made once per content hash and size; private to this user (folders 0700, files 0600)."""
+
     def __init__(self, cache_dir: Path) -> None:
         self.root = cache_dir / "thumbs"
 
@@ -43,9 +47,12 @@ class Thumbnails:
         buffer = io.BytesIO()
         pil_format, _ = FORMATS[fmt]
         rgb.save(buffer, pil_format, quality=82)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(buffer.getvalue())
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A name of its own for each writer (threads of one process too), readable by this user only.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buffer.getvalue())
         os.replace(tmp, target)
         return target
 

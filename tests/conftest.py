@@ -227,5 +227,11 @@ async def library(photo_dir: Path, image_embedder: ImageEmbedder) -> AsyncIterat
 def app_config(tmp_path: Path, model_dir: Path, **extra: object) -> Config:
     """The web app's configuration for tests: the tiny model, an in-memory store, a private cache."""
     return load_config(
-        {"model": str(model_dir), "cache_dir": str(tmp_path / "cache"), "database_url": "mem://", **extra}
+        {
+            "model": str(model_dir),
+            "cache_dir": str(tmp_path / "cache"),
+            "export_dir": str(tmp_path / "exports"),
+            "database_url": "mem://",
+            **extra,
+        }
     )

@@ -208,15 +208,35 @@ async def test_album_export(client: TestClient, library: tuple[Store, Path], tmp
     nul = await (await client.get(f"/api/albums/{created['id']}/export", params={"sep": "nul"})).read()
     assert sorted(nul.decode().split("\0")[:-1]) == paths
 
-    target = tmp_path / "exports" / "dated"
-    made = await client.post(f"/api/albums/{created['id']}/export", json={"folder": str(target)})
+    target = tmp_path / "exports" / "dated"  # the export folder of app_config()
+    made = await client.post(f"/api/albums/{created['id']}/export", json={"folder": "dated"})
     assert made.status == 200, await made.text()
-    assert (await made.json())["links"] == len(paths)
+    assert (await made.json()) == {"folder": str(target), "links": len(paths)}
     assert sorted(os.path.realpath(target / name) for name in os.listdir(target)) == sorted(
         os.path.realpath(p) for p in paths
     )
     again = await client.post(f"/api/albums/{created['id']}/export", json={"folder": str(target)})
     assert again.status == 400 and "not empty" in (await again.json())["error"]
+
+
+async def test_album_export_stays_in_its_folder(client: TestClient, tmp_path: Path) -> None:  # noqa: F811
+    """A request may not make folders elsewhere (~/.config/autostart worked), nor follow a
+    symbolic link out of the export folder."""
+    created = await (
+        await client.post("/api/albums", json={"name": "Out", "text": "photo", "min_score": -1})
+    ).json()
+    url = f"/api/albums/{created['id']}/export"
+    autostart = tmp_path / "home" / ".config" / "autostart"
+    for folder in (str(autostart), "../autostart", "a/../../b", ""):
+        response = await client.post(url, json={"folder": folder})
+        assert response.status == 400, folder
+    assert not autostart.exists() and not (tmp_path / "autostart").exists() and not (tmp_path / "b").exists()
+    (tmp_path / "exports").mkdir(exist_ok=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "exports" / "door").symlink_to(tmp_path / "elsewhere")
+    response = await client.post(url, json={"folder": "door/inside"})
+    assert response.status == 400 and "cannot create" in (await response.json())["error"]
+    assert not any((tmp_path / "elsewhere").iterdir())
 
 
 async def test_timeline_groups_by_month(client: TestClient) -> None:  # noqa: F811

@@ -326,13 +326,11 @@ async def test_album_save_visit_new_edit_rename_delete(page, served: Served) -> 
     listed = Path(await (await download.value).path()).read_text().splitlines()
     assert str(arrived) in listed and liked_path in listed
     await page.click("#album-links")
-    await page.fill("#links-folder", str(served.root))  # inside the picture folder: refused
+    await page.fill("#links-folder", str(served.root))  # outside the export folder: refused
     await page.press("#links-folder", "Enter")
-    await on_page(
-        page, "() => document.getElementById('album-note').textContent.includes('inside the picture')"
-    )
-    folder = served.root.parent / "exported" / "Green meadows"
-    await page.fill("#links-folder", str(folder))
+    await on_page(page, "() => document.getElementById('album-note').textContent.includes('are made inside')")
+    folder = served.root.parent / "exports" / "Green meadows"  # app_config()'s export folder
+    await page.fill("#links-folder", "Green meadows")
     await page.press("#links-folder", "Enter")
     await on_page(page, "() => document.getElementById('album-note').textContent.includes(' links in ')")
     assert sorted(os.path.realpath(folder / name) for name in os.listdir(folder)) == sorted(

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from image_search import albums
 from image_search.albums import Album
+from image_search.library import Filters
 from image_search.queries import session_vector
 
 from . import validate
@@ -80,8 +81,7 @@ async def _album(request: web.Request) -> Album:
 async def _from_body(request: web.Request, body: dict[str, Any], album: Album) -> Album:
     """Fill an album from a request body: the same fields as /api/search, plus name."""
     session = validate.session(body)
-    filters = body.get("filters") or {}
-    validate.filters(body)  # checked like a search's
+    filters = Filters.clean(body.get("filters"))  # checked like a search's, unknown keys dropped
     min_score = validate.min_score(body)
     album.text, album.liked, album.rejected, album.weights = (
         session.text,
@@ -191,12 +191,13 @@ async def export_paths(request: web.Request) -> web.Response:
 
 
 async def export_links(request: web.Request) -> web.Response:
-    """A folder of symbolic links to the members: ``{"folder": "/absolute/new/or/empty/folder"}``.
-    Only links are created; the folder must be outside the picture folders."""
+    """A folder of symbolic links to the members: ``{"folder": "name"}``, made inside the export
+    folder (``export_dir``). Only links are created; never inside a picture folder."""
     folder = validate.folder(await validate.json_body(request))
     _, paths = await _member_paths(request)
     # The configured picture folders and those the library holds (a daemon elsewhere may watch them).
     roots = sorted({str(r) for r in request.app[CONFIG].roots} | set(request.app[LIBRARY].folders()))
-    target = folder.replace("~", str(Path.home()), 1) if folder.startswith("~/") else folder
-    made = await asyncio.to_thread(albums.link_folder, Path(target), paths, roots)
-    return web.json_response({"folder": target, "links": made})
+    base = request.app[CONFIG].export_dir
+    target, _ = albums.export_target(base, folder)
+    made = await asyncio.to_thread(albums.link_folder, Path(folder), paths, roots, base)
+    return web.json_response({"folder": str(target), "links": made})

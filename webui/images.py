@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from pathlib import Path
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from .keys import CONFIG, STORE, THUMB_EXECUTOR, THUMBS
 from .responses import result
 
 STATIC = Path(__file__).parent / "static"
+MAX_SERVED = 1 << 30  # no photo is larger; a link swapped to a disk image is
 CONTENT_TYPES = {
     "JPEG": "image/jpeg",
     "MPO": "image/jpeg",
@@ -57,13 +59,21 @@ async def _record(request: web.Request) -> ImageRow:
 
 
 def _servable(request: web.Request, row: ImageRow) -> str:
-    """The file of an indexed record. With follow_symlinks off, a file whose real path has left its
-    root (a symlink swapped in after indexing) is refused."""
+    """The file of an indexed record, checked again as it is now: a regular file, not too large,
+    inside its picture folder. A symbolic link swapped in after indexing is refused; with
+    follow_symlinks on, a link may lead out of the folder only to the very file that was indexed
+    (same size and modification time)."""
     path = real_path(row)
-    if not os.path.isfile(path):
-        raise web.HTTPNotFound(text="the file is gone (moved, deleted, or its disk is offline)")
-    if not request.app[CONFIG].follow_symlinks and not is_under(path, row["root"], real=True):
-        raise web.HTTPNotFound(text="the file is outside its picture folder")
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise web.HTTPNotFound(text="the file is gone (moved, deleted, or its disk is offline)") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SERVED:
+        raise web.HTTPNotFound(text="the file is not a photo image-search serves")
+    if not is_under(path, row["root"], real=True):
+        same = (st.st_size, st.st_mtime_ns) == (row.get("size"), row.get("mtime_ns"))
+        if not (request.app[CONFIG].follow_symlinks and same):
+            raise web.HTTPNotFound(text="the file is outside its picture folder")
     return path
 
 

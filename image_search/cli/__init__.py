@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     configure_pillow()
+    os.umask(0o077)  # the database, thumbnails and exports are this user's alone
     try:
         config = config_from_args(args)
         return asyncio.run(args.run(config, args))

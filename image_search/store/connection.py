@@ -108,8 +108,9 @@ class Connection:
 
     async def open(self) -> None:
         if self.directory is not None:
-            try:
-                self.directory.parent.mkdir(parents=True, exist_ok=True)
+            try:  # private: the embeddings, paths and albums are this user's alone
+                self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.directory.mkdir(exist_ok=True, mode=0o700)
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the database directory {self.directory.parent}: {exc}"
