@@ -32,6 +32,32 @@ ProtectKernelModules=yes
 ProtectControlGroups=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
+# Files it creates (database, thumbnails, album folders) are this user's alone.
+UMask=0077
+# ViT-L/14 and 1M vectors fit well below this; a runaway request cannot take the desktop's memory.
+MemoryHigh=6G
+MemoryMax=8G
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+RestrictNamespaces=yes
+RestrictRealtime=yes
+ProtectKernelLogs=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM
+# The GPU stays reachable: PrivateDevices= would hide /dev/dri, /dev/kfd and /dev/nvidia*, and
+# ProcSubset=pid would hide /proc/net/tcp, which tells the owner's browser from other accounts.
+DevicePolicy=closed
+DeviceAllow=char-drm rw
+DeviceAllow=/dev/kfd rw
+DeviceAllow=char-nvidiactl rw
+DeviceAllow=char-nvidia-frontend rw
+DeviceAllow=char-nvidia-uvm rw
 """
 
 UNITS = {
