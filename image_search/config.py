@@ -98,6 +98,13 @@ def _str(value: Any) -> str:
     return str(value)
 
 
+def _secret(value: Any) -> str | None:
+    """A token or password as given, without the whitespace around it: `podman secret create …
+    <<< "$(openssl rand -hex 24)"` stores a trailing newline, and so does `echo` into a file."""
+    text = str(value).strip()
+    return text or None
+
+
 def _opt(
     default: Any = None,
     *,
@@ -134,6 +141,7 @@ class Config:
     db_user: str | None = _opt(None, help="User for a ws:// or wss:// server (embedded needs none).")
     db_password: str | None = _opt(
         None,
+        parse=_secret,
         cli=False,
         secret=True,
         help="Password for the server user. Environment or config file only, never a flag.",
@@ -176,6 +184,7 @@ class Config:
     port: int = _opt(3000, parse=_port, help="Port the web server listens on.")
     token: str | None = _opt(
         None,
+        parse=_secret,
         cli=False,
         secret=True,
         help="Access token for the web server. Required when it listens beyond loopback; generated and "

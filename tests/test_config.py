@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,24 @@ def test_every_option_is_documented_in_the_readme() -> None:
                 f"README row for {f.name} lacks its flag"
             )
     assert len(options()) == len(Config.__dataclass_fields__)
+
+
+def test_tokens_and_passwords_lose_the_whitespace_around_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `podman secret create image-search-token - <<< "$(openssl rand -hex 24)"` stores
+    the token with a newline; as IMAGE_SEARCH_TOKEN it must still match what the user types."""
+    # What the here-string of that command hands to podman (and so to the environment).
+    token = subprocess.run(
+        ["bash", "-c", 'cat <<< "$(printf abc123)"'], capture_output=True, text=True
+    ).stdout
+    assert token == "abc123\n"
+    monkeypatch.setenv("IMAGE_SEARCH_TOKEN", token)
+    monkeypatch.setenv("IMAGE_SEARCH_DB_PASSWORD", "  pw\n")
+    config = load_config({})
+    assert config.token == "abc123" and config.password == "pw"
+
+
+def test_web_takes_picture_folders_as_the_readme_says() -> None:
+    args = build_parser().parse_args(["web", "/photos", "/more"])
+    assert [str(p) for p in args.paths] == ["/photos", "/more"]
