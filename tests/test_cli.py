@@ -174,5 +174,10 @@ def test_duplicates_and_albums_on_the_command_line(
     assert sorted(p.resolve() for p in links.iterdir()) == sorted(Path(p).resolve() for p in paths)
     refused = cli("album", "Meadow", "--links", str(links), env=env, check=False)
     assert refused.returncode == 1 and "not empty" in refused.stderr
+    # The folder was indexed by a PATH argument, not configured: still a picture folder (one rule
+    # with the web UI, which refuses it too).
+    inside = cli("album", "Meadow", "--links", str(photo_dir / "links"), env=env, check=False)
+    assert inside.returncode == 1 and "inside the picture folder" in inside.stderr
+    assert not (photo_dir / "links").exists()
     assert "no album called" in cli("album", "Nope", env=env, check=False).stderr
     assert json.loads(cli("status", "--json", env=env).stdout)["albums"] == 1

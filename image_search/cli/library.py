@@ -221,7 +221,9 @@ async def cmd_album(config: Config, args: argparse.Namespace) -> int:
     library, [(_, hits)] = await _album_members(config, args.name)
     paths = [library.meta[k].path for k, _ in hits]
     if args.links:
-        made = link_folder(args.links.expanduser().absolute(), paths, [str(r) for r in config.roots])
+        # The same rule as the web UI's: neither a configured picture folder nor one the library holds.
+        roots = sorted({str(r) for r in config.roots} | set(library.folders()))
+        made = link_folder(args.links.expanduser().absolute(), paths, roots)
         print(f"{made} links in {args.links}", file=sys.stderr)
     elif args.json:
         listed = [{"path": p, "score": round(s, 4), "id": k} for p, (k, s) in zip(paths, hits, strict=True)]

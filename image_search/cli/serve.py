@@ -35,6 +35,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "web", parents=[parent], help="The web UI alone, against a SurrealDB server a daemon elsewhere fills."
     )
+    paths_argument(p, "Picture folders besides the configured roots (no album folder is made inside one).")
     p.set_defaults(run=cmd_web)
 
 
@@ -98,6 +99,7 @@ async def cmd_web(config: Config, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    config.roots = list(dict.fromkeys([*config.roots, *(p.expanduser().absolute() for p in args.paths)]))
     notifier = Notifier()
     runner = await listen(create_app(config), config)
     try:
