@@ -38,11 +38,13 @@ class Intake:
         return root_of(path, self.roots)
 
     def wanted(self, path: str) -> str | None:
-        """The root of a file the filter wants (not hidden, excluded or partial), else None."""
+        """The root of a file the filter wants (not hidden, excluded or partial, and not a link
+        unless links are followed), else None."""
         root = self.root_for(path)
         if root is None:
             return None
-        return root if self.filter.wants_file(os.path.relpath(path, root)) else None
+        wanted = self.filter.wants_file(os.path.relpath(path, root)) and self.filter.admits(path)
+        return root if wanted else None
 
     def put(self, item: Work) -> None:
         self.work.put_nowait(item)

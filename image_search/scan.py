@@ -22,6 +22,11 @@ class Filter:
     exclude: Sequence[str] = ()
     follow_symlinks: bool = False
 
+    def admits(self, path: str) -> bool:
+        """Not a symbolic link unless links are followed: the one rule for scans and watch events
+        (a link made in a watched folder was indexed, then dropped by the next reconcile)."""
+        return self.follow_symlinks or not os.path.islink(path)
+
     def wants_dir(self, rel: str) -> bool:
         name = rel.rsplit("/", 1)[-1]
         return not name.startswith(".") and not self._excluded(rel)
@@ -85,7 +90,7 @@ def walk(root: str, flt: Filter) -> Iterator[str]:
         dirnames[:] = sorted(d for d in dirnames if flt.wants_dir(rel_dir + d))
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
-            if not flt.follow_symlinks and os.path.islink(full):
+            if not flt.admits(full):
                 continue
             if flt.wants_file(rel_dir + name):
                 yield full

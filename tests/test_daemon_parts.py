@@ -12,7 +12,7 @@ from image_search.daemon.progress import DaemonStatus, RateMeter
 from image_search.daemon.watch import Change
 from image_search.daemon.work import Delete, IndexFiles, Move, Reconcile
 from image_search.plan import FileRef, Progress, Summary
-from image_search.scan import Filter
+from image_search.scan import Filter, walk
 
 from .conftest import make_photo
 
@@ -100,3 +100,16 @@ def test_settle_waits_for_a_file_to_stop_changing(tmp_path: Path) -> None:
     intake = intake_for(root, settle=60.0)
     intake.on_change(Change("changed", str(photo)))
     assert asyncio.run(intake.settled()) is None and intake.pending == 1
+
+
+async def test_a_link_made_in_a_watched_folder_follows_the_scans_rule(tmp_path: Path) -> None:
+    root = tmp_path / "Pictures"
+    outside = make_photo(tmp_path / "outside.jpg")
+    link = root / "link.jpg"
+    root.mkdir()
+    link.symlink_to(outside)
+    for follow, expected in ((False, 0), (True, 1)):
+        intake = Intake([str(root)], Filter(follow_symlinks=follow), 0.0)
+        intake.on_change(Change("changed", str(link)))
+        assert intake.pending == expected
+        assert [f for f in walk(str(root), intake.filter)] == ([str(link)] if follow else [])
