@@ -3,6 +3,7 @@ and kept in systemd/ for reading (a test checks those files match what is render
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_EXEC = "%h/.local/share/image-search/venv/bin/image-search"
@@ -105,15 +106,36 @@ WantedBy=default.target
 }
 
 
-def render(name: str, executable: str = DEFAULT_EXEC) -> str:
-    return UNITS[name].format(exec=executable, common=_COMMON_SERVICE)
+DEFAULT_WRITABLE = "%h/.local/share/image-search %h/.cache/image-search -%h/.cache/huggingface"
 
 
-def install(directory: Path, executable: str, names: list[str]) -> list[Path]:
+def render(name: str, executable: str = DEFAULT_EXEC, writable: str = DEFAULT_WRITABLE) -> str:
+    """The unit; ``writable`` is its ReadWritePaths= (see :func:`writable_paths`)."""
+    common = _COMMON_SERVICE.replace(f"ReadWritePaths={DEFAULT_WRITABLE}", f"ReadWritePaths={writable}")
+    return UNITS[name].format(exec=executable, common=common)
+
+
+def writable_paths(required: Sequence[Path], optional: Sequence[Path] = (), home: Path | None = None) -> str:
+    """ReadWritePaths= for these folders (``%h`` for the home folder, ``-`` before the optional
+    ones, each once): under ProtectSystem=strict everything else is read-only, so a database or
+    cache moved elsewhere must be named here."""
+    home = home or Path.home()
+
+    def spelled(path: Path) -> str:
+        path = path.expanduser().absolute()
+        return "%h/" + str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
+
+    names = [spelled(p) for p in required] + ["-" + spelled(p) for p in optional]
+    return " ".join(dict.fromkeys(names))
+
+
+def install(
+    directory: Path, executable: str, names: list[str], writable: str = DEFAULT_WRITABLE
+) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names:
         path = directory / name
-        path.write_text(render(name, executable))
+        path.write_text(render(name, executable, writable))
         written.append(path)
     return written

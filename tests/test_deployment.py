@@ -4,6 +4,7 @@ container engine or systemd user manager runs here)."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -96,6 +97,31 @@ def test_install_service_writes_units_and_prints_commands(xdg: Path, tmp_path: P
     )
     assert split.returncode == 0 and (out / "image-search-web.service").exists()
     assert (xdg / "xdg_data_home" / "image-search").is_dir()  # ReadWritePaths must exist
+
+
+def test_install_service_lets_the_unit_write_a_moved_database(xdg: Path, tmp_path: Path) -> None:
+    """ProtectSystem=strict makes all but ReadWritePaths read-only: a database moved elsewhere (or
+    a custom cache) must be named there, or the service cannot write it."""
+    out, moved, cache = tmp_path / "units", tmp_path / "big-disk" / "db", tmp_path / "fast" / "cache"
+    env = {
+        **os.environ,
+        "IMAGE_SEARCH_DATABASE_URL": f"surrealkv://{moved}",
+        "IMAGE_SEARCH_CACHE_DIR": str(cache),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "image_search", "install-service", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(
+        x for x in (out / "image-search.service").read_text().splitlines() if x.startswith("ReadWritePaths=")
+    )
+    paths = line.split("=", 1)[1].split()
+    assert str(moved.parent) in paths and str(cache) in paths
+    assert moved.parent.is_dir() and cache.is_dir()
 
 
 def test_containerfile_passes_hadolint() -> None:

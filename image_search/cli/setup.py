@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,15 @@ async def cmd_install_service(config: Config, args: argparse.Namespace) -> int:
         if args.split
         else ["image-search.service"]
     )
-    # The unit may write only these: they must exist before it starts.
-    for folder in (data_home(), config.cache_dir, Path.home() / ".cache" / "huggingface"):
-        folder.mkdir(parents=True, exist_ok=True)
-    written = units.install(directory, executable, names)
+    # The unit may write only these, rendered from this configuration: they must exist before it starts.
+    required = [data_home(), config.cache_dir, config.export_dir]
+    if config.database_url.startswith(("surrealkv://", "file://", "rocksdb://")):
+        required.insert(1, Path(config.database_url.split("://", 1)[1]).parent)
+    hf_cache = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    for folder in (*required, hf_cache):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    writable = units.writable_paths(required, [hf_cache])
+    written = units.install(directory, executable, names, writable)
     for path in written:
         print(f"wrote {path}")
     if not config.roots:
