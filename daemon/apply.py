@@ -148,9 +148,15 @@ class Applier:
                 await self.set_offline(root, True)
                 continue
             await self.set_offline(root, False)
-            files = await asyncio.to_thread(_listing, root, self.intake.filter)
-            removed = await remove_missing(self.store, self.thumbs, root, set(files), listener=self.listeners)
-            total.removed += len(removed)
+            unreadable: list[str] = []
+            files = await asyncio.to_thread(_listing, root, self.intake.filter, unreadable)
+            missing = await remove_missing(
+                self.store, self.thumbs, root, set(files), unreadable=unreadable, listener=self.listeners
+            )
+            if missing.online:  # back from offline: searchable again, with the same vectors
+                self._announce(await self.store.searchable_rows(self.model_id, keys=missing.online))
+            total.removed += len(missing.removed)
+            total.offline += len(missing.offline)
             refs = [FileRef(f, root) for f in files]
             self.intake.queued.update(files)
             try:
@@ -160,8 +166,8 @@ class Applier:
         self.status.last_reconcile = now().isoformat()
         self.status.state = "watching"
         log.info(
-            "reconcile: indexed %d, reused %d, unchanged %d, removed %d, failed %d",
-            *(total.indexed, total.reused, total.unchanged, total.removed, len(total.failed)),
+            "reconcile: indexed %d, reused %d, unchanged %d, removed %d, offline %d, failed %d",
+            *(total.indexed, total.reused, total.unchanged, total.removed, total.offline, len(total.failed)),
         )
         return total
 
@@ -202,8 +208,8 @@ class Applier:
                     self.intake.reconcile([root])
 
 
-def _listing(root: str, flt: Filter) -> list[str]:
-    return list(walk(root, flt))
+def _listing(root: str, flt: Filter, unreadable: list[str]) -> list[str]:
+    return list(walk(root, flt, unreadable))
 
 
 def _vanished(rows: list[ImageRow]) -> list[ImageRow]:

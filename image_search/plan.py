@@ -45,6 +45,7 @@ class Summary:
     reused: int = 0
     unchanged: int = 0
     removed: int = 0
+    offline: int = 0  # under folders that could not be read: kept, not searched
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -53,6 +54,7 @@ class Summary:
         self.reused += other.reused
         self.unchanged += other.unchanged
         self.removed += other.removed
+        self.offline += other.offline
         self.failed.extend(other.failed)
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,6 +63,7 @@ class Summary:
             "reused": self.reused,
             "unchanged": self.unchanged,
             "removed": self.removed,
+            "offline": self.offline,
             "failed": [{"path": p, "error": e} for p, e in self.failed],
             "seconds": round(self.seconds, 3),
         }

@@ -65,13 +65,17 @@ def root_of(path: str, roots: Sequence[str]) -> str | None:
     return best
 
 
-def walk(root: str, flt: Filter) -> Iterator[str]:
-    """Every wanted file under ``root``, as absolute paths. Unreadable folders are logged and
-    skipped; with ``follow_symlinks`` each real folder is visited once, so loops end."""
+def walk(root: str, flt: Filter, unreadable: list[str] | None = None) -> Iterator[str]:
+    """Every wanted file under ``root``, as absolute paths. Folders that cannot be read are
+    logged, skipped and added to ``unreadable`` (their photos are offline, not gone: see
+    :func:`image_search.sync.remove_missing`); with ``follow_symlinks`` each real folder is
+    visited once, so loops end."""
     seen: set[tuple[int, int]] = set()
 
     def onerror(exc: OSError) -> None:
         log.warning("skipping %s: %s", exc.filename, exc.strerror)
+        if unreadable is not None and exc.filename:
+            unreadable.append(os.fsdecode(exc.filename))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=flt.follow_symlinks):
         if flt.follow_symlinks:

@@ -1,12 +1,15 @@
-"""Rows whose files are gone leave the store, and their thumbnails leave the cache: the one rule,
-used by ``image-search index`` and by the daemon's reconcile, deletions and moves."""
+"""Rows whose files are gone leave the store, and their thumbnails leave the cache; rows under a
+folder that cannot be read go offline instead. The one rule, used by ``image-search index`` and by
+the daemon's reconcile, deletions and moves."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from .indexing import LibraryListener
+from .scan import is_under
 from .store import ImageRow, Store, key_of, real_path
 from .thumbs import Thumbnails
 
@@ -27,6 +30,15 @@ async def remove_rows(
     return keys
 
 
+@dataclass
+class Missing:
+    """What a comparison of the store with a folder's listing did."""
+
+    removed: list[str] = field(default_factory=list)  # keys of files gone from present folders
+    offline: list[str] = field(default_factory=list)  # keys under folders that could not be read
+    online: list[str] = field(default_factory=list)  # keys back in the listing after being offline
+
+
 async def remove_missing(
     store: Store,
     thumbs: Thumbnails,
@@ -34,11 +46,31 @@ async def remove_missing(
     present: set[str],
     *,
     under: str | None = None,
+    unreadable: Sequence[str] = (),
     listener: LibraryListener | None = None,
-) -> list[str]:
-    """Remove the rows of ``root`` (only those below the folder ``under``, if given) whose paths
-    the listing of a present folder did not find. Returns the keys removed."""
+) -> Missing:
+    """Compare the rows of ``root`` (only those below the folder ``under``, if given) with the
+    paths a listing found. Rows under a folder the listing could not read (``unreadable``: a NAS
+    permission hiccup, a disk that drops) go offline, kept with their embeddings; the rest that
+    were not found are removed; offline rows found again come back online."""
     prefix = None if under is None or under == root else under.rstrip("/") + "/"
     rows = await store.rows_under(root, prefix)
-    gone = [row for row in rows if real_path(row) not in present]
-    return await remove_rows(store, thumbs, gone, listener)
+    blind = [u.rstrip("/") for u in unreadable]
+    result = Missing()
+    gone: list[ImageRow] = []
+    for row in rows:
+        path = real_path(row)
+        if path in present:
+            if row.get("offline"):
+                result.online.append(key_of(row))
+        elif any(is_under(path, folder) for folder in blind):
+            if not row.get("offline"):
+                result.offline.append(key_of(row))
+        else:
+            gone.append(row)
+    await store.set_offline_keys(result.offline, True)
+    await store.set_offline_keys(result.online, False)
+    if listener is not None and result.offline:
+        listener.remove(result.offline)
+    result.removed = await remove_rows(store, thumbs, gone, listener)
+    return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -201,6 +202,37 @@ async def test_a_root_that_disappears_goes_offline_and_comes_back_without_reembe
         await daemon.wait_idle()
         assert await paths_in_store(daemon) == {str(p) for p in photos}
         assert daemon.status.embedded_total == embedded
+
+
+async def test_an_unreadable_subfolder_goes_offline_not_deleted(
+    xdg: Path, tmp_path: Path, image_embedder: ImageEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NAS permission hiccup on one sub-folder must not drop its photos: they go offline and
+    come back with their embeddings (a reconcile reported "removed" before)."""
+    root = tmp_path / "Pictures"
+    make_photo(root / "a.jpg", seed=1)
+    for i in range(2):
+        make_photo(root / "nas" / "deep" / f"{i}.jpg", seed=10 + i)
+    blocked = str(root / "nas")
+    scandir = os.scandir
+
+    def refusing(path: object = ".") -> object:  # what the kernel answers for a folder we may not read
+        if os.fsdecode(path) == blocked:  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", path)
+        return scandir(path)  # type: ignore[arg-type]
+
+    async with daemon_for(tmp_path, [root], image_embedder) as daemon:
+        embedded = daemon.status.embedded_total
+        monkeypatch.setattr(os, "scandir", refusing)
+        summary = await daemon.reconcile()
+        assert (summary.removed, summary.offline) == (0, 2)
+        counts = await daemon.store.counts()
+        assert (counts.total, counts.offline, counts.indexed) == (3, 2, 1)
+        monkeypatch.setattr(os, "scandir", scandir)
+        summary = await daemon.reconcile()
+        assert (summary.removed, summary.offline) == (0, 0)
+        assert (await daemon.store.counts()).offline == 0
+        assert daemon.status.embedded_total == embedded  # nothing embedded again
 
 
 async def test_bad_files_are_recorded_not_fatal(

@@ -115,11 +115,13 @@ async def _index_target(config: Config, store: Any, indexer: Any, target: str, *
     configured = [normalise_root(p) for p in config.roots]
     root = root_of(target, configured) or (target if path.is_dir() else str(path.parent))
     flt = Filter(config.include, config.exclude, config.follow_symlinks)
-    files = list(walk(target, flt)) if path.is_dir() else [target]
+    unreadable: list[str] = []
+    files = list(walk(target, flt, unreadable)) if path.is_dir() else [target]
     summary = await indexer.index([FileRef(f, root) for f in files], force=force)
     if path.is_dir():
-        removed = await remove_missing(store, Thumbnails(config.cache_dir), root, set(files), under=target)
-        summary.removed = len(removed)
+        thumbs = Thumbnails(config.cache_dir)
+        missing = await remove_missing(store, thumbs, root, set(files), under=target, unreadable=unreadable)
+        summary.removed, summary.offline = len(missing.removed), len(missing.offline)
     return summary
 
 
@@ -130,7 +132,8 @@ def _print_summary(total: Any, as_json: bool) -> None:
     rate = (total.indexed + total.reused) / total.seconds if total.seconds else 0.0
     print(
         f"indexed {total.indexed}, reused {total.reused} (same content elsewhere), "
-        f"unchanged {total.unchanged}, removed {total.removed}, failed {len(total.failed)} "
+        f"unchanged {total.unchanged}, removed {total.removed}, failed {len(total.failed)}, "
+        f"offline {total.offline} (in folders that could not be read) "
         f"in {total.seconds:.1f} s ({rate:.1f} img/s)"
     )
     for failed_path, reason in total.failed:

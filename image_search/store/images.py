@@ -184,6 +184,14 @@ class ImageTable(Connection):
                 {"ids": [record_id(k) for k in keys]},
             )
 
+    async def set_offline_keys(self, keys: Sequence[str], offline: bool) -> None:
+        """Mark these rows offline (kept, not searched) or online again."""
+        if keys:
+            await self.transact(
+                f"BEGIN TRANSACTION; UPDATE $ids SET offline = $o RETURN NONE; {BUMP} COMMIT TRANSACTION;",
+                {"ids": [record_id(k) for k in keys], "o": offline},
+            )
+
     async def set_offline(self, root: str, offline: bool) -> int:
         rows = (
             await self.transact(
