@@ -1,0 +1,82 @@
+"""The README keeps its promises where a test can tell: every command and flag it names exists,
+every route of its API table is served, every file it points to is in the repository."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from image_search.cli import build_parser
+from webui.routes import ROUTES
+
+from .test_web_api import client  # noqa: F401  (fixture)
+
+TOP = Path(__file__).parents[1]
+README = (TOP / "README.md").read_text()
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def named_commands() -> list[tuple[str, list[str]]]:
+    """Each `image-search COMMAND ...` the README shows in code, with the flags written after it."""
+    found = []
+    for code in re.findall(r"`([^`\n]+)`", README) + re.findall(r"```sh\n(.*?)```", README, re.S):
+        for line in code.splitlines():
+            for match in re.finditer(r"\bimage-search ([a-z][a-z-]+)((?: +[^#;|]*)?)", line):
+                found.append((match.group(1), re.findall(r"(--[a-z][a-z-]*)", match.group(2))))
+    return found
+
+
+def test_every_command_and_flag_in_the_readme_exists() -> None:
+    commands = subcommands()
+    named = named_commands()
+    assert {name for name, _ in named} == set(commands), "a command the README never shows"
+    for name, flags in named:
+        assert name in commands, f"the README names `image-search {name}`, which does not exist"
+        known = {o for action in commands[name]._actions for o in action.option_strings}
+        missing = [f for f in flags if f not in known]
+        assert not missing, f"`image-search {name}` has no {missing}"
+
+
+def api_table() -> list[tuple[str, str]]:
+    rows = re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \|", README, re.M)
+    return [(method, re.sub(r"\[.*?\]|\?.*$", "", path)) for method, path in rows]
+
+
+def test_the_api_table_is_the_route_table() -> None:
+    served = {
+        (r.method, r.path) for r in ROUTES if isinstance(r, web.RouteDef) and r.path.startswith("/api/")
+    }
+    documented = set(api_table())
+    assert documented == served
+
+
+async def test_every_documented_route_answers(client: TestClient) -> None:  # noqa: F811
+    """A route that exists answers with its own message (a 404 for an unknown id says so), never
+    the router's bare "Not Found" or 405."""
+    for method, path in api_table():
+        url = path.replace("{id}", "0123456789abcdef")
+        response = await client.request(method, url, json={} if method in ("POST", "PUT", "PATCH") else None)
+        assert response.status != 405, (method, path)
+        if response.status == 404:
+            assert (await response.json())["error"] != "Not Found", (method, path)
+
+
+def test_every_file_the_readme_points_to_exists() -> None:
+    linked = re.findall(r"\]\(([^)#:]+)\)", README)
+    named = re.findall(
+        r"`((?:image_search|tests|benchmarks|scripts|systemd|webui|daemon|docs)/[^`\s]*)`", README
+    )
+    assert linked and named
+    for path in linked + named:
+        assert (TOP / path.split("::")[0]).exists(), (
+            f"the README points to {path}, which is not in the repository"
+        )
+    assert "shared/" not in README  # outside the repository: a reader of the repository has no such folder
