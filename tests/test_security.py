@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -137,20 +138,28 @@ async def test_cross_site_reads_are_refused(client: TestClient, library: tuple[S
         assert same.status == 200 and same.headers["Cross-Origin-Resource-Policy"] == "same-origin"
 
 
-async def test_the_cookie_is_a_session_derived_from_the_token(
+@pytest.fixture
+async def with_token(
     library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
-) -> None:
+) -> AsyncIterator[TestClient]:
+    """A server listening beyond loopback (so the token is required), reached on loopback."""
     config = app_config(tmp_path, tiny_model_dir, host="0.0.0.0", token="s3cret-token")
     app = create_app(config, store=library[0], text_embedder=text_embedder)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-        login = await c.get("/?token=s3cret-token", allow_redirects=False)
-        cookie = login.headers["Set-Cookie"]
-        assert "s3cret-token" not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-        assert "Max-Age=2592000" in cookie
-        assert (await c.get("/api/status")).status == 200
-        c.session.cookie_jar.clear()
-        token_as_cookie = await c.get("/api/status", headers={"Cookie": "image_search_session=s3cret-token"})
-        assert token_as_cookie.status == 401
+        yield c
+
+
+async def test_the_cookie_is_a_session_derived_from_the_token(with_token: TestClient, tmp_path: Path) -> None:
+    c = with_token
+    login = await c.get("/?token=s3cret-token", allow_redirects=False)
+    cookie = login.headers["Set-Cookie"]
+    assert "s3cret-token" not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Max-Age=2592000" in cookie
+    assert (await c.get("/api/status")).status == 200
+    c.session.cookie_jar.clear()
+    token_as_cookie = await c.get("/api/status", headers={"Cookie": "image_search_session=s3cret-token"})
+    assert token_as_cookie.status == 401
+    config = load_config({"host": "0.0.0.0", "token": "s3cret-token", "cache_dir": str(tmp_path)})
     other = Security(load_config({"host": "0.0.0.0", "token": "another", "cache_dir": str(tmp_path)}))
     assert other.session() != Security(config).session()  # a new token: old cookies are worthless
 
@@ -168,39 +177,37 @@ def raw_get(port: int, path: str, headers: list[tuple[str, bytes]]) -> int:
 
 
 async def test_hostile_headers_and_bodies_are_400s_not_500s(
-    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+    with_token: TestClient, library: tuple[Store, Path]
 ) -> None:
-    config = app_config(tmp_path, tiny_model_dir, host="0.0.0.0", token="s3cret-token")
-    app = create_app(config, store=library[0], text_embedder=text_embedder)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-        port = c.server.port
-        assert port is not None
-        for headers in (
-            [("Authorization", b"Bearer \xff\xfe\x80")],
-            [("Cookie", b"image_search_session=\xff\xfe; x=\xc3")],
-            [("Authorization", b"Bearer s3cret-token\xff")],
-        ):
-            assert await asyncio.to_thread(raw_get, port, "/api/status", headers) == 401
-        auth = {"Authorization": "Bearer s3cret-token"}
-        nested = "[" * 100_000 + "]" * 100_000
-        deep = await c.post("/api/search", data=nested, headers={**auth, "Content-Type": "application/json"})
-        assert deep.status == 400
-        saved = await c.post(
-            "/api/albums",
-            json={
-                "name": "Junk",
-                "text": "photo",
-                "filters": {"root": str(library[1]), "junk": {"a": [1] * 50}},
-            },
-            headers=auth,
-        )
-        assert saved.status == 201 and (await saved.json())["filters"] == {"root": str(library[1])}
-        junk = json.dumps({"name": "Huge", "text": "x", "filters": {"folder": "a" * 5_000_000}}).encode()
-        json_headers = {**auth, "Content-Type": "application/json"}
-        huge = await c.post("/api/albums", data=io.BytesIO(junk), headers=json_headers)
-        assert huge.status == 400
-        low = await c.get("/api/duplicates?similarity=0.5&hash_bits=32", headers=auth)
-        assert low.status == 400
+    c = with_token
+    port = c.server.port
+    assert port is not None
+    for headers in (
+        [("Authorization", b"Bearer \xff\xfe\x80")],
+        [("Cookie", b"image_search_session=\xff\xfe; x=\xc3")],
+        [("Authorization", b"Bearer s3cret-token\xff")],
+    ):
+        assert await asyncio.to_thread(raw_get, port, "/api/status", headers) == 401
+    auth = {"Authorization": "Bearer s3cret-token"}
+    nested = "[" * 100_000 + "]" * 100_000
+    deep = await c.post("/api/search", data=nested, headers={**auth, "Content-Type": "application/json"})
+    assert deep.status == 400
+    saved = await c.post(
+        "/api/albums",
+        json={
+            "name": "Junk",
+            "text": "photo",
+            "filters": {"root": str(library[1]), "junk": {"a": [1] * 50}},
+        },
+        headers=auth,
+    )
+    assert saved.status == 201 and (await saved.json())["filters"] == {"root": str(library[1])}
+    junk = json.dumps({"name": "Huge", "text": "x", "filters": {"folder": "a" * 5_000_000}}).encode()
+    json_headers = {**auth, "Content-Type": "application/json"}
+    huge = await c.post("/api/albums", data=io.BytesIO(junk), headers=json_headers)
+    assert huge.status == 400
+    low = await c.get("/api/duplicates?similarity=0.5&hash_bits=32", headers=auth)
+    assert low.status == 400
 
 
 def test_duplicate_pairs_are_bounded() -> None:

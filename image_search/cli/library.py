@@ -90,13 +90,20 @@ async def cmd_search(config: Config, args: argparse.Namespace) -> int:
         else library.index.search_many([Query(query, max(args.limit, 0))])[0]
     )
     results = [{"path": library.meta[k].path, "score": round(s, 4), "id": k} for k, s in hits]
-    if args.json:
-        print(json.dumps(results, indent=2))
-    elif not results:
-        print("no results (is anything indexed? see `image-search status`)", file=sys.stderr)
-    for r in results if not args.json else []:
-        print(f"{r['score']:.4f}  {r['path']}")
+    empty = "no results (is anything indexed? see `image-search status`)"
+    _print_rows(results, args.json, empty, lambda r: f"{r['score']:.4f}  {r['path']}")
     return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str, line: Any) -> None:
+    """JSON for scripts; else one line a row, or what to do when there is none (on stderr)."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(empty, file=sys.stderr)
+    for row in rows:
+        print(line(row))
 
 
 async def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -206,12 +213,8 @@ async def cmd_albums(config: Config, args: argparse.Namespace) -> int:
         }
         for album, hits in found
     ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif not rows:
-        print("no albums yet: save a search as an album in the web UI", file=sys.stderr)
-    for row in rows if not args.json else []:
-        print(f"{row['count']:>7} photos  {row['new']:>5} new  {row['name']}")
+    empty = "no albums yet: save a search as an album in the web UI"
+    _print_rows(rows, args.json, empty, lambda r: f"{r['count']:>7} photos  {r['new']:>5} new  {r['name']}")
     return 0
 
 
