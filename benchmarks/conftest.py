@@ -1,4 +1,4 @@
-"""Benchmarks: pytest-benchmark, run with `scripts/dev bench` (see the README's table).
+"""Benchmarks: pytest-benchmark, run with `scripts/dev bench` (see docs/benchmarks.md).
 
 Where the real weights are absent, the ViT-L/14 architecture is built with random weights
 from the config shipped in the package (same shapes and FLOPs); each benchmark says which in

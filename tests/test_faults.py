@@ -1,7 +1,7 @@
-"""Faults, with figures for the README's Reliability table: kill -9 at random moments, a full or
+"""Faults, with figures for docs/reliability.md: kill -9 at random moments, a full or
 read-only disk under the database, a model that cannot load, a device that fails mid-run.
 
-The short versions run in CI; ``-m slow`` runs the full campaign (see the README)."""
+The short versions run in CI; ``-m slow`` runs the full campaign (see docs/reliability.md)."""
 
 from __future__ import annotations
 

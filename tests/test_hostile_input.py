@@ -2,7 +2,7 @@
 encoding, hostile file names, huge uploads and image bombs. Only 2xx/4xx answers, each with a
 message a user understands, and the server keeps serving.
 
-The fuzzer runs 1,500 cases in CI and 5,000 with ``-m slow`` (see the README's Reliability table)."""
+The fuzzer runs 1,500 cases in CI and 5,000 with ``-m slow`` (see docs/reliability.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Load: searches at a steady 50/s against 100k indexed images while the same `image-search serve`
 process indexes new photos dropped into its folder. Zero errors; p50/p99 and resident memory
-before and after are printed for the README's Reliability table.
+before and after are printed for docs/reliability.md.
 
 Short in CI (15 s, 500 new photos); ``-m slow`` runs the full one (60 s, 2,000 new photos)."""
 

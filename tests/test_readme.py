@@ -80,3 +80,6 @@ def test_every_file_the_readme_points_to_exists() -> None:
             f"the README points to {path}, which is not in the repository"
         )
     assert "shared/" not in README  # outside the repository: a reader of the repository has no such folder
+    for doc in (TOP / "docs").glob("*.md"):
+        for path in re.findall(r"\]\(([^)#:]+)\)", doc.read_text()):
+            assert (doc.parent / path).exists(), f"{doc.name} points to {path}, which is not there"
