@@ -72,6 +72,7 @@ class Daemon:
         self.listeners = Listeners()
         self.meter = RateMeter()
         self.stop_event = asyncio.Event()
+        self._catching = False
         self.busy_since: float | None = None
         self._backoff = BACKOFF[0]
         self.failure: DeviceFailed | None = None
@@ -115,6 +116,8 @@ class Daemon:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.handle_signals:
+            self.catch_signals()
         if self._own_store:
             await self.store.open()
             self._stack.push_async_callback(self.store.close)
@@ -181,12 +184,20 @@ class Daemon:
             scheduler.add_job(self.request_reconcile, "interval", hours=self.config.reconcile_interval)
         scheduler.start()
         self._stack.callback(scheduler.shutdown, wait=False)
-        if self.handle_signals:
-            loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
-            loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
-            loop.add_signal_handler(signal.SIGHUP, self.request_reconcile)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                self._stack.callback(loop.remove_signal_handler, sig)
+
+    def catch_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reconciles; from now until the daemon closes. `serve`
+        calls it before its web server listens: a stop request while the model still loads
+        must be a clean exit, not death by the default action. Idempotent."""
+        if self._catching:
+            return
+        self._catching = True
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reconcile)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self._stack.callback(loop.remove_signal_handler, sig)
 
     async def run(self) -> None:
         """Until SIGTERM/SIGINT (with handle_signals) or :meth:`stop`; raises the failure that

@@ -34,6 +34,7 @@ EXIF_IFD = 0x8769
 DATETIME_ORIGINAL = 0x9003
 OFFSET_TIME_ORIGINAL = 0x9011
 HASH_CHUNK = 1 << 20
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def configure_pillow() -> None:
@@ -250,7 +251,7 @@ def prepare(
     except Exception as exc:  # a decoder bug must cost one file, not the batch
         result.error = f"cannot decode: {type(exc).__name__}: {exc}"
     if result.taken_at is None and result.error is None:
-        result.taken_at = dt.datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=dt.UTC)
+        result.taken_at = EPOCH + dt.timedelta(microseconds=st.st_mtime_ns // 1000)  # exact, no float
     return result
 
 

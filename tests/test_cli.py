@@ -181,3 +181,33 @@ def test_duplicates_and_albums_on_the_command_line(
     assert not (photo_dir / "links").exists()
     assert "no album called" in cli("album", "Nope", env=env, check=False).stderr
     assert json.loads(cli("status", "--json", env=env).stdout)["albums"] == 1
+
+
+def test_serve_stops_cleanly_on_sigterm_while_the_model_loads(
+    photo_dir: Path, env: dict[str, str]
+) -> None:
+    """`serve` answers on its port before the indexer's model is loaded; a stop request
+    (systemd, podman stop, Ctrl-C) in that window is a clean exit 0, not death by signal."""
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "image_search", "serve", str(photo_dir), "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the web server listens; the model load comes next
+        seen.append(line)
+        if "web UI at" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0, "".join(seen) + rest
+    assert "Traceback" not in rest, rest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,10 @@ def test_taken_at_from_exif_else_mtime(tmp_path: Path) -> None:
     with_date = make_photo(tmp_path / "dated.jpg", exif=exif)
     assert prepare(str(with_date), SPEC, 100).taken_at == dt.datetime(2019, 7, 14, 18, 30, 5, tzinfo=dt.UTC)
     plain = make_photo(tmp_path / "plain.png")
-    stamp = plain.stat().st_mtime
-    assert prepare(str(plain), SPEC, 100).taken_at == dt.datetime.fromtimestamp(stamp, tz=dt.UTC)
+    os.utime(plain, ns=(0, 1_563_129_005_123_456_789))  # 2019-07-14 18:30:05.123456789
+    assert prepare(str(plain), SPEC, 100).taken_at == dt.datetime(
+        2019, 7, 14, 18, 30, 5, 123456, tzinfo=dt.UTC
+    )
 
 
 @pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "CMYK", "L", "I;16", "1"])

@@ -79,6 +79,7 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         daemon = Daemon(
             config, roots, store=store, notifier=notifier, handle_signals=True, announce_ready=False
         )
+        daemon.catch_signals()
         runner = await listen(create_app(config, store=store, indexing=daemon), config)
         try:
             async with daemon:
