@@ -183,9 +183,7 @@ def test_duplicates_and_albums_on_the_command_line(
     assert json.loads(cli("status", "--json", env=env).stdout)["albums"] == 1
 
 
-def test_serve_stops_cleanly_on_sigterm_while_the_model_loads(
-    photo_dir: Path, env: dict[str, str]
-) -> None:
+def test_serve_stops_cleanly_on_sigterm_while_the_model_loads(photo_dir: Path, env: dict[str, str]) -> None:
     """`serve` answers on its port before the indexer's model is loaded; a stop request
     (systemd, podman stop, Ctrl-C) in that window is a clean exit 0, not death by signal."""
     import signal
