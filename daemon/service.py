@@ -121,7 +121,7 @@ class Daemon:
         if self._own_store:
             await self.store.open()
             self._stack.push_async_callback(self.store.close)
-        await self.store.check_model(self.source.model_id)
+        self.source.adopt(await self.store.check_model(self.source.identity()))
         if self.embedders is None:
             self.embedders = pick_embedders(
                 self.source, self.config.device, self.config.dtype, self.config.compile

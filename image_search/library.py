@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadValue, UnknownImage
-from .store import ImageRow, Store, from_bytes, key_of, real_path
+from .store import ImageRow, ModelIdentity, Store, from_bytes, key_of, real_path
 from .vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,9 @@ class Library:
         return len(self.index)
 
     @classmethod
-    async def open(cls, store: Store, model_id: str) -> Library:
-        """The library of ``model_id``'s vectors; :class:`ModelMismatch` if the store holds another's."""
-        await store.require_model(model_id)
-        library = cls(model_id)
+    async def open(cls, store: Store, model: ModelIdentity | str) -> Library:
+        """The library of this model's vectors; :class:`ModelMismatch` if the store holds another's."""
+        library = cls(await store.require_model(model))
         await library.load(store)
         return library
 

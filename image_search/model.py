@@ -10,7 +10,6 @@ CLIP with transformers' own classes and load it through exactly this code.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,10 @@ from PIL import Image
 
 from .errors import ModelUnavailable
 from .imaging import CropSpec, clip_crop, to_rgb
+from .store import ModelIdentity
+from .tokens import byte_level_clip_tokenizer
 from .vit import VisionTower
+from .weights import content_digest, folder_fingerprint, hub_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class ModelSource:
     spec: str = DEFAULT_MODEL
     random_weights: bool = False
     _id: str | None = field(default=None, repr=False)
+    _content: str | None = field(default=None, repr=False)
 
     @property
     def is_local(self) -> bool:
@@ -67,10 +70,32 @@ class ModelSource:
             if self.random_weights:
                 self._id = "random:" + RANDOM_CONFIG
             elif self.is_local:
-                self._id = f"local:{Path(self.location).name}:{_fingerprint(Path(self.location))}"
+                self._id = f"local:{Path(self.location).name}:{folder_fingerprint(Path(self.location))}"
             else:
                 self._id = self.spec
         return self._id
+
+    @property
+    def content(self) -> str | None:
+        """The weights' identity by content (:mod:`.weights`): the same for a copy in another
+        folder and for the hub cache's copy of an id; None where the files are not here (yet)."""
+        if self._content is None and not self.random_weights:
+            folder = Path(self.location) if self.is_local else hub_snapshot(self.spec)
+            try:
+                self._content = (content_digest(folder) if folder is not None else None) or ""
+            except (OSError, ValueError) as exc:
+                log.warning("cannot fingerprint the weights in %s: %s", folder, exc)
+                self._content = ""
+        return self._content or None
+
+    def identity(self) -> ModelIdentity:
+        """What the database binds itself to: the name rows carry, the content, what to type."""
+        typed = "--random-weights" if self.random_weights else self.location
+        return ModelIdentity(self.model_id, self.content, typed)
+
+    def adopt(self, name: str) -> None:
+        """Use the name the database already knows these weights by (see :meth:`Store.check_model`)."""
+        self._id = name
 
     def crop_spec(self) -> tuple[CropSpec, tuple[float, ...], tuple[float, ...]]:
         """Resize/crop geometry and normalisation from the model's own processor config."""
@@ -162,56 +187,6 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def _fingerprint(directory: Path) -> str:
-    """Identifies a local checkpoint by its config and the size and head of its weight files."""
-    digest = hashlib.blake2b(digest_size=8)
-    for path in sorted(directory.iterdir()):
-        if path.name == "config.json" or path.suffix in {".safetensors", ".bin"}:
-            digest.update(path.name.encode())
-            digest.update(str(path.stat().st_size).encode())
-            with path.open("rb") as fh:
-                digest.update(fh.read(1 << 16))
-    return digest.hexdigest()
-
-
-def byte_level_clip_tokenizer(extra_words: tuple[str, ...] = ()) -> Any:
-    """A CLIP tokenizer with a byte-level vocabulary (no merges beyond ``extra_words``).
-
-    Used where the real vocabulary is not available: the random-weights benchmark model and
-    the tiny test model. Queries tokenise into more pieces than with the real vocabulary.
-    """
-    from transformers import CLIPTokenizer
-
-    chars = list(_bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for token in chars + [c + "</w>" for c in chars]:
-        vocab.setdefault(token, len(vocab))
-    merges: list[tuple[str, str]] = []
-    for word in extra_words:
-        pieces = [*word[:-1], word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merges.append((pieces[0], pieces[1]))
-            pieces = [pieces[0] + pieces[1], *pieces[2:]]
-            vocab.setdefault(pieces[0], len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]  # tuples, as the tokenizers backend wants
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars), strict=True))
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .model import byte_level_clip_tokenizer
+from .tokens import byte_level_clip_tokenizer
 
 TINY_WORDS = ("a", "photo", "of", "the", "dog", "cat", "beach", "sunset", "mountain", "city")
 

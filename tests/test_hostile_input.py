@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from image_search.cli.serve import listen
+from image_search.cli.serve import serving
 from image_search.config import load_config
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
@@ -89,10 +89,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
                 )
                 app = create_app(config, store=store, text_embedder=TextEmbedder(source, "int8").load())
                 config.port = _free_port()
-                runner = await listen(app, config)  # the CLI's own listener
-                ready.update(port=config.port, ids=[image_key(f.path) for f in files], summary=summary)
-                await asyncio.to_thread(stop.wait)
-                await runner.cleanup()
+                async with serving(app, config):  # the CLI's own listener
+                    ready.update(port=config.port, ids=[image_key(f.path) for f in files], summary=summary)
+                    await asyncio.to_thread(stop.wait)
 
         try:
             asyncio.run(main())

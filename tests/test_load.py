@@ -28,6 +28,9 @@ from .conftest import make_photo
 
 LIBRARY = 100_000
 RATE = 50  # searches per second, open loop: a slow answer does not slow the next request
+# Latency floors of the full run (ms): p50, p99 while indexing (measured 11.5 and 163.5 ms on an
+# AVX-512 2-core machine, docs/reliability.md).
+FLOORS_MS = (20.0, 200.0)
 WORDS = "beach sunset dog cat mountain city night snow forest portrait lake river boat sky".split()
 
 
@@ -50,14 +53,16 @@ async def fill(url: str, model_id: str, root: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "new_photos"),
+    ("seconds", "new_photos", "floors"),
     [
-        pytest.param(15, 500, id="short"),
-        pytest.param(60, 2000, id="full", marks=pytest.mark.slow),
+        # CI's 2-core machines: errors, rate and memory only (their latency is the machine's).
+        pytest.param(15, 500, None, id="short"),
+        # The benchmark: docs/reliability.md quotes its latency, so it holds it to floors.
+        pytest.param(60, 2000, FLOORS_MS, id="full", marks=pytest.mark.slow),
     ],
 )
 def test_searches_while_indexing(
-    seconds: int, new_photos: int, cli_env: dict[str, str], tmp_path: Path
+    seconds: int, new_photos: int, floors: tuple[float, float] | None, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     model = build_tiny_clip(tmp_path / "clip-768", projection_dim=768)
     root = tmp_path / "Pictures"
@@ -100,6 +105,11 @@ def test_searches_while_indexing(
     assert report["indexed"] > 0, "nothing was indexed during the load: the test proves nothing"
     # Bounded: a second run of the same load adds little (caches and arenas are full by then).
     assert report["rss_again"] - report["rss_after"] < 0.1 * report["rss_after"] + 50
+    if floors is not None:
+        p50, p99 = floors
+        assert report["p50"] <= p50 and report["p99"] <= p99, (
+            f"p50 {report['p50']:.1f} ms, p99 {report['p99']:.1f} ms; floors {p50} ms, {p99} ms"
+        )
 
 
 def _free_port() -> int:

@@ -1,5 +1,5 @@
 """The README keeps its promises where a test can tell: every command and flag it names exists,
-every route of its API table is served, every file it points to is in the repository."""
+every route of its API table (docs/web-api.md) is served, every file it points to is in the repository."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .test_web_api import client  # noqa: F401  (fixture)
 
 TOP = Path(__file__).parents[1]
 README = (TOP / "README.md").read_text()
+API = (TOP / "docs" / "web-api.md").read_text()  # the README links its API table
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -46,7 +47,7 @@ def test_every_command_and_flag_in_the_readme_exists() -> None:
 
 
 def api_table() -> list[tuple[str, str]]:
-    rows = re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \|", README, re.M)
+    rows = re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)` \|", API, re.M)
     return [(method, re.sub(r"\[.*?\]|\?.*$", "", path)) for method, path in rows]
 
 
@@ -81,5 +82,10 @@ def test_every_file_the_readme_points_to_exists() -> None:
         )
     assert "shared/" not in README  # outside the repository: a reader of the repository has no such folder
     for doc in (TOP / "docs").glob("*.md"):
-        for path in re.findall(r"\]\(([^)#:]+)\)", doc.read_text()):
+        text = doc.read_text()
+        for path in re.findall(r"\]\(([^)#:]+)\)", text):
             assert (doc.parent / path).exists(), f"{doc.name} points to {path}, which is not there"
+        for path in re.findall(
+            r"`((?:image_search|tests|benchmarks|scripts|systemd|webui|daemon)/[^`\s]*)`", text
+        ):
+            assert (TOP / path.split("::")[0]).exists(), f"{doc.name} names {path}, which is not there"

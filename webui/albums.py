@@ -135,17 +135,18 @@ async def update_album(request: web.Request) -> web.Response:
 
 
 async def get_album(request: web.Request) -> web.Response:
-    """The album and a page of its members, new ones first (each marked ``new``)."""
+    """The album and a page of its members, new ones first (each marked ``new``); with
+    ``?order=score`` best first, as the command line lists them."""
     album = await _album(request)
     library = request.app[LIBRARY]
     limit, offset = validate.page(request, 60, 500)
+    by_score = validate.choice(request, "order", ("new", "score")) == "score"
     hits = await members(request.app, album)
     fresh = {k for k, _ in hits if albums.is_new(library, album, k)}
     new = [(k, s) for k, s in hits if k in fresh]
-    ordered = new + [(k, s) for k, s in hits if k not in fresh]
+    ordered = hits if by_score else new + [(k, s) for k, s in hits if k not in fresh]
     results = [
-        result(k, s, library.meta[k]) | {"new": i + offset < len(new)}
-        for i, (k, s) in enumerate(ordered[offset : offset + limit])
+        result(k, s, library.meta[k]) | {"new": k in fresh} for k, s in ordered[offset : offset + limit]
     ]
     described = _describe(request.app, album, {"count": len(hits), "new": len(new)})
     more = offset + limit < len(hits)

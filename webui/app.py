@@ -121,11 +121,12 @@ def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval
     async def library_ctx(app: web.Application) -> AsyncIterator[None]:
         """The library in memory, kept in step by the indexer's notifications or by polling the
         store; searches run on their own thread, several per matrix product."""
+        # The name the database knows these weights by (the same weights may lie elsewhere).
+        source.adopt(await app[STORE].require_model(source.identity()))
         library = Library(source.model_id)
         # Subscribed before loading: what is written meanwhile is replayed after the load.
         unsubscribe = indexing.subscribe(library) if indexing is not None else None
         try:
-            await app[STORE].require_model(source.model_id)
             await library.load(app[STORE])
         except BaseException:
             if unsubscribe is not None:

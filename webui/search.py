@@ -17,6 +17,7 @@ from PIL import Image
 from image_search.imaging import CropSpec, ImageError, decode_rgb, open_checked
 from image_search.queries import parse_query, session_vector
 from image_search.refine import refine_query
+from image_search.store import real_path
 from image_search.vectors import Query
 
 from . import validate
@@ -39,8 +40,17 @@ async def status(request: web.Request) -> web.Response:
     if isinstance(daemon.get("updated_at"), dt.datetime):
         daemon["updated_at"] = daemon["updated_at"].isoformat()
     album_counts = await summaries(app)
+    detail: dict[str, Any] = {}
+    if request.query.get("detail") == "1":  # what `image-search status` prints beside the counts
+        store = app[STORE]
+        detail = {
+            "total": counts.total,
+            "schema_version": await store.schema_version(),
+            "failed_files": [{"path": real_path(f), "error": f["error"]} for f in await store.failures()],
+        }
     return web.json_response(
         {
+            **detail,
             "indexed": counts.indexed,
             "searchable": len(app[LIBRARY]),
             "failed": counts.failed,

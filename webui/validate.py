@@ -94,6 +94,14 @@ def sort(body: dict[str, Any]) -> str:
     return str(value)
 
 
+def choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` from the query string (the first when absent)."""
+    value = request.query.get(name, allowed[0])
+    if value not in allowed:
+        raise BadValue(f"{name} must be {' or '.join(allowed)}")
+    return value
+
+
 def page(request: web.Request, default: int, most: int) -> tuple[int, int]:
     """``limit`` and ``offset`` from the query string of a paged GET."""
     try:

@@ -66,17 +66,25 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     from ..indexer import Indexer
     from ..model import ModelSource, pick_embedders
     from ..plan import Summary
+    from ..running import find as find_service
     from ..scan import normalise_root
     from ..store import Store
 
     targets = [normalise_root(p) for p in args.paths] or [normalise_root(p) for p in config.roots]
     if not targets:
         raise UserError("no picture folders: give PATH arguments or set roots in the configuration")
+    service = find_service(config)
+    if service is not None:
+        raise UserError(
+            f"image-search is running (pid {service.pid}, {service.url}) and holds the database: it "
+            "indexes the folders it watches by itself. To index other folders, add them to its "
+            "configuration (roots) and restart it, or stop it and run `index`"
+        )
     source = ModelSource(config.model)
     embedders = pick_embedders(source, config.device, config.dtype, config.compile)
     total = Summary()
     async with Store.from_config(config) as store:
-        await store.check_model(source.model_id, reembed=args.reembed)
+        source.adopt(await store.check_model(source.identity(), reembed=args.reembed))
         for embedder in embedders:
             embedder.load()
         log.info(

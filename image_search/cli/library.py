@@ -1,12 +1,14 @@
 """``image-search search``, ``status``, ``duplicates``, ``albums`` and ``album``: the library on the
 command line (for people and for scripts: paths one per line, or JSON), over the same core as the
-web UI."""
+web UI.
+
+Each command asks a source (:mod:`.sources`): the database itself, or the ``serve``/``web`` process
+that holds it. Both give the same rows, so the output is the same whether or not the service runs;
+``status`` adds the service's live state."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
 import json
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 from ..config import Config
 from .options import json_flag
+from .sources import source
 
 
 def add(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -58,38 +61,14 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.set_defaults(run=cmd_status)
 
 
-async def _open_library(config: Config) -> Any:
-    from ..library import Library
-    from ..model import ModelSource
-    from ..store import Store
-
-    async with Store.from_config(config) as store:
-        return await Library.open(store, ModelSource(config.model).model_id)
+# -- the commands ------------------------------------------------------------------------------
 
 
 async def cmd_search(config: Config, args: argparse.Namespace) -> int:
-    from ..model import ModelSource, TextEmbedder
-    from ..queries import Session, TextQueries, session_vector
-    from ..refine import EmptyQuery
-    from ..vectors import Query
+    from ..queries import parse_query
 
-    library = await _open_library(config)
-    embedder = TextEmbedder(ModelSource(config.model), config.text_dtype).load()
-    with concurrent.futures.ThreadPoolExecutor(1) as executor:
-        texts = TextQueries(embedder, executor)
-        batcher = asyncio.create_task(texts.batcher.run())
-        try:
-            query = await session_vector(library, texts, Session(args.text))
-        except EmptyQuery:
-            query = None
-        finally:
-            batcher.cancel()
-    hits = (
-        []
-        if query is None or not len(library)
-        else library.index.search_many([Query(query, max(args.limit, 0))])[0]
-    )
-    results = [{"path": library.meta[k].path, "score": round(s, 4), "id": k} for k, s in hits]
+    limit = max(args.limit, 0)
+    results = await source(config).search(args.text, limit) if parse_query(args.text) and limit else []
     empty = "no results (is anything indexed? see `image-search status`)"
     _print_rows(results, args.json, empty, lambda r: f"{r['score']:.4f}  {r['path']}")
     return 0
@@ -107,66 +86,70 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str, line: Any
 
 
 async def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from ..store import Store, real_path
-
-    async with Store.from_config(config) as store:
-        counts = await store.counts()
-        model = await store.stored_model()
-        failures = await store.failures()
-        version = await store.schema_version()
-        albums = await store.album_count()
-    status: dict[str, Any] = {
-        "indexed": counts.indexed,
-        "failed": counts.failed,
-        "offline": counts.offline,
-        "total": counts.total,
-        "model": model,
-        "configured_model": config.model,
-        "database": config.database_url,
-        "schema_version": version,
-        "albums": albums,
-        "failed_files": [{"path": real_path(f), "error": f["error"]} for f in failures],
-    }
+    status = await source(config).status()
+    status = {"configured_model": config.model, "database": config.database_url} | status
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
-    print(f"database   {status['database']} (schema {version})")
-    print(f"model      {model or '(none yet)'}")
-    print(f"indexed    {counts.indexed}")
-    print(f"offline    {counts.offline}")
-    print(f"failed     {counts.failed}")
-    print(f"albums     {albums}  (photos in each: `image-search albums`)")
+    print(f"database   {status['database']} (schema {status['schema_version']})")
+    print(f"model      {status['model'] or '(none yet)'}")
+    print(f"indexed    {status['indexed']}")
+    print(f"offline    {status['offline']}")
+    print(f"failed     {status['failed']}")
+    print(f"albums     {status['albums']}  (photos in each: `image-search albums`)")
+    for line in _service_lines(status["service"]):
+        print(line)
     for f in status["failed_files"]:
         print(f"  {f['path']}: {f['error']}")
     return 0
 
 
-async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
-    from ..duplicates import Settings, group_library
+def _service_lines(service: dict[str, Any] | None) -> list[str]:
+    """The indexer's live state: what it does, its queue and rate, why it pauses, what is offline."""
+    if not service:
+        return ["service    not running"]
+    parts = [str(service.get("state") or "unknown")]
+    if service.get("queue"):
+        parts.append(f"{service['queue']} queued")
+    if service.get("rate"):
+        parts.append(f"{service['rate']:.1f} img/s")
+    if service.get("eta"):
+        parts.append(f"about {_duration(float(service['eta']))} left")
+    where = ", ".join(f"{k} {service[k]}" for k in ("pid", "url") if service.get(k))
+    lines = [f"service    {', '.join(parts)}" + (f"  ({where})" if where else "")]
+    if service.get("paused"):
+        lines.append(f"paused     {service['paused']}")
+    for root in service.get("offline_roots") or []:
+        lines.append(f"offline    {root} (missing or unreadable: its photos are kept)")
+    if service.get("last_reconcile"):
+        lines.append(f"reconciled {service['last_reconcile']}")
+    return lines
 
-    library = await _open_library(config)
-    settings = Settings(similarity=config.duplicate_similarity, hash_bits=config.duplicate_hash_bits)
-    found = await asyncio.to_thread(group_library, library, settings)
-    groups = [[library.meta[k] for k in g] for g in found.groups]
-    missing, images = found.without_fingerprint, len(library)
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
+    found = await source(config).duplicates()
+    groups, missing, images = found["groups"], found["without_fingerprint"], found["images"]
     if args.smaller:
         for members in groups:
-            for meta in members[1:]:
-                print(meta.path)
+            for copy in members[1:]:
+                print(copy["path"])
     elif args.json:
-        described = [
-            [{"path": m.path, "width": m.width, "height": m.height, "size": m.size} for m in members]
-            for members in groups
-        ]
-        print(json.dumps({"groups": described, "images": images, "without_fingerprint": missing}, indent=2))
+        print(json.dumps({"groups": groups, "images": images, "without_fingerprint": missing}, indent=2))
     else:
         for members in groups:
-            for n, meta in enumerate(members):
+            for n, copy in enumerate(members):
                 label = "keep " if n == 0 else "  copy"
-                print(f"{label} {meta.width}x{meta.height} {meta.size or 0:>10} B  {meta.path}")
+                print(f"{label} {copy['width']}x{copy['height']} {copy['size'] or 0:>10} B  {copy['path']}")
             print()
-        copies = sum(len(g) - 1 for g in groups)
-        seconds = found.grouping.seconds
+        copies, seconds = sum(len(g) - 1 for g in groups), found["seconds"]
         print(
             f"{len(groups)} groups, {copies} smaller copies, among {images} photos ({seconds:.1f} s)",
             file=sys.stderr,
@@ -180,39 +163,8 @@ async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _album_members(config: Config, name: str | None) -> tuple[Any, list[tuple[Any, list[Any]]]]:
-    """The library and, for one album (by name or id) or all of them, its members now."""
-    from .. import albums
-    from ..library import Library
-    from ..model import ModelSource
-    from ..store import Store
-
-    async with Store.from_config(config) as store:
-        library = await Library.open(store, ModelSource(config.model).model_id)
-        saved = (
-            [await albums.find_album(store, name)] if name is not None else await albums.list_albums(store)
-        )
-        out = []
-        for album in saved:
-            vector = await albums.album_vector(store, library, None, album)
-            out.append((album, await albums.members(library, album, vector, albums.direct_search(library))))
-    return library, out
-
-
 async def cmd_albums(config: Config, args: argparse.Namespace) -> int:
-    from ..albums import is_new
-
-    library, found = await _album_members(config, None)
-    rows = [
-        {
-            "id": album.id,
-            "name": album.name,
-            "count": len(hits),
-            "new": sum(is_new(library, album, k) for k, _ in hits),
-            "text": album.text,
-        }
-        for album, hits in found
-    ]
+    rows = await source(config).albums()
     empty = "no albums yet: save a search as an album in the web UI"
     _print_rows(rows, args.json, empty, lambda r: f"{r['count']:>7} photos  {r['new']:>5} new  {r['name']}")
     return 0
@@ -221,16 +173,15 @@ async def cmd_albums(config: Config, args: argparse.Namespace) -> int:
 async def cmd_album(config: Config, args: argparse.Namespace) -> int:
     from ..albums import link_folder
 
-    library, [(_, hits)] = await _album_members(config, args.name)
-    paths = [library.meta[k].path for k, _ in hits]
+    rows, folders = await source(config).album(args.name)
+    paths = [r["path"] for r in rows]
     if args.links:
         # The same rule as the web UI's: neither a configured picture folder nor one the library holds.
-        roots = sorted({str(r) for r in config.roots} | set(library.folders()))
+        roots = sorted({str(r) for r in config.roots} | set(folders))
         made = link_folder(args.links.expanduser().absolute(), paths, roots)
         print(f"{made} links in {args.links}", file=sys.stderr)
     elif args.json:
-        listed = [{"path": p, "score": round(s, 4), "id": k} for p, (k, s) in zip(paths, hits, strict=True)]
-        print(json.dumps(listed, indent=2))
+        print(json.dumps(rows, indent=2))
     else:
         for path in paths:
             print(path)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..config import Config
@@ -48,22 +49,32 @@ async def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def listen(app: Any, config: Config) -> Any:
-    """Start serving ``app`` on the configured address; returns the runner to clean up."""
+@contextlib.asynccontextmanager
+async def serving(app: Any, config: Config) -> AsyncIterator[None]:
+    """Serve ``app`` on the configured address until the block ends; meanwhile the library
+    commands find this process through the service file (:mod:`image_search.running`)."""
     from aiohttp import web
+
+    from image_search.webui.keys import SECURITY
+
+    from ..running import announced, local_url
 
     # After refusing a body (413), read what the client still sends for 2 s at most, then close.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, lingering_time=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
     try:
-        await site.start()
-    except OSError as exc:
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise UserError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+        port = runner.addresses[0][1]
+        host = config.host if ":" not in config.host else f"[{config.host}]"
+        log.info("web UI at http://%s:%d/", host, port)
+        with announced(config, local_url(config.host, port), app[SECURITY].token):
+            yield
+    finally:
         await runner.cleanup()
-        raise UserError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
-    host = config.host if ":" not in config.host else f"[{config.host}]"
-    log.info("web UI at http://%s:%d/", host, config.port)
-    return runner
 
 
 async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -80,13 +91,9 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             config, roots, store=store, notifier=notifier, handle_signals=True, announce_ready=False
         )
         daemon.catch_signals()
-        runner = await listen(create_app(config, store=store, indexing=daemon), config)
-        try:
-            async with daemon:
-                notifier.ready(f"serving http://{config.host}:{config.port}/; {daemon.status.line()}")
-                await daemon.run()
-        finally:
-            await runner.cleanup()
+        async with serving(create_app(config, store=store, indexing=daemon), config), daemon:
+            notifier.ready(f"serving http://{config.host}:{config.port}/; {daemon.status.line()}")
+            await daemon.run()
     log.info("stopped")
     return 0
 
@@ -102,14 +109,11 @@ async def cmd_web(config: Config, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     config.roots = list(dict.fromkeys([*config.roots, *(p.expanduser().absolute() for p in args.paths)]))
     notifier = Notifier()
-    runner = await listen(create_app(config), config)
-    try:
+    async with serving(create_app(config), config):
         notifier.ready(f"serving http://{config.host}:{config.port}/")
         while not stop.is_set():
             notifier.watchdog()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), notifier.watchdog_interval or 30)
         notifier.stopping()
-    finally:
-        await runner.cleanup()
     return 0

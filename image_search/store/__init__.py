@@ -13,6 +13,7 @@ from ..config import Config
 from .albums import AlbumConflict, AlbumTable
 from .connection import (
     LOW_SPACE,
+    ModelIdentity,
     ModelMismatch,
     QueryFailed,
     StoreError,
@@ -64,6 +65,7 @@ __all__ = [
     "AlbumRow",
     "Counts",
     "ImageRow",
+    "ModelIdentity",
     "ModelMismatch",
     "QueryFailed",
     "Store",

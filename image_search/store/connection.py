@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ LOW_SPACE = 64 << 20
 
 class StoreError(RuntimeError):
     """The database cannot be used as it is; the message says what to do."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the embedded database (SurrealKV locks its folder)."""
 
 
 class QueryFailed(StoreError):
@@ -57,12 +63,37 @@ def disk_problem(directory: Path) -> str | None:
     return None
 
 
-def mismatch(stored: str, wanted: str, count: int | None = None) -> ModelMismatch:
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model as the database knows it: ``name`` (carried by every row it embedded),
+    ``content`` (its weights' digest, :mod:`image_search.weights`; None where unknown) and
+    ``typed`` (what to give ``--model`` to use it again: a hub id or a folder)."""
+
+    name: str
+    content: str | None = None
+    typed: str | None = None
+
+
+def _identity(model: ModelIdentity | str) -> ModelIdentity:
+    return model if isinstance(model, ModelIdentity) else ModelIdentity(model, None, model)
+
+
+def mismatch(stored: dict[str, Any], wanted: ModelIdentity, count: int | None = None) -> ModelMismatch:
     """The one message for a model change: what the database holds and the commands that fix it."""
-    held = f"{count} embeddings of model {stored!r}" if count else f"embeddings of model {stored!r}"
+    name = stored["name"]
+    typed = stored.get("typed") or (None if name.startswith(("local:", "random:")) else name)
+    model = typed if typed and typed != "--random-weights" else name
+    held = f"{count} embeddings of model {model!r}" if count else f"embeddings of model {model!r}"
+    if typed == "--random-weights":
+        back = "run with --random-weights (a benchmark's database)"
+    elif typed:
+        back = f"use --model {shlex.quote(typed)}"
+    else:  # written by a version that did not record where the weights were
+        back = f"use --model with the folder of that model (it was called {name.split(':')[1]!r})"
+    new = wanted.typed or wanted.name
     return ModelMismatch(
-        f"the database holds {held}, not {wanted!r}. Vectors of two models cannot be searched "
-        f"together: use --model {stored!r}, or run `image-search index --reembed --model {wanted!r}` "
+        f"the database holds {held}, not {new!r}. Vectors of two models cannot be searched "
+        f"together: {back}, or run `image-search index --reembed --model {shlex.quote(new)}` "
         "to embed every photo again with the new model"
     )
 
@@ -127,6 +158,12 @@ class Connection:
                 await self.db.signin({"username": self.user, "password": self.password})
             await self.db.use(self.namespace, self.database)
         except Exception as exc:
+            if "already locked" in str(exc):
+                raise StoreLocked(
+                    f"the database at {self.url} is in use by another process (an image-search "
+                    "`serve`, `daemon` or `index`); the library commands use a running `serve` "
+                    "by themselves, the others need it stopped"
+                ) from None
             raise StoreError(f"cannot open the database at {self.url}: {exc}") from None
         await self.migrate()
 
@@ -203,35 +240,61 @@ class Connection:
             )
 
     async def stored_model(self) -> str | None:
-        row = await self.first("SELECT * FROM ONLY meta:model")
+        row = await self._model_row()
         return row["name"] if row else None
 
-    async def require_model(self, model_id: str) -> None:
-        """For readers (search, the web server, the library commands): the database must hold
-        ``model_id``'s vectors, or none yet. Raises :class:`ModelMismatch`."""
-        stored = await self.stored_model()
-        if stored is not None and stored != model_id:
-            raise mismatch(stored, model_id)
+    async def _model_row(self) -> dict[str, Any] | None:
+        return await self.first("SELECT * FROM ONLY meta:model")
 
-    async def check_model(self, model_id: str, *, reembed: bool = False) -> None:
-        """For writers: bind the database to ``model_id``; refuse another model's vectors unless
+    def _same(self, stored: dict[str, Any], model: ModelIdentity) -> bool:
+        if stored["name"] == model.name:
+            return True
+        if model.content is not None and stored.get("content") == model.content:
+            log.info(
+                "%s holds the same weights as %r, which the database was built with: no re-embedding",
+                model.typed or model.name,
+                stored["name"],
+            )
+            return True
+        return False
+
+    async def require_model(self, model: ModelIdentity | str) -> str:
+        """For readers (search, the web server, the library commands): the database must hold
+        this model's vectors, or none yet. Returns the name its rows carry, which differs from
+        ``model.name`` for the same weights found elsewhere. Raises :class:`ModelMismatch`."""
+        model = _identity(model)
+        stored = await self._model_row()
+        if stored is None:
+            return model.name
+        if not self._same(stored, model):
+            raise mismatch(stored, model)
+        return str(stored["name"])
+
+    async def check_model(self, model: ModelIdentity | str, *, reembed: bool = False) -> str:
+        """For writers: bind the database to this model; refuse another model's vectors unless
         re-embedding. With ``reembed`` every embedding of another model is dropped (the files stay
-        listed and are embedded again by the next index run)."""
-        stored = await self.stored_model()
-        if stored == model_id:
-            return
+        listed and are embedded again by the next index run). Returns the name to write rows
+        with (see :meth:`require_model`); records the weights' content and location."""
+        model = _identity(model)
+        stored = await self._model_row()
+        if stored is not None and self._same(stored, model):
+            facts = {"content": model.content or stored.get("content"), "typed": model.typed}
+            if any(stored.get(k) != v for k, v in facts.items()):
+                await self.query("UPDATE meta:model MERGE $f RETURN NONE", {"f": facts})
+            return str(stored["name"])
         others = await self.first(
-            "SELECT count() AS n FROM image WHERE model != NONE AND model != $m GROUP ALL", {"m": model_id}
+            "SELECT count() AS n FROM image WHERE model != NONE AND model != $m GROUP ALL", {"m": model.name}
         )
         if others and others[0]["n"] and not reembed:
-            raise mismatch(str(stored), model_id, others[0]["n"])
+            raise mismatch(stored or {"name": "?"}, model, others[0]["n"])
         await self.transact(
             "BEGIN TRANSACTION;"
             "UPDATE image SET embedding = NONE, model = NONE, hash = NONE, mtime_ns = -1 "
             "WHERE model != NONE AND model != $m RETURN NONE;"
-            f"UPSERT meta:model MERGE {{name: $m}}; {BUMP} COMMIT TRANSACTION;",
-            {"m": model_id},
+            f"UPSERT meta:model CONTENT $row; {BUMP} COMMIT TRANSACTION;",
+            {"m": model.name, "row": {"name": model.name, "content": model.content, "typed": model.typed}},
         )
+        return model.name
 
     async def change_seq(self) -> int:
         """A counter every write transaction increments: cheap to poll for 'anything new?'."""
