@@ -167,6 +167,7 @@ class Daemon:
             max_megapixels=self.config.max_megapixels,
             gpu_decode=self.config.gpu_decode,
             on_progress=self.meter,
+            thumbnails=self.thumbs,
         )
 
     def _start_watching(self, loop: asyncio.AbstractEventLoop) -> None:

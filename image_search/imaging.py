@@ -16,11 +16,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import fingerprint
+
+if TYPE_CHECKING:
+    from .thumbs import Thumbnails
 
 # HEIC/HEIF through the optional extra (registered with Pillow by configure_pillow()).
 HEIF = importlib.util.find_spec("pillow_heif") is not None
@@ -194,11 +198,21 @@ def clip_crop(image: Image.Image, spec: CropSpec) -> np.ndarray:
     Same arithmetic as transformers' ``get_resize_output_image_size(default_to_square=False)``
     and ``center_crop``.
     """
+    return center_crop(clip_resize(image, spec), spec)
+
+
+def clip_resize(image: Image.Image, spec: CropSpec) -> Image.Image:
+    """The first half of :func:`clip_crop`: the whole picture, shortest side ``spec.shortest_edge``."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    resized = image.resize((new_w, new_h), resample=spec.resample)
+    return image.resize((new_w, new_h), resample=spec.resample)
+
+
+def center_crop(resized: Image.Image, spec: CropSpec) -> np.ndarray:
+    """The second half of :func:`clip_crop`: the centre, padded where the picture is too thin."""
+    new_w, new_h = resized.size
     array = np.asarray(resized)
     ch, cw = spec.crop_height, spec.crop_width
     if new_h < ch or new_w < cw:  # a very thin image: pad like transformers does
@@ -212,13 +226,19 @@ def clip_crop(image: Image.Image, spec: CropSpec) -> np.ndarray:
 
 
 def prepare(
-    path: str, spec: CropSpec, max_megapixels: float, draft: bool = True, gpu_jpeg: bool = False
+    path: str,
+    spec: CropSpec,
+    max_megapixels: float,
+    draft: bool = True,
+    gpu_jpeg: bool = False,
+    thumbnails: Thumbnails | None = None,
 ) -> Prepared:
     """Everything the indexer needs from one file. Never raises for a bad file: the reason is
     in ``error``, so one file cannot disturb another's result.
 
     With ``gpu_jpeg`` a baseline RGB/greyscale JPEG is not decoded here: only its facts are read
-    and ``gpu`` is set, for the GPU to decode it (other files are decoded as usual)."""
+    and ``gpu`` is set, for the GPU to decode it (other files are decoded as usual). With
+    ``thumbnails`` the grid's thumbnail is made from the same decoded picture."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -243,7 +263,12 @@ def prepare(
             else:
                 decoded = decode_rgb(image, spec, draft=draft)
                 result.fingerprint = fingerprint.of_image(decoded)
-                result.pixels = clip_crop(decoded, spec)
+                resized = clip_resize(decoded, spec)
+                result.pixels = center_crop(resized, spec)
+                if thumbnails is not None and result.hash:
+                    # From the model's resized picture (the whole of it, ~400 px wide): a few ms,
+                    # where shrinking a 15 MP PNG again would cost as much as the model's resize.
+                    thumbnails.save(resized, result.hash)
     except ImageError as exc:
         result.error = str(exc)
     except OSError as exc:

@@ -31,6 +31,7 @@ from .indexing import LibraryListener
 from .model import ImageEmbedder, default_batch_size
 from .plan import FileRef, Progress, Summary, needs_fingerprint_only, stat_all, unchanged
 from .store import Store, from_bytes, now, path_fields, to_bytes
+from .thumbs import Thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ class Indexer:
         draft: bool = True,
         gpu_decode: str = "auto",
         on_progress: Callable[[Progress], None] | None = None,
+        thumbnails: Thumbnails | None = None,
     ) -> None:
         self.store = store
+        self.thumbnails = thumbnails  # made by the decoding workers, from what they decode anyway
         # One embedder per device; batches run on them concurrently, one model thread each.
         self.embedders = [embedder] if isinstance(embedder, ImageEmbedder) else list(embedder)
         self.embedder = self.embedders[0]
@@ -181,7 +184,7 @@ class Indexer:
         self._cpu_only.discard(ref.key)
         assert self.pool is not None
         future = self.pool.submit(
-            prepare, ref.path, self.embedder.crop, self.max_megapixels, self.draft, on_gpu
+            prepare, ref.path, self.embedder.crop, self.max_megapixels, self.draft, on_gpu, self.thumbnails
         )
         return asyncio.wrap_future(future, loop=loop)
 
@@ -245,7 +248,15 @@ class Indexer:
                 redone = await asyncio.gather(
                     *(
                         asyncio.wrap_future(
-                            self.pool.submit(prepare, p.path, embedder.crop, self.max_megapixels, self.draft)
+                            self.pool.submit(
+                                prepare,
+                                p.path,
+                                embedder.crop,
+                                self.max_megapixels,
+                                self.draft,
+                                False,
+                                self.thumbnails,
+                            )
                         )
                         for p in retry
                     )

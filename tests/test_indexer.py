@@ -128,3 +128,36 @@ async def test_every_file_lands_once_whatever_the_batch_size(
     assert sorted(keys) == sorted(image_key(str(p)) for p in paths)
     for p in paths[::7]:
         assert np.allclose(await stored_vector(store, p), embedded_alone(image_embedder, p), atol=2e-3)
+
+
+async def test_indexing_makes_the_grid_thumbnails(
+    image_embedder: ImageEmbedder, photo_dir: Path, tmp_path: Path
+) -> None:
+    """The worker that decodes a photo for the model writes its grid thumbnail too (owner-only,
+    the right shape); a file that cannot be decoded gets none; the web route serves that file."""
+    from PIL import Image
+
+    from image_search.thumbs import DEFAULT_SIZE, Thumbnails
+
+    (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    thumbs = Thumbnails(tmp_path / "cache")
+    files = [FileRef(p, str(photo_dir)) for p in walk(str(photo_dir), Filter())]
+    async with Store("mem://") as store:
+        await store.check_model(image_embedder.source.model_id)
+        async with Indexer(store, image_embedder, workers=2, batch_size=4, thumbnails=thumbs) as indexer:
+            summary = await indexer.index(files)
+        assert summary.indexed + summary.reused == len(files) - 1 and len(summary.failed) == 1
+        made = sorted(thumbs.root.rglob("*.webp"))
+        rows = [await store.get_one(f.key) for f in files]
+        assert len(made) == len({r["hash"] for r in rows if not r["error"]})  # copies share one
+        for ref in files:
+            row = await store.get_one(ref.key)
+            if row["error"]:
+                assert row["hash"] is None or not thumbs.path(row["hash"], DEFAULT_SIZE, "webp").exists()
+                continue
+            target = thumbs.path(row["hash"], DEFAULT_SIZE, "webp")
+            assert target.stat().st_mode & 0o777 == 0o600
+            with Image.open(target) as small:
+                assert max(small.size) == DEFAULT_SIZE
+                assert abs(small.width / small.height - row["width"] / row["height"]) < 0.02
+            assert thumbs.get(ref.path, row["hash"]) == target  # what the route serves: no decoding

@@ -69,6 +69,7 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     from ..running import find as find_service
     from ..scan import normalise_root
     from ..store import Store
+    from ..thumbs import Thumbnails
 
     targets = [normalise_root(p) for p in args.paths] or [normalise_root(p) for p in config.roots]
     if not targets:
@@ -101,6 +102,7 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
             max_megapixels=config.max_megapixels,
             gpu_decode=config.gpu_decode,
             on_progress=ProgressLine(),
+            thumbnails=Thumbnails(config.cache_dir),
         ) as indexer:
             for target in targets:
                 summary = await _index_target(config, store, indexer, target, force=args.force)
