@@ -20,6 +20,7 @@ from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource
 from image_search.store import Store
 from image_search.testing import build_tiny_clip
+from image_search.thumbs import Thumbnails
 
 
 def index_folder(files: list[Path], db: Path, embedders: list[ImageEmbedder], **options: object) -> float:
@@ -93,26 +94,40 @@ def test_vit_l14_forward_gpu(benchmark, vit_l14: ModelSource, compiled: bool) ->
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("gpu_decode", ["off", "on"])
-def test_index_12mp_gpu(benchmark, bench_tmp: Path, vit_l14: ModelSource, gpu_decode: str) -> None:
+@pytest.mark.parametrize(
+    ("gpu_decode", "thumbnails"), [("off", False), ("on", False), ("off", True), ("on", True)]
+)
+def test_index_12mp_gpu(
+    benchmark, bench_tmp: Path, vit_l14: ModelSource, gpu_decode: str, thumbnails: bool
+) -> None:
+    """With ``thumbnails`` the grid thumbnails are made while indexing, as the daemon does."""
     files = photo_jpegs(bench_tmp / "12mp", 2000, (4000, 3000))
     embedder = ImageEmbedder(vit_l14, "cuda", "float16").load()
     embedder.warm(256)
     runs = iter(range(100))
+
+    def cache() -> Thumbnails | None:
+        return Thumbnails(bench_tmp / f"thumbs-{gpu_decode}-{next(runs)}") if thumbnails else None
+
     benchmark.pedantic(
         lambda: index_folder(
             files,
-            bench_tmp / f"db-12mp-{gpu_decode}-{next(runs)}",
+            bench_tmp / f"db-12mp-{gpu_decode}-{thumbnails}-{next(runs)}",
             [embedder],
             batch_size=256,
             gpu_decode=gpu_decode,
+            thumbnails=cache(),
         ),
         rounds=2,
         iterations=1,
     )
     rate = len(files) / benchmark.stats.stats.median
     benchmark.extra_info.update(
-        images=len(files), img_per_s=round(rate), gpu_decode=gpu_decode, gpu=torch.cuda.get_device_name()
+        images=len(files),
+        img_per_s=round(rate),
+        gpu_decode=gpu_decode,
+        thumbnails=thumbnails,
+        gpu=torch.cuda.get_device_name(),
     )
     if gpu_decode == "on":
         assert rate >= 700, f"{rate:.0f} img/s"

@@ -97,27 +97,53 @@ def reductions(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([grey.reshape(-1), grid.reshape(-1)])
 
 
+THUMB = 256  # the grid's thumbnail size (image_search.thumbs.DEFAULT_SIZE)
+
+
+def shrink(image: torch.Tensor, size: int = THUMB) -> torch.Tensor:
+    """An upright (3, H, W) uint8 picture fitted within ``size`` (antialiased), for the grid's
+    thumbnail: never enlarged."""
+    height, width = image.shape[-2:]
+    scale = size / max(height, width)
+    if scale >= 1:
+        return image
+    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = torch.nn.functional.interpolate(
+        image[None].float(), size=shape, mode="bilinear", antialias=True, align_corners=False
+    )[0]
+    return small.clamp_(0, 255).round_().to(torch.uint8)
+
+
 def decode_batch(
     data: Sequence[bytes], orientations: Sequence[int], spec: CropSpec, device: torch.device
-) -> list[tuple[torch.Tensor, bytes] | None]:
-    """For each JPEG its crop (H, W, 3) uint8 on ``device`` and its fingerprint, or None where
-    nvJPEG refused it. Decoded in chunks of 32: larger batched calls measured slower (448/s at
-    32, 296/s at 128)."""
-    out: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+) -> list[tuple[torch.Tensor, bytes, np.ndarray] | None]:
+    """For each JPEG its crop (H, W, 3) uint8 on ``device``, its fingerprint and its thumbnail
+    ((h, w, 3) uint8 on the CPU, within 256 px), or None where nvJPEG refused it. Decoded in
+    chunks of 32: larger batched calls measured slower (448/s at 32, 296/s at 128)."""
+    out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = []
     for start in range(0, len(data), CHUNK):
         out += _decode_chunk(data[start : start + CHUNK], orientations[start : start + CHUNK], spec, device)
-    done = [pair for pair in out if pair is not None]
+    done = [triple for triple in out if triple is not None]
     if not done:
         return [None] * len(out)
-    reduced = iter(torch.stack([r for _, r in done]).cpu().numpy())  # one transfer for the batch
+    reduced = iter(torch.stack([r for _, r, _ in done]).cpu().numpy())  # one transfer for the batch
+    # The thumbnails padded to one shape: one transfer too, then cut back to their sizes.
+    padded = torch.zeros((len(done), 3, THUMB, THUMB), dtype=torch.uint8, device=done[0][2].device)
+    for i, (_, _, small) in enumerate(done):
+        padded[i, :, : small.shape[1], : small.shape[2]] = small
+    smalls = iter(
+        zip(padded.permute(0, 2, 3, 1).cpu().numpy(), [t.shape[1:] for _, _, t in done], strict=True)
+    )
     cut = fingerprint.GREY * fingerprint.GREY
-    result: list[tuple[torch.Tensor, bytes] | None] = []
-    for pair in out:
-        if pair is None:
+    result: list[tuple[torch.Tensor, bytes, np.ndarray] | None] = []
+    for triple in out:
+        if triple is None:
             result.append(None)
         else:
             values = next(reduced)
-            result.append((pair[0], fingerprint.from_reduced(values[:cut], values[cut:])))
+            frame, (h, w) = next(smalls)
+            thumb = np.ascontiguousarray(frame[:h, :w])
+            result.append((triple[0], fingerprint.from_reduced(values[:cut], values[cut:]), thumb))
     return result
 
 
@@ -126,7 +152,7 @@ CHUNK = 32
 
 def _decode_chunk(
     data: Sequence[bytes], orientations: Sequence[int], spec: CropSpec, device: torch.device
-) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in data]
@@ -142,34 +168,37 @@ def _decode_chunk(
             except RuntimeError as exc:
                 log.debug("nvJPEG refused a file: %s", exc)
                 images.append(None)
-    out: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = []
     for img, o in zip(images, orientations, strict=True):
         if img is None:
             out.append(None)
         else:
             up = upright(img, o)
-            out.append((crop(up, spec), reductions(up)))
+            out.append((crop(up, spec), reductions(up), shrink(up)))
     return out
 
 
 def embed_mixed(
     embedder: Any, crops: list[Any], jpegs: list[bytes], orientations: list[int]
-) -> tuple[np.ndarray, set[int], list[bytes]]:
+) -> tuple[np.ndarray, set[int], list[bytes], list[np.ndarray]]:
     """On the model thread: decode the JPEGs on the GPU, then embed CPU crops and GPU crops
     together. Returns vectors (CPU crops first, then the JPEGs nvJPEG accepted), the indices of
-    the JPEGs it refused and the fingerprints of those it accepted."""
+    the JPEGs it refused, and the fingerprints and thumbnails of those it accepted."""
     parts = []
     prints: list[bytes] = []
+    thumbs: list[np.ndarray] = []
     if crops:
         parts.append(torch.from_numpy(np.stack(crops)).to(embedder.device, non_blocking=True))
     refused: set[int] = set()
     if jpegs:
         decoded = decode_batch(jpegs, orientations, embedder.crop, embedder.device)
         refused = {i for i, pair in enumerate(decoded) if pair is None}
-        accepted = [pair for pair in decoded if pair is not None]
-        prints = [print_ for _, print_ in accepted]
+        accepted = [triple for triple in decoded if triple is not None]
+        prints = [print_ for _, print_, _ in accepted]
+        thumbs = [thumb for _, _, thumb in accepted]
         if accepted:
-            parts.append(torch.stack([crop for crop, _ in accepted]))
+            parts.append(torch.stack([crop for crop, _, _ in accepted]))
     if not parts:
-        return np.zeros((0, embedder.dim), dtype=np.float32), refused, prints
-    return embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0]), refused, prints
+        return np.zeros((0, embedder.dim), dtype=np.float32), refused, prints, thumbs
+    vectors = embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0])
+    return vectors, refused, prints, thumbs

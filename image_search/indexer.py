@@ -219,12 +219,13 @@ class Indexer:
         loop = asyncio.get_running_loop()
         on_gpu = [p for p in todo if p.gpu]
         data = [await self._reads.pop(p.path) for p in on_gpu]
+        saves: list[asyncio.Future[bool]] = []
         embedder = await self._free.get()
         try:
             thread = self.model_threads[id(embedder)]
             cpu = [p for p in todo if not p.gpu]
             try:
-                vectors, refused, prints = await loop.run_in_executor(
+                vectors, refused, prints, thumbs = await loop.run_in_executor(
                     thread,
                     embed_mixed,
                     embedder,
@@ -241,6 +242,12 @@ class Indexer:
             accepted = [p for i, p in enumerate(on_gpu) if i not in refused]
             for p, print_ in zip(accepted, prints, strict=True):
                 p.fingerprint = print_
+            if self.thumbnails is not None:  # encoded beside the model thread, not on it
+                saves = [
+                    loop.run_in_executor(None, _save_thumbnail, self.thumbnails, thumb, p.hash)
+                    for p, thumb in zip(accepted, thumbs, strict=True)
+                    if p.hash
+                ]
             order = cpu + accepted
             retry = [on_gpu[i] for i in refused]
             if retry:  # decode those on the CPU like any other file
@@ -266,13 +273,14 @@ class Indexer:
                     old.fingerprint = new.fingerprint
                 ok = [p for p in retry if p.error is None]
                 if ok:
-                    more, _, _ = await loop.run_in_executor(
+                    more, _, _, _ = await loop.run_in_executor(
                         thread, embed_mixed, embedder, [p.pixels for p in ok], [], []
                     )
                     vectors = np.concatenate([vectors, more]) if len(vectors) else more
                     order += ok
         finally:
             self._free.put_nowait(embedder)
+        await asyncio.gather(*saves)
         return vectors, order
 
     async def commit(self, batch: Sequence[tuple[FileRef, Prepared]], summary: Summary) -> None:
@@ -402,3 +410,10 @@ def _worker_start() -> None:
 def _read(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()
+
+
+def _save_thumbnail(thumbnails: Thumbnails, pixels: np.ndarray, content_hash: str) -> bool:
+    """A GPU-decoded photo's thumbnail (already shrunk on the GPU), encoded on a thread."""
+    from PIL import Image
+
+    return thumbnails.save(Image.fromarray(pixels), content_hash)

@@ -16,6 +16,7 @@ from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource
 from image_search.scan import Filter, walk
 from image_search.store import Store, from_bytes, image_key
+from image_search.thumbs import Thumbnails
 
 pytestmark = [
     pytest.mark.gpu,
@@ -99,11 +100,16 @@ async def test_indexer_with_both_decoders(
     base.convert("CMYK").save(root / "cmyk.jpg", quality=85)
     (root / "broken.jpg").write_bytes((root / "progressive.jpg").read_bytes()[:3000])
     files = [FileRef(p, str(root)) for p in walk(str(root), Filter())]
+    gpu_thumbs, cpu_thumbs = Thumbnails(tmp_path / "gpu-cache"), Thumbnails(tmp_path / "cpu-cache")
     async with Store("mem://") as gpu_store, Store("mem://") as cpu_store:
-        async with Indexer(gpu_store, gpu_embedder, workers=2, batch_size=4, gpu_decode="on") as indexer:
+        async with Indexer(
+            gpu_store, gpu_embedder, workers=2, batch_size=4, gpu_decode="on", thumbnails=gpu_thumbs
+        ) as indexer:
             assert indexer.gpu_share > 0
             summary = await indexer.index(files)
-        async with Indexer(cpu_store, image_embedder, workers=2, batch_size=4, gpu_decode="off") as indexer:
+        async with Indexer(
+            cpu_store, image_embedder, workers=2, batch_size=4, gpu_decode="off", thumbnails=cpu_thumbs
+        ) as indexer:
             expected = await indexer.index(files)
         # (Debian's wallpapers hold the same picture twice: one is reused, not embedded again.)
         done = summary.indexed + summary.reused
@@ -116,6 +122,14 @@ async def test_indexer_with_both_decoders(
             want = await cpu_store.get_one(image_key(ref.path), embedding=True)
             a, b = from_bytes(got["embedding"]).astype(float), from_bytes(want["embedding"]).astype(float)
             assert float(a @ b) >= 0.99, ref.path
+            # Its grid thumbnail was made while indexing, by either decoder, and looks the same.
+            with (
+                Image.open(gpu_thumbs.path(got["hash"], 256, "webp")) as g,
+                Image.open(cpu_thumbs.path(want["hash"], 256, "webp")) as c,
+            ):
+                assert max(g.size) == 256 and abs(g.width - c.width) <= 1 and abs(g.height - c.height) <= 1
+                g2 = np.asarray(g.convert("RGB").resize(c.size), dtype=float)
+                assert np.abs(g2 - np.asarray(c.convert("RGB"), dtype=float)).mean() < 8, ref.path
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two or more CUDA GPUs")
