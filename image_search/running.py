@@ -13,6 +13,7 @@ A SurrealDB server (``ws://``) has no lock and no such file: every command opens
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 from collections.abc import Iterator
@@ -40,6 +41,17 @@ def service_file(config: Config) -> Path | None:
         return None
     folder = Path(url.split("://", 1)[1]).expanduser()
     return folder.with_name(folder.name + ".service.json")
+
+
+def is_loopback(host: str) -> bool:
+    """Only a real loopback address (or the name localhost) is loopback; an empty host binds
+    every interface and is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def local_url(host: str, port: int) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 import secrets
 import weakref
@@ -24,22 +23,12 @@ from typing import Any
 from aiohttp import web
 
 from image_search.config import Config
+from image_search.running import is_loopback
 
 from .peer import TABLES, peer_uid
 
 TOKEN_COOKIE = "image_search_session"
 COOKIE_DAYS = 30
-
-
-def is_loopback(host: str) -> bool:
-    """Only a real loopback address (or the name localhost) is loopback; an empty host binds
-    every interface and is not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _text_bytes(value: str) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from .options import json_flag
+from .options import json_flag, paths_argument
 
 log = logging.getLogger("image_search")
 
@@ -46,6 +46,54 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
         "--output", type=Path, default=None, help="Where to write the units (default ~/.config/systemd/user)."
     )
     p.set_defaults(run=cmd_install_service)
+
+    p = sub.add_parser(
+        "doctor",
+        parents=[parent],
+        help="Check the device, model, database, folders, port, token and service; say what to fix.",
+    )
+    paths_argument(p, "Folders to watch, besides the configured roots (for the inotify check).")
+    json_flag(p, "JSON: a list of {name, level, what, fix}.")
+    p.set_defaults(run=cmd_doctor)
+
+
+async def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
+    """Exit status 1 where a check failed."""
+    from .. import doctor
+    from ..running import find
+
+    config.roots = list(dict.fromkeys([*config.roots, *(p.expanduser().absolute() for p in args.paths)]))
+    service = find(config)
+    holder = f"image-search (pid {service.pid}, {service.url})" if service else None
+    checks = list(doctor.static_checks(config, holder))
+    checks.insert(2, await _database_check(config, holder))
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        for check in checks:
+            print(check.line())
+    return 1 if any(c.level == "FAIL" for c in checks) else 0
+
+
+async def _database_check(config: Config, holder: str | None) -> Any:
+    from .. import doctor
+    from ..store import SCHEMA_VERSION, Store, StoreError, StoreLocked
+
+    store = Store.from_config(config)
+    schema = None
+    if holder is None and (store.directory is None or store.directory.exists()):
+        try:
+            await store.open(migrate=False)
+            schema = await store.schema_version() or None
+        except StoreLocked:
+            holder = "another process (an image-search `daemon` or `index`)"
+        except StoreError as exc:
+            return doctor.Check(
+                "database", "FAIL", str(exc), "see the message; --database-url to use another"
+            )
+        finally:
+            await store.close()
+    return doctor.database(config, schema, SCHEMA_VERSION, holder)
 
 
 async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:

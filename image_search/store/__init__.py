@@ -17,6 +17,7 @@ from .connection import (
     ModelMismatch,
     QueryFailed,
     StoreError,
+    StoreLocked,
     Unwritable,
     disk_problem,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "QueryFailed",
     "Store",
     "StoreError",
+    "StoreLocked",
     "Unwritable",
     "disk_problem",
     "from_bytes",

@@ -137,7 +137,8 @@ class Connection:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def open(self) -> None:
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect; bring the schema up to date unless ``migrate`` is False (``doctor`` only looks)."""
         if self.directory is not None:
             try:  # private: the embeddings, paths and albums are this user's alone
                 self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -165,7 +166,8 @@ class Connection:
                     "by themselves, the others need it stopped"
                 ) from None
             raise StoreError(f"cannot open the database at {self.url}: {exc}") from None
-        await self.migrate()
+        if migrate:
+            await self.migrate()
 
     async def close(self) -> None:
         if self.db is not None:
