@@ -180,3 +180,26 @@ def test_journald_logging_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert sent[0]["MESSAGE"] == "skipping a.jpg: empty file"
     assert sent[0]["PRIORITY"] == "4" and sent[0]["SYSLOG_IDENTIFIER"] == "image-search"
+
+
+def test_setup_is_fast_when_nothing_is_missing() -> None:
+    """The README's two commands install what is missing first: with everything there, that step
+    takes about a second and runs neither apt-get nor pip."""
+    import time
+
+    venv = Path(sys.prefix)
+    if not (venv / ".installed").exists():
+        pytest.skip("this venv was not made by scripts/dev install (it has no stamp)")
+    top = Path(__file__).resolve().parents[1]
+    start = time.monotonic()
+    proc = subprocess.run(
+        ["bash", str(top / "scripts" / "dev"), "install"],
+        env=dict(os.environ, VENV=str(venv)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert not proc.stdout and not proc.stderr, proc.stdout + proc.stderr
+    assert took < 15, f"{took:.1f} s"
