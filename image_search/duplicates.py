@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,8 @@ MARGIN = 0.02
 # Candidate pairs kept at most (32 MB of indices): a threshold so low that more pairs pass is
 # refused instead of filling memory with n² pairs.
 MAX_PAIRS = 2_000_000
+
+Progress = Callable[[int, int], None]  # (done, total)
 
 
 class TooManyPairs(BadValue):
@@ -65,11 +67,17 @@ def _bf16_fast() -> bool:
 
 
 def similar_pairs(
-    matrix: np.ndarray, threshold: float, *, bf16: bool | None = None, max_pairs: int = MAX_PAIRS
+    matrix: np.ndarray,
+    threshold: float,
+    *,
+    bf16: bool | None = None,
+    max_pairs: int = MAX_PAIRS,
+    on_progress: Progress | None = None,
 ) -> np.ndarray:
     """Every pair (i < j) of rows of a unit-vector matrix with cosine >= ``threshold``: an
     (m, 2) int array. Exact (see the module's note on bfloat16). :class:`TooManyPairs` when more
-    than ``max_pairs`` candidates pass, before they are gathered."""
+    than ``max_pairs`` candidates pass, before they are gathered. ``on_progress(done, total)``
+    after each block, in compared pairs (the later blocks have fewer)."""
     import torch
 
     n = len(matrix)
@@ -82,8 +90,12 @@ def similar_pairs(
     found: list[np.ndarray] = []
     total = 0
     buffer = torch.empty((BLOCK, n), dtype=work.dtype)
+    pairs_total = n * (n - 1) // 2
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
+        if on_progress is not None:
+            # Pairs compared before this block: all those with a first row above ``start``.
+            on_progress(pairs_total - (n - start) * (n - start - 1) // 2, pairs_total)
         scores = buffer[: stop - start, : n - start]
         torch.matmul(work[start:stop], work[start:].T, out=scores)
         # Only pairs after the diagonal: the square block's lower triangle and diagonal go.
@@ -104,6 +116,8 @@ def similar_pairs(
         true = (exact[i] * exact[j]).sum(dim=1)  # float32, the exact test
         keep = true >= threshold
         found.append(torch.stack([i[keep], j[keep]], dim=1).numpy())
+    if on_progress is not None:
+        on_progress(pairs_total, pairs_total)
     return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
 
 
@@ -133,6 +147,7 @@ def group(
     settings: Settings = Settings(),
     *,
     bf16: bool | None = None,
+    on_progress: Progress | None = None,
 ) -> Grouping:
     """Near-duplicate groups among the rows of ``matrix`` (unit vectors), as lists of row indices
     (groups of two or more, each in row order; groups ordered by their first row)."""
@@ -145,7 +160,11 @@ def group(
         if content:
             union.join(first_of.setdefault(content, i), i)
     rows = np.flatnonzero(prints.textured)
-    pairs = similar_pairs(matrix[rows], settings.similarity, bf16=bf16) if len(rows) > 1 else None
+    pairs = (
+        similar_pairs(matrix[rows], settings.similarity, bf16=bf16, on_progress=on_progress)
+        if len(rows) > 1
+        else None
+    )
     candidates = confirmed = 0
     if pairs is not None and len(pairs):
         a, b = rows[pairs[:, 0]], rows[pairs[:, 1]]
@@ -179,7 +198,7 @@ class Groups:
     without_fingerprint: int
 
 
-def group_library(library: Library, settings: Settings) -> Groups:
+def group_library(library: Library, settings: Settings, on_progress: Progress | None = None) -> Groups:
     """The library's near-duplicate groups, off the event loop (the web page's finder thread, the
     command line's): from a consistent copy of the index, so searches and the indexer go on."""
     version = library.version
@@ -189,7 +208,11 @@ def group_library(library: Library, settings: Settings) -> Groups:
     metas = {keys[i]: meta for i, meta in found if meta is not None}
     keys = [keys[i] for i in rows]
     grouping = group(
-        matrix[rows], [metas[k].fingerprint for k in keys], [metas[k].hash for k in keys], settings
+        matrix[rows],
+        [metas[k].fingerprint for k in keys],
+        [metas[k].hash for k in keys],
+        settings,
+        on_progress=on_progress,
     )
     rank = lambda k: keep_first(metas[k].width, metas[k].height, metas[k].size, metas[k].taken_at)  # noqa: E731
     groups = sorted(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
 from ..errors import UserError
 from .options import json_flag, paths_argument
+from .progress import Bar
 
 log = logging.getLogger("image_search")
 
@@ -28,38 +27,6 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
     )
     json_flag(p, "Print the summary as JSON.")
     p.set_defaults(run=cmd_index)
-
-
-class ProgressLine:
-    """One self-rewriting progress line on a terminal; periodic log lines elsewhere."""
-
-    def __init__(self, stream: Any = sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last = 0.0
-
-    def __call__(self, progress: Any) -> None:
-        now = time.monotonic()
-        if not self.tty and now - self.last < 10 and progress.done < progress.total:
-            return
-        self.last = now
-        eta = progress.eta
-        text = (
-            f"{progress.done}/{progress.total} files  {progress.rate:.1f} img/s  "
-            f"ETA {_duration(eta) if eta is not None else '?'}"
-        )
-        if self.tty:
-            self.stream.write("\r\033[K" + text)
-            if progress.done >= progress.total:
-                self.stream.write("\n")
-            self.stream.flush()
-        else:
-            log.info("%s", text)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
@@ -101,7 +68,7 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
             batch_size=config.batch_size,
             max_megapixels=config.max_megapixels,
             gpu_decode=config.gpu_decode,
-            on_progress=ProgressLine(),
+            on_progress=Bar("re-embedding" if args.reembed else "indexing", "img"),
             thumbnails=Thumbnails(config.cache_dir),
         ) as indexer:
             for target in targets:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..config import Config
+from .progress import Bar
 
 
 def source(config: Config) -> Local | Remote:
@@ -90,7 +91,8 @@ class Local:
         settings = Settings(
             similarity=self.config.duplicate_similarity, hash_bits=self.config.duplicate_hash_bits
         )
-        found = await asyncio.to_thread(group_library, library, settings)
+        bar = Bar("grouping", "pairs") if len(library) >= 2 else None
+        found = await asyncio.to_thread(group_library, library, settings, bar.update if bar else None)
         groups = [
             [
                 _copy(
