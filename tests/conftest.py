@@ -235,3 +235,29 @@ def app_config(tmp_path: Path, model_dir: Path, **extra: object) -> Config:
             **extra,
         }
     )
+
+
+# -- processes and ports -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on loopback)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_serve(paths: list[Path], env: dict[str, str], port: int, exe: list[str] | None = None) -> Any:
+    """`image-search serve PATHS --port PORT` as a process, its log on a pipe (stderr)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [*(exe or [sys.executable, "-m", "image_search"]), "serve", *map(str, paths), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .conftest import make_photo
+from .conftest import free_port, make_photo, start_serve
 
 
 def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -187,18 +187,8 @@ def test_serve_stops_cleanly_on_sigterm_while_the_model_loads(photo_dir: Path, e
     """`serve` answers on its port before the indexer's model is loaded; a stop request
     (systemd, podman stop, Ctrl-C) in that window is a clean exit 0, not death by signal."""
     import signal
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "image_search", "serve", str(photo_dir), "--port", str(port)],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = start_serve([photo_dir], env, free_port())
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # the web server listens; the model load comes next

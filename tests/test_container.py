@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import until_sync
+from .conftest import free_port, until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -126,12 +125,6 @@ def call(
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_container_runs_as_a_user_would(

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import resource
-import socket
 import struct
 import threading
 import time
@@ -33,7 +32,7 @@ from image_search.scan import Filter, walk
 from image_search.store import Store, image_key
 from image_search.webui import create_app
 
-from .conftest import make_photo
+from .conftest import free_port, make_photo
 
 
 @dataclass
@@ -88,7 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
                     {"model": str(tiny_model_dir), "cache_dir": str(tmp / "cache"), "database_url": "mem://"}
                 )
                 app = create_app(config, store=store, text_embedder=TextEmbedder(source, "int8").load())
-                config.port = _free_port()
+                config.port = free_port()
                 async with serving(app, config):  # the CLI's own listener
                     ready.update(port=config.port, ids=[image_key(f.path) for f in files], summary=summary)
                     await asyncio.to_thread(stop.wait)
@@ -110,12 +109,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     yield Server(int(ready["port"]), root, list(ready["ids"]), outside)  # type: ignore[arg-type,call-overload]
     stop.set()
     thread.join(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def alive(server: Server) -> None:

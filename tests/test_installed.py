@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import until_sync
+from .conftest import free_port, until_sync
 
 TOP = Path(__file__).parents[1]
 TORCH = "torch==2.13.0"
@@ -66,12 +65,6 @@ def command(exe: Path, env: dict[str, str], cwd: Path, *args: str, code: int = 0
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == code, f"{args}: {proc.returncode}\n{proc.stderr[-2000:]}"
     return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_every_command_of_the_installed_program(

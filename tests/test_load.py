@@ -24,7 +24,7 @@ from image_search.model import ModelSource
 from image_search.store import Store
 from image_search.testing import build_tiny_clip, library_rows
 
-from .conftest import make_photo
+from .conftest import free_port, make_photo
 
 LIBRARY = 100_000
 RATE = 50  # searches per second, open loop: a slow answer does not slow the next request
@@ -74,7 +74,7 @@ def test_searches_while_indexing(
     staging = tmp_path / "staging"
     drops = [make_photo(staging / f"{i:05d}.jpg", (480, 360), seed=i) for i in range(new_photos)]
     env = dict(
-        cli_env, IMAGE_SEARCH_MODEL=str(model), IMAGE_SEARCH_PORT=str(_free_port()), IMAGE_SEARCH_SETTLE="1"
+        cli_env, IMAGE_SEARCH_MODEL=str(model), IMAGE_SEARCH_PORT=str(free_port()), IMAGE_SEARCH_SETTLE="1"
     )
     log = open(tmp_path / "serve.log", "w+")
     proc = subprocess.Popen(
@@ -110,14 +110,6 @@ def test_searches_while_indexing(
         assert report["p50"] <= p50 and report["p99"] <= p99, (
             f"p50 {report['p50']:.1f} ms, p99 {report['p99']:.1f} ms; floors {p50} ms, {p99} ms"
         )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _load(

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -25,7 +24,7 @@ from PIL import Image
 from image_search.config import load_config
 from image_search.running import Service, announced, find, service_file
 
-from .conftest import until_sync
+from .conftest import free_port, start_serve, until_sync
 
 
 def cli(*args: str, env: dict[str, str], code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -34,12 +33,6 @@ def cli(*args: str, env: dict[str, str], code: int = 0) -> subprocess.CompletedP
     )
     assert proc.returncode == code, proc.stderr
     return proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def save_album(db: Path, photo: Path) -> None:
@@ -89,13 +82,7 @@ def test_library_commands_are_clients_of_a_running_serve(
     assert "service    not running" in cli("status", env=env).stdout
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "image_search", "serve", str(photo_dir), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_serve([photo_dir], env, port)
     try:
         config = load_config({"database_url": f"surrealkv://{db}"})
 
