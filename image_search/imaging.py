@@ -26,7 +26,8 @@ from . import fingerprint
 if TYPE_CHECKING:
     from .thumbs import Thumbnails
 
-# HEIC/HEIF through the optional extra (registered with Pillow by configure_pillow()).
+# HEIC/HEIF through pillow-heif, a dependency (registered with Pillow by configure_pillow());
+# still optional in the code, for an install that lacks its wheel.
 HEIF = importlib.util.find_spec("pillow_heif") is not None
 
 IMAGE_EXTENSIONS = frozenset(
@@ -44,7 +45,7 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def configure_pillow() -> None:
     """Start-up, in every process that decodes photos (the CLI, the web app, each decoding
     worker): Pillow's own bomb check is replaced by ours (``max_megapixels``, checked from the
-    header with a reason we record), and HEIC/HEIF is registered where the extra is installed.
+    header with a reason we record), and HEIC/HEIF is registered (pillow-heif).
     Idempotent."""
     Image.MAX_IMAGE_PIXELS = None
     if HEIF:
@@ -181,7 +182,8 @@ def decode_rgb(image: Image.Image, spec: CropSpec, *, draft: bool = True) -> Ima
     if draft and image.format == "JPEG":
         floor = 2 * max(spec.shortest_edge, spec.crop_height, spec.crop_width)
         image.draft("RGB", (floor, floor))
-    image.seek(0)  # animated files: the first frame
+    if image.format != "HEIF":  # a HEIF file opens at its primary image, which need not be the first
+        image.seek(0)  # animated files: the first frame
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -384,3 +384,29 @@ async def test_duplicates_page(page, served: Served) -> None:  # type: ignore[no
     saved = Path(await (await download.value).path()).read_text().splitlines()
     assert len(saved) == copies and str(served.root / "exports" / "meadow-small.jpg") in saved
     assert all(Path(p).exists() for p in saved)
+
+
+async def test_the_lightbox_shows_a_heic(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    """An iPhone photo (HEIC, which no browser shows) opens as a picture: the server sends a WebP
+    rendition; the original stays a link away."""
+    from image_search.imaging import configure_pillow
+    from image_search.store import image_key
+
+    configure_pillow()
+    phone = served.root / "phone" / "IMG_0002.heic"
+    phone.parent.mkdir()
+    with Image.open(make_photo(served.root.parent / "source.png", (1200, 900), seed=77)) as source:
+        source.save(phone, "HEIF", quality=90)
+    await index_folder(served.store, served.root, served.embedder, batch_size=16)
+    key = image_key(str(phone))
+    await page.fill("#q", "a photo")
+    await page.press("#q", "Enter")
+    tile = f"#grid .tile[data-id='{key}'] img"
+    await on_page(page, "sel => !!document.querySelector(sel)", tile, limit=20)
+    await page.locator(tile).click()
+    await page.wait_for_selector("#lightbox:not([hidden])")
+    assert key in (await page.get_attribute("#lb-img", "src") or "")
+    await on_page(page, "() => document.getElementById('lb-img').naturalWidth > 0")
+    assert await page.evaluate("document.getElementById('lb-img').naturalWidth") == 1200
+    assert "original=1" in (await page.get_attribute("#lb-original", "href") or "")
+    await page.screenshot(path=ARTIFACTS / "09-lightbox-heic.png")

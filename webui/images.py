@@ -33,6 +33,10 @@ CONTENT_TYPES = {
     "AVIF": "image/avif",
     "HEIF": "image/heif",
 }
+# What every browser shows; other formats (HEIC/HEIF, TIFF) get a rendition (see image()).
+BROWSER_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "AVIF"})
+RENDITION = 2048  # the long side of a rendition, in pixels
+EXTENSIONS = {"HEIF": ".heic", "TIFF": ".tif"}
 PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
@@ -78,18 +82,43 @@ def _servable(request: web.Request, row: ImageRow) -> str:
 
 
 async def image(request: web.Request) -> web.StreamResponse:
+    """The photo for the lightbox: the file itself where every browser can show it; for HEIC/HEIF
+    and TIFF a WebP rendition (long side 2048, upright), made once and cached by content. The
+    original with its own content type: ``?original=1`` (a download for formats browsers lack)."""
     row = await _record(request)
     path = _servable(request, row)
-    content_type = CONTENT_TYPES.get((row.get("format") or "").upper(), "application/octet-stream")
+    fmt = (row.get("format") or "").upper()
+    headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    original = validate.flag(request, "original")
+    if fmt in BROWSER_FORMATS or original:
+        name = Path(path).stem + EXTENSIONS.get(fmt, Path(path).suffix.lower())
+        shown = fmt in BROWSER_FORMATS
+        disposition = "inline" if shown else f'attachment; filename="{_header_safe(name)}"'
+        content_type = CONTENT_TYPES.get(fmt, "application/octet-stream")
+        return web.FileResponse(
+            path, headers={**headers, "Content-Type": content_type, "Content-Disposition": disposition}
+        )
+    app = request.app
+    try:
+        file = await asyncio.get_running_loop().run_in_executor(
+            app[THUMB_EXECUTOR],
+            app[THUMBS].get,
+            path,
+            str(row["hash"]),
+            RENDITION,
+            "webp",
+            app[CONFIG].max_megapixels,
+        )
+    except (ImageError, OSError) as exc:
+        raise web.HTTPNotFound(text=f"cannot show this photo: {exc}") from None
     return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": content_type,
-            "Cache-Control": "private, max-age=3600",
-            "Content-Disposition": "inline",
-            "X-Content-Type-Options": "nosniff",
-        },
+        file, headers={**headers, "Content-Type": "image/webp", "Content-Disposition": "inline"}
     )
+
+
+def _header_safe(name: str) -> str:
+    """A file name for Content-Disposition: printable ASCII without quotes or backslashes."""
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name) or "photo"
 
 
 async def image_meta(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ def result(key: str, score: float | None, meta: Meta) -> dict[str, Any]:
         "root": meta.root,
         "thumbnail": f"/api/images/{key}/thumbnail?v={version}",
         "image": f"/api/images/{key}?v={version}",
+        "original": f"/api/images/{key}?original=1&v={version}",
         "taken_at": None
         if math.isnan(meta.taken_at)
         else dt.datetime.fromtimestamp(meta.taken_at, dt.UTC).isoformat().replace("+00:00", "Z"),

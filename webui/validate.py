@@ -94,6 +94,14 @@ def sort(body: dict[str, Any]) -> str:
     return str(value)
 
 
+def flag(request: web.Request, name: str) -> bool:
+    """``?name=1`` (or true/yes) in the query string; absent or 0/false/no is False."""
+    value = request.query.get(name, "0").lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", ""):
+        raise BadValue(f"{name} must be 1 or 0")
+    return value in ("1", "true", "yes")
+
+
 def choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str:
     """One of ``allowed`` from the query string (the first when absent)."""
     value = request.query.get(name, allowed[0])

@@ -274,7 +274,8 @@ function closeLightbox() {
 function drawLightbox() {
   const r = state.results[state.lightbox];
   if (!r) return closeLightbox();
-  $("lb-img").src = r.image;
+  $("lb-img").src = r.image;  // a WebP rendition where the browser cannot show the file (HEIC, TIFF)
+  $("lb-original").href = r.original;
   $("lb-img").alt = r.path;
   const taken = r.taken_at ? new Date(r.taken_at).toLocaleString() : "";
   $("lb-caption").textContent = `${r.path} · ${r.width}×${r.height} · ${taken} · score ${r.score}`;
