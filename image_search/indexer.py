@@ -29,9 +29,10 @@ from .gpudecode import embed_mixed
 from .imaging import Prepared, configure_pillow, prepare
 from .indexing import LibraryListener
 from .model import ImageEmbedder, default_batch_size
-from .plan import FileRef, Progress, Summary, needs_fingerprint_only, stat_all, unchanged
-from .store import Store, from_bytes, now, path_fields, to_bytes
+from .plan import FileRef, Progress, Summary, needs_fingerprint_only, row_of, stat_all, unchanged
+from .store import Store, from_bytes, now, to_bytes
 from .thumbs import Thumbnails
+from .workers import read_file, save_gpu_thumbnail, worker_start
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ PLAN_CHUNK = 2000
 # measured on an H100 host with 16 cores, 12 MP JPEGs end to end (benchmarks/gpu_probe.py e2e):
 # share 0 171 img/s, 0.6 248, 0.75 272, 0.9 212, 1.0 240.
 GPU_SHARE = 0.75
-WORKER_NICENESS = 10
 
 
 class Indexer:
@@ -96,7 +96,7 @@ class Indexer:
         # forkserver/spawn: workers must not inherit torch's threads or the database handle.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context(method), initializer=_worker_start
+            self.workers, mp_context=multiprocessing.get_context(method), initializer=worker_start
         )
         if self.gpu_share:
             self.readers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="jpeg-reader")
@@ -196,7 +196,7 @@ class Indexer:
         except Exception as exc:  # pickling or a worker crash on this file alone
             prepared = Prepared(path=ref.path, size=0, mtime_ns=0, error=f"cannot decode: {exc}")
         if prepared.gpu and self.readers is not None:  # fetch its bytes while others decode
-            self._reads[prepared.path] = asyncio.wrap_future(self.readers.submit(_read, prepared.path))
+            self._reads[prepared.path] = asyncio.wrap_future(self.readers.submit(read_file, prepared.path))
         return prepared
 
     async def embed_images(self, images: list[Any]) -> np.ndarray:
@@ -244,44 +244,57 @@ class Indexer:
                 p.fingerprint = print_
             if self.thumbnails is not None:  # encoded beside the model thread, not on it
                 saves = [
-                    loop.run_in_executor(None, _save_thumbnail, self.thumbnails, thumb, p.hash)
+                    loop.run_in_executor(None, save_gpu_thumbnail, self.thumbnails, thumb, p.hash)
                     for p, thumb in zip(accepted, thumbs, strict=True)
                     if p.hash
                 ]
             order = cpu + accepted
             retry = [on_gpu[i] for i in refused]
             if retry:  # decode those on the CPU like any other file
-                assert self.pool is not None
-                redone = await asyncio.gather(
-                    *(
-                        asyncio.wrap_future(
-                            self.pool.submit(
-                                prepare,
-                                p.path,
-                                embedder.crop,
-                                self.max_megapixels,
-                                self.draft,
-                                False,
-                                self.thumbnails,
-                            )
-                        )
-                        for p in retry
-                    )
+                more, ok = await self._on_cpu_instead(retry, embedder, thread)
+                vectors = (
+                    np.concatenate([vectors, more])
+                    if len(vectors) and len(more)
+                    else (more if len(more) else vectors)
                 )
-                for old, new in zip(retry, redone, strict=True):
-                    old.gpu, old.pixels, old.error = False, new.pixels, new.error
-                    old.fingerprint = new.fingerprint
-                ok = [p for p in retry if p.error is None]
-                if ok:
-                    more, _, _, _ = await loop.run_in_executor(
-                        thread, embed_mixed, embedder, [p.pixels for p in ok], [], []
-                    )
-                    vectors = np.concatenate([vectors, more]) if len(vectors) else more
-                    order += ok
+                order += ok
         finally:
             self._free.put_nowait(embedder)
         await asyncio.gather(*saves)
         return vectors, order
+
+    async def _on_cpu_instead(
+        self, retry: list[Prepared], embedder: ImageEmbedder, thread: Any
+    ) -> tuple[np.ndarray, list[Prepared]]:
+        """JPEGs nvJPEG refused, decoded by the CPU workers and embedded: their vectors, and
+        those that decoded (the others now carry their error)."""
+        assert self.pool is not None
+        redone = await asyncio.gather(
+            *(
+                asyncio.wrap_future(
+                    self.pool.submit(
+                        prepare,
+                        p.path,
+                        embedder.crop,
+                        self.max_megapixels,
+                        self.draft,
+                        False,
+                        self.thumbnails,
+                    )
+                )
+                for p in retry
+            )
+        )
+        for old, new in zip(retry, redone, strict=True):
+            old.gpu, old.pixels, old.error = False, new.pixels, new.error
+            old.fingerprint = new.fingerprint
+        ok = [p for p in retry if p.error is None]
+        if not ok:
+            return np.zeros((0, 0), dtype=np.float32), []
+        more, _, _, _ = await asyncio.get_running_loop().run_in_executor(
+            thread, embed_mixed, embedder, [p.pixels for p in ok], [], []
+        )
+        return more, ok
 
     async def commit(self, batch: Sequence[tuple[FileRef, Prepared]], summary: Summary) -> None:
         """Embed what is new in one batch and write the whole batch in one transaction."""
@@ -305,7 +318,7 @@ class Indexer:
         else:
             prints = {}
         stamp = now()
-        rows = [_row(ref, p, stamp) for ref, p in batch]
+        rows = [row_of(ref, p, stamp) for ref, p in batch]
         written: list[dict[str, Any]] = []
         written_vectors: list[np.ndarray] = []
         failed: list[str] = []
@@ -335,28 +348,6 @@ class Indexer:
                 self.listener.remove(failed)
             if written:
                 self.listener.upsert_rows(written, np.stack(written_vectors))  # type: ignore[arg-type]
-
-
-def _row(ref: FileRef, p: Prepared, stamp: Any) -> dict[str, Any]:
-    """The row of one file as decoded, without its embedding (added by the caller)."""
-    return {
-        "key": ref.key,
-        **path_fields(ref.path),
-        "root": ref.root,
-        "size": p.size,
-        "mtime_ns": p.mtime_ns,
-        "hash": p.hash,
-        "width": p.width,
-        "height": p.height,
-        "taken_at": p.taken_at,
-        "format": p.format,
-        "fingerprint": p.fingerprint,
-        "indexed_at": stamp,
-        "embedding": None,
-        "model": None,
-        "error": p.error,
-        "offline": False,
-    }
 
 
 class _InFlight:
@@ -394,26 +385,3 @@ class _InFlight:
     def cancel(self) -> None:
         for task in self.tasks:
             task.cancel()
-
-
-def _worker_start() -> None:
-    """In each decoding worker: Pillow as the indexer needs it, and a lower priority, so the CPU
-    goes to searches (under `serve`) and the desktop first. A niced worker still takes every idle
-    cycle, so indexing alone runs as fast as before."""
-    configure_pillow()
-    try:
-        os.nice(WORKER_NICENESS)
-    except OSError:  # pragma: no cover - a sandbox may forbid it
-        pass
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
-def _save_thumbnail(thumbnails: Thumbnails, pixels: np.ndarray, content_hash: str) -> bool:
-    """A GPU-decoded photo's thumbnail (already shrunk on the GPU), encoded on a thread."""
-    from PIL import Image
-
-    return thumbnails.save(Image.fromarray(pixels), content_hash)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .store import ImageRow, image_key
+from .store import ImageRow, image_key, path_fields
+
+if TYPE_CHECKING:
+    from .imaging import Prepared
 
 
 @dataclass(frozen=True)
@@ -103,3 +106,25 @@ def stat_all(paths: list[str]) -> list[os.stat_result | None]:
         except OSError:
             out.append(None)
     return out
+
+
+def row_of(ref: FileRef, p: Prepared, stamp: Any) -> dict[str, Any]:
+    """The row of one file as decoded, without its embedding (added by the caller)."""
+    return {
+        "key": ref.key,
+        **path_fields(ref.path),
+        "root": ref.root,
+        "size": p.size,
+        "mtime_ns": p.mtime_ns,
+        "hash": p.hash,
+        "width": p.width,
+        "height": p.height,
+        "taken_at": p.taken_at,
+        "format": p.format,
+        "fingerprint": p.fingerprint,
+        "indexed_at": stamp,
+        "embedding": None,
+        "model": None,
+        "error": p.error,
+        "offline": False,
+    }

@@ -1,0 +1,36 @@
+"""What runs beside the indexer's event loop: the decoding workers' start-up (a process pool),
+whole-file reads for nvJPEG and the GPU path's thumbnail encoding (threads)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .imaging import configure_pillow
+from .thumbs import Thumbnails
+
+WORKER_NICENESS = 10
+
+
+def worker_start() -> None:
+    """In each decoding worker: Pillow as the indexer needs it, and a lower priority, so the CPU
+    goes to searches (under `serve`) and the desktop first. A niced worker still takes every idle
+    cycle, so indexing alone runs as fast as before."""
+    configure_pillow()
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # pragma: no cover - a sandbox may forbid it
+        pass
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def save_gpu_thumbnail(thumbnails: Thumbnails, pixels: np.ndarray, content_hash: str) -> bool:
+    """A GPU-decoded photo's thumbnail (already shrunk on the GPU), encoded on a thread."""
+    from PIL import Image
+
+    return thumbnails.save(Image.fromarray(pixels), content_hash)
