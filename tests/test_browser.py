@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from PIL import Image
@@ -399,6 +400,15 @@ async def test_the_lightbox_shows_a_heic(page, served: Served) -> None:  # type:
         source.save(phone, "HEIF", quality=90)
     await index_folder(served.store, served.root, served.embedder, batch_size=16)
     key = image_key(str(phone))
+    # The page's library follows the store every 0.2 s; search once the photo is in it, and by
+    # the photo itself ("more like this" through the API would need its id on the page).
+    searchable = (await served.store.counts()).indexed
+
+    async def followed() -> bool:
+        async with aiohttp.ClientSession() as http, http.get(served.url + "/api/status") as r:
+            return (await r.json())["searchable"] >= searchable
+
+    await until(followed, limit=20, what="the page's library has the HEIC")
     await page.fill("#q", "a photo")
     await page.press("#q", "Enter")
     tile = f"#grid .tile[data-id='{key}'] img"
