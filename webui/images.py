@@ -98,19 +98,7 @@ async def image(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(
             path, headers={**headers, "Content-Type": content_type, "Content-Disposition": disposition}
         )
-    app = request.app
-    try:
-        file = await asyncio.get_running_loop().run_in_executor(
-            app[THUMB_EXECUTOR],
-            app[THUMBS].get,
-            path,
-            str(row["hash"]),
-            RENDITION,
-            "webp",
-            app[CONFIG].max_megapixels,
-        )
-    except (ImageError, OSError) as exc:
-        raise web.HTTPNotFound(text=f"cannot show this photo: {exc}") from None
+    file = await _cached(request, path, row, RENDITION, "webp", "cannot show this photo")
     return web.FileResponse(
         file, headers={**headers, "Content-Type": "image/webp", "Content-Disposition": "inline"}
     )
@@ -133,10 +121,16 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     headers = {"ETag": etag, "Cache-Control": "private, max-age=604800", "X-Content-Type-Options": "nosniff"}
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers=headers)
-    path = _servable(request, row)
+    file = await _cached(request, _servable(request, row), row, size, fmt, "no thumbnail")
+    return web.FileResponse(file, headers={**headers, "Content-Type": FORMATS[fmt][1]})
+
+
+async def _cached(request: web.Request, path: str, row: ImageRow, size: int, fmt: str, failure: str) -> Path:
+    """The photo at ``size`` in ``fmt`` from the content-keyed cache, made on the thumbnail
+    thread the first time (never on the event loop)."""
     app = request.app
     try:
-        file = await asyncio.get_running_loop().run_in_executor(
+        return await asyncio.get_running_loop().run_in_executor(
             app[THUMB_EXECUTOR],
             app[THUMBS].get,
             path,
@@ -146,5 +140,4 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
             app[CONFIG].max_megapixels,
         )
     except (ImageError, OSError) as exc:
-        raise web.HTTPNotFound(text=f"no thumbnail: {exc}") from None
-    return web.FileResponse(file, headers={**headers, "Content-Type": FORMATS[fmt][1]})
+        raise web.HTTPNotFound(text=f"{failure}: {exc}") from None
