@@ -18,7 +18,7 @@ from .config import Config
 
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 MAX_COUNTED_FOLDERS = 1_000_000  # stop counting folders here: the answer is already clear
-LOW_SPACE = 1 << 30
+ROOM = 1 << 30  # below this free beside the database, doctor fails (the store pauses writes at 64 MiB)
 
 
 @dataclass
@@ -136,7 +136,7 @@ def database(config: Config, schema: int | None, expected: int, holder: str | No
         state = f"schema {schema}" + (
             f" (migrated to {expected} at the next start)" if schema < expected else ""
         )
-    level = "FAIL" if free < LOW_SPACE else "ok"
+    level = "FAIL" if free < ROOM else "ok"
     fix = "free disk space, or move the database (--database-url)" if level == "FAIL" else ""
     return Check("database", level, f"{folder}, {state}, {room}", fix)
 
