@@ -97,6 +97,9 @@ def test_every_command_of_the_installed_program(
         "        await albums.save_album(store, albums.Album(name='Meadows', liked=keys[:1], min_score=0.5,\n"
         "            vector=matrix[0].astype('float32'), model=await store.stored_model()))\n"
         "asyncio.run(main())\n"
+        # as the console entry point does (cli.run): the embedded engine can abort at
+        # interpreter finalisation, after everything was written and closed
+        "sys.stdout.flush(); import os; os._exit(0)\n"
     )
     saved = run([str(python), "-c", save], cwd=away, env=user)
     assert saved.returncode == 0, saved.stderr
@@ -112,6 +115,8 @@ def test_every_command_of_the_installed_program(
     cmd("album", "No such album", code=1)
     cmd("install-service", "--output", str(tmp_path / "units"))
     assert (tmp_path / "units" / "image-search.service").is_file()
+    checks = {c["name"]: c["level"] for c in json.loads(cmd("doctor", "--json", "--port", str(free_port())))}
+    assert checks["model"] == checks["database"] == checks["port"] == "ok", checks
     serve_answers_health(installed, user, away, photo_dir)
 
 
