@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import fingerprint
+from . import fingerprint, raw
+from .exifdate import date_taken
 
 if TYPE_CHECKING:
     from .thumbs import Thumbnails
@@ -33,25 +34,26 @@ HEIF = importlib.util.find_spec("pillow_heif") is not None
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
     | ({".heic", ".heif"} if HEIF else set())
+    | raw.RAW_EXTENSIONS
 )
 
-EXIF_IFD = 0x8769
-DATETIME_ORIGINAL = 0x9003
-OFFSET_TIME_ORIGINAL = 0x9011
 HASH_CHUNK = 1 << 20
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def configure_pillow() -> None:
+def configure_pillow(heif_threads: int | None = None) -> None:
     """Start-up, in every process that decodes photos (the CLI, the web app, each decoding
     worker): Pillow's own bomb check is replaced by ours (``max_megapixels``, checked from the
-    header with a reason we record), and HEIC/HEIF is registered (pillow-heif).
-    Idempotent."""
+    header with a reason we record), and HEIC/HEIF is registered (pillow-heif). A decoding worker
+    passes ``heif_threads``, its share of the cores: libheif's default of 4 threads in each of
+    several workers would oversubscribe them. Idempotent."""
     Image.MAX_IMAGE_PIXELS = None
     if HEIF:
-        from pillow_heif import register_heif_opener
+        from pillow_heif import options, register_heif_opener
 
         register_heif_opener()
+        if heif_threads is not None:
+            options.DECODE_THREADS = max(1, heif_threads)
 
 
 class ImageError(Exception):
@@ -109,23 +111,9 @@ def taken_at(image: Image.Image) -> dt.datetime | None:
     """EXIF DateTimeOriginal (with its offset when recorded), or None."""
     try:
         exif = image.getexif()
-        sub = exif.get_ifd(EXIF_IFD)
     except Exception:  # a broken EXIF block must not fail the photo
         return None
-    raw = sub.get(DATETIME_ORIGINAL) or exif.get(0x0132)
-    if not isinstance(raw, str):
-        return None
-    try:
-        stamp = dt.datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
-    except ValueError:
-        return None
-    offset = sub.get(OFFSET_TIME_ORIGINAL)
-    if isinstance(offset, str):
-        try:
-            return dt.datetime.strptime(stamp.isoformat() + offset.strip("\x00 "), "%Y-%m-%dT%H:%M:%S%z")
-        except ValueError:
-            pass
-    return stamp.replace(tzinfo=dt.UTC)
+    return date_taken(exif)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -178,10 +166,15 @@ def open_checked(path: str | os.PathLike[str], max_megapixels: float) -> Image.I
 
 def decode_rgb(image: Image.Image, spec: CropSpec, *, draft: bool = True) -> Image.Image:
     """Decode to upright RGB. JPEGs decode at a reduced scale (Pillow's draft mode) that keeps
-    the shortest side at least twice the model's input, which is 5x faster on a 12 MP photo."""
+    the shortest side at least twice the model's input, which is 5x faster on a 12 MP photo.
+    A HEIC/HEIF decodes its embedded rendition instead of the full image when one covers the
+    model's input and is a scaled copy of it (same orientation, crop, colour profile): an iPhone
+    photo carries a 320x240 one, 60x faster to decode than its 12 MP tiles."""
+    side = _side(spec)
     if draft and image.format == "JPEG":
-        floor = 2 * max(spec.shortest_edge, spec.crop_height, spec.crop_width)
-        image.draft("RGB", (floor, floor))
+        image.draft("RGB", (2 * side, 2 * side))
+    elif draft and image.format == "HEIF":
+        image.draft(image.mode, (side, side))
     if image.format != "HEIF":  # a HEIF file opens at its primary image, which need not be the first
         image.seek(0)  # animated files: the first frame
     try:
@@ -253,24 +246,15 @@ def prepare(
         return result
     try:
         result.hash, tail = _hash_and_tail(path)
-        with open_checked(path, max_megapixels) as image:
-            result.format = image.format
-            result.taken_at = taken_at(image)
-            # The full-resolution upright size, read before draft mode shrinks the image.
-            width, height = image.size
-            result.width, result.height = (height, width) if _swaps_axes(image) else (width, height)
-            if gpu_jpeg and image.format == "JPEG" and image.mode in ("RGB", "L") and _complete_jpeg(tail):
-                result.orientation = _orientation(image)
-                result.gpu = True
-            else:
-                decoded = decode_rgb(image, spec, draft=draft)
-                result.fingerprint = fingerprint.of_image(decoded)
-                resized = clip_resize(decoded, spec)
-                result.pixels = center_crop(resized, spec)
-                if thumbnails is not None and result.hash:
-                    # From the model's resized picture (the whole of it, ~400 px wide): a few ms,
-                    # where shrinking a 15 MP PNG again would cost as much as the model's resize.
-                    thumbnails.save(resized, result.hash)
+        decoded = _read(path, result, spec, max_megapixels, draft, gpu_jpeg and _complete_jpeg(tail))
+        if decoded is not None:
+            result.fingerprint = fingerprint.of_image(decoded)
+            resized = clip_resize(decoded, spec)
+            result.pixels = center_crop(resized, spec)
+            if thumbnails is not None and result.hash:
+                # From the model's resized picture (the whole of it, ~400 px wide): a few ms,
+                # where shrinking a 15 MP PNG again would cost as much as the model's resize.
+                thumbnails.save(resized, result.hash)
     except ImageError as exc:
         result.error = str(exc)
     except OSError as exc:
@@ -280,6 +264,53 @@ def prepare(
     if result.taken_at is None and result.error is None:
         result.taken_at = EPOCH + dt.timedelta(microseconds=st.st_mtime_ns // 1000)  # exact, no float
     return result
+
+
+def _read(
+    path: str, result: Prepared, spec: CropSpec, max_megapixels: float, draft: bool, gpu_jpeg: bool
+) -> Image.Image | None:
+    """Fill in the file's facts and return its upright picture, or None for a JPEG left to the
+    GPU (``gpu_jpeg``: a complete baseline RGB/greyscale one)."""
+    if raw.is_raw(path):
+        picture = read_raw(path, max_megapixels, _side(spec) if draft else None)
+        result.format = Path(path).suffix[1:].upper()
+        result.taken_at = picture.taken_at
+        result.width, result.height = picture.width, picture.height
+        return picture.image
+    with open_checked(path, max_megapixels) as image:
+        result.format = image.format
+        result.taken_at = taken_at(image)
+        # The full-resolution upright size, read before draft mode shrinks the image.
+        width, height = image.size
+        result.width, result.height = (height, width) if _swaps_axes(image) else (width, height)
+        if gpu_jpeg and image.format == "JPEG" and image.mode in ("RGB", "L"):
+            result.orientation = _orientation(image)
+            result.gpu = True
+            return None
+        return decode_rgb(image, spec, draft=draft)
+
+
+def read_raw(path: str | os.PathLike[str], max_megapixels: float, need: int | None) -> raw.RawPicture:
+    """A camera RAW file (:mod:`image_search.raw`): its preview when at least ``need`` pixels on
+    the shortest side, else LibRaw's half-size decode (``None``: always that)."""
+    try:
+        return raw.read(path, max_megapixels, need)
+    except raw.RawError as exc:
+        raise ImageError(str(exc)) from None
+
+
+def load_upright(path: str | os.PathLike[str], max_megapixels: float, spec: CropSpec) -> Image.Image:
+    """The upright RGB picture of any indexed file, decoded no larger than ``spec`` needs
+    (JPEG draft mode, a HEIC's or a RAW's embedded rendition): what thumbnails and the lightbox's
+    renditions are made from."""
+    if raw.is_raw(path):
+        return read_raw(path, max_megapixels, _side(spec)).image
+    with open_checked(path, max_megapixels) as image:
+        return decode_rgb(image, spec)
+
+
+def _side(spec: CropSpec) -> int:
+    return max(spec.shortest_edge, spec.crop_height, spec.crop_width)
 
 
 def _orientation(image: Image.Image) -> int:

@@ -96,7 +96,10 @@ class Indexer:
         # forkserver/spawn: workers must not inherit torch's threads or the database handle.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context(method), initializer=worker_start
+            self.workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=worker_start,
+            initargs=(max(1, (os.cpu_count() or 1) // self.workers),),
         )
         if self.gpu_share:
             self.readers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="jpeg-reader")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .imaging import CropSpec, decode_rgb, open_checked
+from .imaging import CropSpec, load_upright
 
 SIZES = (128, 256, 512, 1024)
 DEFAULT_SIZE = 256
@@ -40,10 +40,10 @@ class Thumbnails:
         target = self.path(content_hash, size, fmt)
         if target.exists():
             return target
-        with open_checked(source, max_megapixels) as image:
-            rgb = decode_rgb(
-                image, CropSpec(shortest_edge=size // 2, crop_height=size // 2, crop_width=size // 2)
-            )
+        half = size // 2
+        rgb = load_upright(
+            source, max_megapixels, CropSpec(shortest_edge=half, crop_height=half, crop_width=half)
+        )
         return self._write(rgb, target, size, fmt)
 
     def save(self, rgb: Image.Image, content_hash: str, size: int = DEFAULT_SIZE, fmt: str = "webp") -> bool:

@@ -13,11 +13,12 @@ from .thumbs import Thumbnails
 WORKER_NICENESS = 10
 
 
-def worker_start() -> None:
-    """In each decoding worker: Pillow as the indexer needs it, and a lower priority, so the CPU
-    goes to searches (under `serve`) and the desktop first. A niced worker still takes every idle
-    cycle, so indexing alone runs as fast as before."""
-    configure_pillow()
+def worker_start(decoder_threads: int = 1) -> None:
+    """In each decoding worker: Pillow as the indexer needs it (libheif with this worker's share
+    of the cores), and a lower priority, so the CPU goes to searches (under `serve`) and the
+    desktop first. A niced worker still takes every idle cycle, so indexing alone runs as fast as
+    before."""
+    configure_pillow(heif_threads=decoder_threads)
     try:
         os.nice(WORKER_NICENESS)
     except OSError:  # pragma: no cover - a sandbox may forbid it

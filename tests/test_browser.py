@@ -387,36 +387,43 @@ async def test_duplicates_page(page, served: Served) -> None:  # type: ignore[no
     assert all(Path(p).exists() for p in saved)
 
 
-async def test_the_lightbox_shows_a_heic(page, served: Served) -> None:  # type: ignore[no-untyped-def]
-    """An iPhone photo (HEIC, which no browser shows) opens as a picture: the server sends a WebP
-    rendition; the original stays a link away."""
+async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    """An iPhone photo (HEIC) and a camera's RAW (DNG), which no browser shows, open as pictures:
+    the server sends a WebP rendition; the original stays a link away."""
     from image_search.imaging import configure_pillow
     from image_search.store import image_key
+
+    from .dng import write_dng
 
     configure_pillow()
     phone = served.root / "phone" / "IMG_0002.heic"
     phone.parent.mkdir()
+    camera = served.root / "camera" / "DSC_0042.dng"
+    camera.parent.mkdir()
     with Image.open(make_photo(served.root.parent / "source.png", (1200, 900), seed=77)) as source:
-        source.save(phone, "HEIF", quality=90)
+        source.save(phone, "HEIF", quality=90, enc_params={"preset": "ultrafast"})
+        write_dng(camera, source, orientation=6)  # no preview: LibRaw's half-size decode, 450x600
     await index_folder(served.store, served.root, served.embedder, batch_size=16)
-    key = image_key(str(phone))
-    # The page's library follows the store every 0.2 s; search once the photo is in it, and by
-    # the photo itself ("more like this" through the API would need its id on the page).
+    # The page's library follows the store every 0.2 s; search once the photos are in it.
     searchable = (await served.store.counts()).indexed
 
     async def followed() -> bool:
         async with aiohttp.ClientSession() as http, http.get(served.url + "/api/status") as r:
             return (await r.json())["searchable"] >= searchable
 
-    await until(followed, limit=20, what="the page's library has the HEIC")
+    await until(followed, limit=20, what="the page's library has the HEIC and the DNG")
     await page.fill("#q", "a photo")
     await page.press("#q", "Enter")
-    tile = f"#grid .tile[data-id='{key}'] img"
-    await on_page(page, "sel => !!document.querySelector(sel)", tile, limit=20)
-    await page.locator(tile).click()
-    await page.wait_for_selector("#lightbox:not([hidden])")
-    assert key in (await page.get_attribute("#lb-img", "src") or "")
-    await on_page(page, "() => document.getElementById('lb-img').naturalWidth > 0")
-    assert await page.evaluate("document.getElementById('lb-img').naturalWidth") == 1200
-    assert "original=1" in (await page.get_attribute("#lb-original", "href") or "")
-    await page.screenshot(path=ARTIFACTS / "09-lightbox-heic.png")
+    for path, width, shot in ((phone, 1200, "09-lightbox-heic"), (camera, 450, "09-lightbox-dng")):
+        key = image_key(str(path))
+        tile = f"#grid .tile[data-id='{key}'] img"
+        await on_page(page, "sel => !!document.querySelector(sel)", tile, limit=20)
+        await page.locator(tile).click()
+        await page.wait_for_selector("#lightbox:not([hidden])")
+        assert key in (await page.get_attribute("#lb-img", "src") or "")
+        await on_page(page, "() => document.getElementById('lb-img').naturalWidth > 0")
+        assert await page.evaluate("document.getElementById('lb-img').naturalWidth") == width
+        assert "original=1" in (await page.get_attribute("#lb-original", "href") or "")
+        await page.screenshot(path=ARTIFACTS / f"{shot}.png")
+        await page.keyboard.press("Escape")
+        await page.wait_for_selector("#lightbox", state="hidden")

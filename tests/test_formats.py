@@ -12,17 +12,18 @@ from pathlib import Path
 import numpy as np
 import pillow_heif
 from aiohttp.test_utils import TestClient, TestServer
-from PIL import Image
+from PIL import Image, ImageOps
 
-from image_search.imaging import CropSpec, configure_pillow, prepare
+from image_search.imaging import CropSpec, configure_pillow, decode_rgb, open_checked, prepare
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, TextEmbedder
 from image_search.store import Store, image_key
 from image_search.webui import create_app
 
-from .conftest import app_config
+from .conftest import all_wallpapers, app_config
 
 SPEC = CropSpec()
+FAST = {"preset": "ultrafast"}  # x265's default preset takes seconds a file on this machine
 configure_pillow()
 
 
@@ -38,7 +39,7 @@ def picture(size: tuple[int, int] = (640, 480)) -> Image.Image:
 
 
 def heic(path: Path, image: Image.Image, exif: Image.Exif | None = None) -> Path:
-    image.save(path, "HEIF", quality=92, **({"exif": exif.tobytes()} if exif else {}))
+    image.save(path, "HEIF", quality=92, enc_params=FAST, **({"exif": exif.tobytes()} if exif else {}))
     return path
 
 
@@ -81,6 +82,56 @@ def test_ten_bit_alpha_and_several_images(tmp_path: Path) -> None:
     got = prepare(str(tmp_path / "many.heic"), SPEC, 100)
     assert (got.width, got.height) == (640, 480)
     assert np.abs(got.pixels.astype(int) - eight.pixels.astype(int)).mean() < 6  # type: ignore[union-attr]
+
+
+def heic_with_rendition(path: Path, image: Image.Image, box: int, exif: Image.Exif | None = None) -> Path:
+    """A HEIC as a phone writes it: the full image and a small rendition of it (an iPhone's is
+    320x240)."""
+    extra = {"exif": exif.tobytes()} if exif else {}
+    image.save(path, "HEIF", quality=90, thumbnails=[box], enc_params=FAST, **extra)
+    return path
+
+
+def decoded_size(path: Path) -> tuple[int, int]:
+    with open_checked(path, 100) as image:
+        return decode_rgb(image, SPEC).size
+
+
+def test_a_heic_decodes_its_rendition_when_it_covers_the_model_input(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big = picture((1600, 1200))
+    phone = heic_with_rendition(tmp_path / "phone.heic", big, 320, exif)
+    assert decoded_size(phone) == (240, 320)  # the rendition, upright like the photo
+    full = prepare(str(heic(tmp_path / "plain.heic", big, exif)), SPEC, 100)
+    fast = prepare(str(phone), SPEC, 100)
+    assert (fast.width, fast.height) == (full.width, full.height) == (1200, 1600)  # the photo's size
+    assert np.abs(fast.pixels.astype(int) - full.pixels.astype(int)).mean() < 6  # type: ignore[union-attr]
+    # Renditions that do not cover the model's input are not used: too small, or a panorama's.
+    assert decoded_size(heic_with_rendition(tmp_path / "small.heic", big, 160)) == (1600, 1200)
+    pano = heic_with_rendition(tmp_path / "pano.heic", picture((2400, 600)), 640)
+    assert decoded_size(pano) == (2400, 600)  # its rendition is 640x160
+    # Without draft (what a caller asks for the full picture) the full image.
+    with open_checked(phone, 100) as image:
+        assert decode_rgb(image, SPEC, draft=False).size == (1200, 1600)
+
+
+def test_the_rendition_embeds_like_the_full_heic_on_real_photos(
+    tmp_path: Path, image_embedder: ImageEmbedder
+) -> None:
+    """What the model sees from an iPhone-like rendition (4:3, 320x240) against the full decode of
+    the same HEIC: real photos, cropped to 4:3 like a phone's."""
+    fast, full = [], []
+    for i, source in enumerate(all_wallpapers()[:6:2]):
+        with Image.open(source) as photo:
+            photo = ImageOps.fit(photo.convert("RGB"), (1600, 1200))
+        path = heic_with_rendition(tmp_path / f"{i}.heic", photo, 320)
+        assert decoded_size(path) == (320, 240)
+        fast.append(prepare(str(path), SPEC, 100).pixels)
+        full.append(prepare(str(path), SPEC, 100, draft=False).pixels)
+    a, b = image_embedder.embed_pixels(np.stack(fast)), image_embedder.embed_pixels(np.stack(full))
+    cosines = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert len(cosines) == 3 and cosines.min() >= 0.99, cosines
 
 
 def test_avif(tmp_path: Path) -> None:

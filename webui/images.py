@@ -31,9 +31,10 @@ CONTENT_TYPES = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
     "AVIF": "image/avif",
+    "DNG": "image/x-adobe-dng",  # other RAW formats have no registered type: application/octet-stream
     "HEIF": "image/heif",
 }
-# What every browser shows; other formats (HEIC/HEIF, TIFF) get a rendition (see image()).
+# What every browser shows; other formats (HEIC/HEIF, TIFF, camera RAW) get a rendition (see image()).
 BROWSER_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "AVIF"})
 RENDITION = 2048  # the long side of a rendition, in pixels
 EXTENSIONS = {"HEIF": ".heic", "TIFF": ".tif"}
@@ -82,8 +83,8 @@ def _servable(request: web.Request, row: ImageRow) -> str:
 
 
 async def image(request: web.Request) -> web.StreamResponse:
-    """The photo for the lightbox: the file itself where every browser can show it; for HEIC/HEIF
-    and TIFF a WebP rendition (long side 2048, upright), made once and cached by content. The
+    """The photo for the lightbox: the file itself where every browser can show it; for HEIC/HEIF,
+    TIFF and camera RAW a WebP rendition (long side 2048, upright), made once and cached by content. The
     original with its own content type: ``?original=1`` (a download for formats browsers lack)."""
     row = await _record(request)
     path = _servable(request, row)
