@@ -203,8 +203,11 @@ def group_library(library: Library, settings: Settings, on_progress: Progress | 
     command line's): from a consistent copy of the index, so searches and the indexer go on."""
     version = library.version
     keys, matrix = library.index.snapshot()
-    found = [(i, library.meta.get(k)) for i, k in enumerate(keys)]
-    rows = [i for i, meta in found if meta is not None]  # removed since the copy
+    # Removed since the copy: left out; so is the RAW of a RAW + JPEG pair (one shot, not a copy
+    # to delete: its JPEG stands for it). Membership tests only: the loop may change the set.
+    hidden = library.stacks.hidden
+    found = [(i, library.meta.get(k)) for i, k in enumerate(keys) if k not in hidden]
+    rows = [i for i, meta in found if meta is not None]
     metas = {keys[i]: meta for i, meta in found if meta is not None}
     keys = [keys[i] for i in rows]
     grouping = group(

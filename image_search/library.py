@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadValue, UnknownImage
+from .stacks import Stacks, is_raw
 from .store import ImageRow, ModelIdentity, Store, from_bytes, key_of, real_path
 from .vectors import VectorIndex
 
@@ -146,8 +147,10 @@ class Library:
         self.model_id = model_id
         self.index = VectorIndex()
         self.meta: dict[str, Meta] = {}
+        self.stacks = Stacks()  # RAW + JPEG pairs: searches show each shot once
         self.version = 0
         self._columns: tuple[int, dict[str, np.ndarray]] | None = None
+        self._shown: tuple[int, np.ndarray] | None = None
         # Changes that arrive while load() reads the store are replayed after it.
         self._replay: list[tuple[str, Any, Any]] | None = None
 
@@ -173,6 +176,7 @@ class Library:
             )
             self.index = VectorIndex.build(keys, matrix)
             self.meta = {key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)}
+            self.stacks.rebuild(self.meta)
             self.version += 1
         finally:
             replay, self._replay = self._replay, None
@@ -191,6 +195,7 @@ class Library:
             vectors = np.stack([from_bytes(r["embedding"]).astype(np.float32) for r in found.values()])  # type: ignore[arg-type]
             self.index.upsert(list(found), vectors)
             self.meta.update({k: Meta.from_row(r) for k, r in found.items()})
+            self.stacks.changed(self.meta, found)
             self.version += 1
 
     def upsert_rows(self, rows: Sequence[ImageRow], vectors: np.ndarray) -> None:
@@ -202,6 +207,7 @@ class Library:
             keys = [str(row["key"]) if "key" in row else key_of(row) for row in rows]
             self.index.upsert(keys, vectors)
             self.meta.update({key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)})
+            self.stacks.changed(self.meta, keys)
             self.version += 1
 
     def remove(self, keys: Sequence[str]) -> None:
@@ -212,6 +218,7 @@ class Library:
             self.index.remove(keys)
             for key in keys:
                 self.meta.pop(key, None)
+            self.stacks.changed(self.meta, keys)
             self.version += 1
 
     def vectors(self, ids: Sequence[str], what: str = "id") -> np.ndarray:
@@ -236,12 +243,29 @@ class Library:
             )
         return self._columns[1]
 
+    def shown(self) -> np.ndarray:
+        """The index rows that are not the hidden RAW of a pair, rebuilt only after a change."""
+        if self._shown is None or self._shown[0] != self.version:
+            shown = np.ones(len(self.index), dtype=bool)
+            for key in self.stacks.hidden:
+                pos = self.index.position(key)
+                if pos is not None:
+                    shown[pos] = False
+            self._shown = (self.version, shown)
+        return self._shown[1]
+
+    def pair(self, key: str) -> list[tuple[str, Meta]]:
+        """The RAW files of the shot this file shows (a RAW + JPEG pair), if any."""
+        return [(k, self.meta[k]) for k in self.stacks.pairs.get(key, ()) if k in self.meta]
+
     def mask(self, filters: Filters, exclude: set[str]) -> np.ndarray | None:
-        """Which index rows a search may return (None: all of them)."""
-        if filters.empty and not exclude:
+        """Which index rows a search may return (None: all of them). The RAW file of a RAW + JPEG
+        pair is not returned on its own (its JPEG names it), unless the filters ask for RAW."""
+        hide = not any(is_raw(f) for f in filters.formats) and bool(self.stacks.hidden)
+        if filters.empty and not exclude and not hide:
             return None
         n = len(self.index)
-        allowed = np.ones(n, dtype=bool)
+        allowed = self.shown().copy() if hide else np.ones(n, dtype=bool)
         if not filters.empty:
             cols = self.columns()
             if filters.root:

@@ -389,7 +389,8 @@ async def test_duplicates_page(page, served: Served) -> None:  # type: ignore[no
 
 async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None:  # type: ignore[no-untyped-def]
     """An iPhone photo (HEIC) and a camera's RAW (DNG), which no browser shows, open as pictures:
-    the server sends a WebP rendition; the original stays a link away."""
+    the server sends a WebP rendition; the original stays a link away. A RAW + JPEG pair shows
+    once, as its JPEG, badged, with the RAW a link away in the lightbox."""
     from image_search.imaging import configure_pillow
     from image_search.store import image_key
 
@@ -403,6 +404,8 @@ async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None
     with Image.open(make_photo(served.root.parent / "source.png", (1200, 900), seed=77)) as source:
         source.save(phone, "HEIF", quality=90, enc_params={"preset": "ultrafast"})
         write_dng(camera, source, orientation=6)  # no preview: LibRaw's half-size decode, 450x600
+        source.convert("RGB").save(camera.with_name("DSC_0043.JPG"), quality=90)
+        pair_raw = write_dng(camera.with_name("DSC_0043.dng"), source)
     await index_folder(served.store, served.root, served.embedder, batch_size=16)
     # The page's library follows the store every 0.2 s; search once the photos are in it.
     searchable = (await served.store.counts()).indexed
@@ -427,3 +430,11 @@ async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None
         await page.screenshot(path=ARTIFACTS / f"{shot}.png")
         await page.keyboard.press("Escape")
         await page.wait_for_selector("#lightbox", state="hidden")
+    assert await page.locator(f"#grid .tile[data-id='{image_key(str(pair_raw))}']").count() == 0
+    shot = f"#grid .tile[data-id='{image_key(str(camera.with_name('DSC_0043.JPG')))}']"
+    assert await page.text_content(f"{shot} .stack") == "JPEG + DNG"
+    await page.locator(f"{shot} img").click()
+    link = page.locator("#lb-pair a")
+    assert await link.text_content() == "DNG file"
+    assert image_key(str(pair_raw)) in (await link.get_attribute("href") or "")
+    await page.screenshot(path=ARTIFACTS / "09-lightbox-raw-jpeg-pair.png")

@@ -146,7 +146,8 @@ async def get_album(request: web.Request) -> web.Response:
     new = [(k, s) for k, s in hits if k in fresh]
     ordered = hits if by_score else new + [(k, s) for k, s in hits if k not in fresh]
     results = [
-        result(k, s, library.meta[k]) | {"new": k in fresh} for k, s in ordered[offset : offset + limit]
+        result(k, s, library.meta[k], library.pair(k)) | {"new": k in fresh}
+        for k, s in ordered[offset : offset + limit]
     ]
     described = _describe(request.app, album, {"count": len(hits), "new": len(new)})
     more = offset + limit < len(hits)

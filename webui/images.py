@@ -17,7 +17,7 @@ from image_search.store import ImageRow, key_of, real_path
 from image_search.thumbs import FORMATS
 
 from . import validate
-from .keys import CONFIG, STORE, THUMB_EXECUTOR, THUMBS
+from .keys import CONFIG, LIBRARY, STORE, THUMB_EXECUTOR, THUMBS
 from .responses import result
 
 STATIC = Path(__file__).parent / "static"
@@ -112,7 +112,9 @@ def _header_safe(name: str) -> str:
 
 async def image_meta(request: web.Request) -> web.Response:
     row = await _record(request)
-    return web.json_response({**result(key_of(row), None, Meta.from_row(row)), "size": row.get("size")})
+    key = key_of(row)
+    pair = request.app[LIBRARY].pair(key)
+    return web.json_response({**result(key, None, Meta.from_row(row), pair), "size": row.get("size")})
 
 
 async def thumbnail(request: web.Request) -> web.StreamResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -15,8 +16,11 @@ def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def result(key: str, score: float | None, meta: Meta) -> dict[str, Any]:
-    """One image as the page shows it (``score`` None where no search ranked it)."""
+def result(
+    key: str, score: float | None, meta: Meta, pair: Sequence[tuple[str, Meta]] = ()
+) -> dict[str, Any]:
+    """One image as the page shows it (``score`` None where no search ranked it); ``pair``: the
+    RAW files of the same shot (a RAW + JPEG pair), each with its own download."""
     version = (meta.hash or "")[:12]
     return {
         "id": key,
@@ -32,6 +36,15 @@ def result(key: str, score: float | None, meta: Meta) -> dict[str, Any]:
         "width": meta.width,
         "height": meta.height,
         "format": meta.format,
+        "pair": [
+            {
+                "id": k,
+                "path": m.rel,
+                "format": m.format,
+                "original": f"/api/images/{k}?original=1&v={(m.hash or '')[:12]}",
+            }
+            for k, m in pair
+        ],
     }
 
 

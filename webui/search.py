@@ -114,7 +114,9 @@ async def ranked(
         candidates = await searcher.submit(Query(query, DATE_CANDIDATES, allowed, min_score))
         candidates.sort(key=lambda hit: -library.meta[hit[0]].taken_or_oldest)
         hits = candidates[offset : offset + limit]
-    results = [result(key, score, library.meta[key]) for key, score in hits if key in library.meta]
+    results = [
+        result(key, score, library.meta[key], library.pair(key)) for key, score in hits if key in library.meta
+    ]
     return {
         "results": results,
         "offset": offset,
@@ -147,7 +149,7 @@ async def timeline(
         if not months or months[-1]["month"] != label:
             months.append({"month": label, "count": 0, "results": []})
         months[-1]["count"] += 1
-        months[-1]["results"].append(result(key, score, meta))
+        months[-1]["results"].append(result(key, score, meta, library.pair(key)))
     years: dict[str, int] = {}
     for group in months:
         year = group["month"][:4] if group["month"] else "undated"

@@ -36,6 +36,7 @@ class Local:
         return await Library.open(store, ModelSource(self.config.model).identity())
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
+        from ..library import Filters
         from ..model import ModelSource, TextEmbedder
         from ..queries import Session, TextQueries, session_vector
         from ..store import Store
@@ -53,7 +54,7 @@ class Local:
                 query = await session_vector(library, texts, Session(text))
             finally:
                 batcher.cancel()
-        hits = library.index.search_many([Query(query, limit)])[0]
+        hits = library.index.search_many([Query(query, limit, library.mask(Filters(), set()))])[0]
         return [{"path": library.meta[k].path, "score": round(s, 4), "id": k} for k, s in hits]
 
     async def status(self) -> dict[str, Any]:

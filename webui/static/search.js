@@ -183,6 +183,7 @@ function tile(result, index) {
   const li = el("li", { class: "tile", "data-id": result.id, tabIndex: 0, "aria-label": `${result.path}, score ${result.score}` },
     el("img", { loading: "lazy", decoding: "async", src: result.thumbnail, alt: result.path, onclick: () => openLightbox(index) }),
     el("span", { class: "score", textContent: result.score.toFixed(3) }),
+    ...stackBadge(result),
     el("div", { class: "actions" },
       button("✓ Like", "like", `Like ${result.path} (L)`, () => judge(result, "like")),
       button("✕ Reject", "reject", `Reject ${result.path} (X)`, () => judge(result, "reject")),
@@ -191,6 +192,14 @@ function tile(result, index) {
     if (event.target === li && act(shortcut(event), result, index)) event.preventDefault();
   });
   return li;
+}
+
+// A RAW + JPEG pair of one shot shows once; the badge says the RAW is there too.
+function stackBadge(result) {
+  const pair = result.pair || [];
+  if (!pair.length) return [];
+  const formats = [result.format, ...pair.map((p) => p.format)].join(" + ");
+  return [el("span", { class: "stack", textContent: formats, title: pair.map((p) => p.path).join("\n") })];
 }
 
 function render(appended) {
@@ -276,6 +285,8 @@ function drawLightbox() {
   if (!r) return closeLightbox();
   $("lb-img").src = r.image;  // a WebP rendition where the browser cannot show the file (HEIC, TIFF)
   $("lb-original").href = r.original;
+  $("lb-pair").replaceChildren(...(r.pair || []).flatMap((p) => [
+    " · ", el("a", { href: p.original, download: "", textContent: `${p.format} file`, title: p.path })]));
   $("lb-img").alt = r.path;
   const taken = r.taken_at ? new Date(r.taken_at).toLocaleString() : "";
   $("lb-caption").textContent = `${r.path} · ${r.width}×${r.height} · ${taken} · score ${r.score}`;
