@@ -196,5 +196,24 @@ def e2e() -> None:
             )
 
 
+def families() -> None:
+    """The image tower of each supported model size on this GPU (#15): img/s eager and compiled,
+    float16, random weights from the published configs."""
+    from image_search.model import RANDOM_CONFIGS
+
+    for name in RANDOM_CONFIGS:
+        source = ModelSource(name, random_weights=True)
+        for compiled in (False, True):
+            e = ImageEmbedder(source, "cuda", "float16", compile=compiled).load()
+            side = e.crop.crop_height
+            batch = 256 if side <= 256 else 128
+            pixels = torch.randint(0, 255, (batch, side, side, 3), dtype=torch.uint8, device="cuda")
+            seconds = timed(lambda e=e, pixels=pixels: e.embed_pixels(pixels))
+            label = "compiled" if compiled else "eager"
+            print(f"{name} {side}px {label} fp16 b{batch}: {batch / seconds:.0f} img/s", flush=True)
+            del e
+            torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
-    {"forward": forward, "decoders": decoders, "e2e": e2e}[sys.argv[1]]()
+    {"forward": forward, "decoders": decoders, "e2e": e2e, "families": families}[sys.argv[1]]()

@@ -153,7 +153,8 @@ class Config:
     )
     model: str = _opt(
         "openai/clip-vit-large-patch14",
-        help="CLIP model: a Hugging Face id (from the usual cache, HF_HOME honoured) or a local directory.",
+        help="Model: a CLIP or SigLIP (SigLIP 2) checkpoint, as a Hugging Face id (from the usual cache, "
+        "HF_HOME honoured) or a local directory.",
     )
     device: str = _opt(
         "auto",
@@ -163,12 +164,14 @@ class Config:
     dtype: str = _opt(
         "auto",
         parse=_choice("auto", "float16", "bfloat16", "float32"),
-        help="Image model precision: auto is float16 on a GPU and float32 on the CPU.",
+        help="Image model precision: auto is float16 on a GPU; on the CPU bfloat16 where it is native "
+        "(AVX512-BF16 or AMX), else float32.",
     )
     text_dtype: str = _opt(
         "int8",
-        parse=_choice("int8", "float32"),
-        help="Text model on the CPU: int8 (dynamic quantisation, ~4x faster) or float32.",
+        parse=_choice("int8", "float32", "bfloat16"),
+        help="Text model on the CPU: int8 (dynamic quantisation, ~4x faster), float32, or bfloat16 (fastest "
+        "where the CPU has AVX512-BF16 or AMX).",
     )
     batch_size: int = _opt(
         0,
@@ -245,9 +248,10 @@ class Config:
     )
 
     duplicate_similarity: float = _opt(
-        0.92,
-        parse=lambda v: _between(float(v), 0.5, 1.0),
-        help="Near-duplicates: the CLIP cosine two photos must reach before their fingerprints are compared.",
+        0.0,
+        parse=lambda v: float(v) if float(v) == 0 else _between(float(v), 0.5, 1.0),
+        help="Near-duplicates: the image cosine two photos must reach before their fingerprints are "
+        "compared; 0 means the model family's default (CLIP 0.92, SigLIP 0.85).",
     )
     duplicate_hash_bits: int = _opt(
         10,

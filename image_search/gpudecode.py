@@ -56,6 +56,8 @@ def crop(image: torch.Tensor, spec: CropSpec) -> torch.Tensor:
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    if spec.square:  # SigLIP: the whole picture to the square input, no crop
+        new_w, new_h = spec.crop_width, spec.crop_height
     pixels = image[None].float()
     # Like Pillow's draft mode: an integer box reduction first (1/2, 1/4 or 1/8), never below
     # twice the target, so the antialiased bicubic runs on a small image, not on 12 MP.
@@ -65,7 +67,11 @@ def crop(image: torch.Tensor, spec: CropSpec) -> torch.Tensor:
     if factor > 1:
         pixels = torch.nn.functional.avg_pool2d(pixels, factor, ceil_mode=True)
     resized = torch.nn.functional.interpolate(
-        pixels, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+        pixels,
+        size=(new_h, new_w),
+        mode="bilinear" if spec.resample == 2 else "bicubic",  # Pillow's BILINEAR is 2
+        antialias=True,
+        align_corners=False,
     )[0]
     resized = resized.clamp_(0, 255).round_().to(torch.uint8)
     top, left = max(0, (new_h - spec.crop_height) // 2), max(0, (new_w - spec.crop_width) // 2)

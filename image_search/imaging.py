@@ -14,7 +14,7 @@ import hashlib
 import importlib.util
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,12 +62,14 @@ class ImageError(Exception):
 
 @dataclass(frozen=True)
 class CropSpec:
-    """The model's preprocessing geometry (from its processor config)."""
+    """The model's preprocessing geometry (from its processor config): CLIP resizes the shortest
+    side and crops the centre; SigLIP (``square``) resizes the whole picture to the input size."""
 
     shortest_edge: int = 224
     crop_height: int = 224
     crop_width: int = 224
     resample: int = Image.Resampling.BICUBIC
+    square: bool = False
 
 
 @dataclass
@@ -197,7 +199,10 @@ def clip_crop(image: Image.Image, spec: CropSpec) -> np.ndarray:
 
 
 def clip_resize(image: Image.Image, spec: CropSpec) -> Image.Image:
-    """The first half of :func:`clip_crop`: the whole picture, shortest side ``spec.shortest_edge``."""
+    """The first half of :func:`clip_crop`: the whole picture, shortest side ``spec.shortest_edge``
+    (for a ``square`` spec: resized to the input, its shape not kept)."""
+    if spec.square:
+        return image.resize((spec.crop_width, spec.crop_height), resample=spec.resample)
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)
@@ -254,7 +259,9 @@ def prepare(
             if thumbnails is not None and result.hash:
                 # From the model's resized picture (the whole of it, ~400 px wide): a few ms,
                 # where shrinking a 15 MP PNG again would cost as much as the model's resize.
-                thumbnails.save(resized, result.hash)
+                # A square model input has lost the shape: then a resize of its own.
+                shaped = clip_resize(decoded, replace(spec, square=False)) if spec.square else resized
+                thumbnails.save(shaped, result.hash)
     except ImageError as exc:
         result.error = str(exc)
     except OSError as exc:

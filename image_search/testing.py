@@ -1,7 +1,9 @@
-"""A tiny, randomly initialised CLIP saved like a real checkpoint: for tests and CI benchmarks.
+"""Tiny, randomly initialised CLIP and SigLIP models saved like real checkpoints: for tests and
+CI benchmarks.
 
 Built with transformers' own classes (model, tokenizer, processor) and read back through
-:class:`image_search.model.ModelSource`, the same path as ``openai/clip-vit-large-patch14``.
+:class:`image_search.model.ModelSource`, the same path as ``openai/clip-vit-large-patch14`` or
+``google/siglip2-base-patch16-224``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .tokens import byte_level_clip_tokenizer
+from .tokens import byte_level_clip_tokenizer, byte_level_siglip_tokenizer
 
 TINY_WORDS = ("a", "photo", "of", "the", "dog", "cat", "beach", "sunset", "mountain", "city")
 
@@ -44,6 +46,44 @@ def build_tiny_clip(
         model = CLIPModel(config)
     model.save_pretrained(directory)
     CLIPProcessor(image_processor=CLIPImageProcessorPil(), tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_siglip(directory: Path, *, seed: int = 0, image_size: int = 64, patch_size: int = 16) -> Path:
+    """Write a tiny SigLIP 2 (fixed resolution, as ``google/siglip2-base-patch16-224`` is saved:
+    ``model_type`` siglip, a Gemma-style tokenizer, 64 text positions, a square input without
+    crop, mean and std 0.5, bilinear resize) to ``directory``."""
+    from transformers import SiglipConfig, SiglipModel, SiglipProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tokenizer = byte_level_siglip_tokenizer(TINY_WORDS)
+    common = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
+    config = SiglipConfig(
+        text_config=dict(
+            common,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+        ),
+        vision_config=dict(common, image_size=image_size, patch_size=patch_size),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SiglipModel(config)
+        with torch.no_grad():  # trained values are about these (SigLIP's checkpoints: ~4.7, ~-16)
+            model.logit_scale.fill_(4.7)
+            model.logit_bias.fill_(-16.0)
+    model.save_pretrained(directory)
+    processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        resample=2,  # bilinear
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    SiglipProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(directory)
     return directory
 
 

@@ -42,3 +42,25 @@ def _bytes_to_unicode() -> dict[int, str]:
             chars.append(256 + extra)
             extra += 1
     return dict(zip(printable, map(chr, chars), strict=True))
+
+
+def byte_level_siglip_tokenizer(extra_words: tuple[str, ...] = ()) -> Any:
+    """A SigLIP 2 tokenizer (Gemma's kind: byte fallback, lower-casing) with a vocabulary of the
+    five specials, the 256 byte pieces, the lower-case letters and ``extra_words`` (merged from
+    their letters): where the real vocabulary is not available. Every text tokenises, in any
+    script, through the byte pieces."""
+    from transformers.models.siglip2.tokenization_siglip2 import Siglip2Tokenizer
+
+    vocab: dict[str, int] = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece in ["▁", *"abcdefghijklmnopqrstuvwxyz0123456789"]:
+        vocab.setdefault(piece, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in extra_words:
+        pieces = ["▁", *word]
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
+            vocab.setdefault(pieces[0], len(vocab))
+    return Siglip2Tokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]  # tuples, as the backend wants

@@ -87,3 +87,30 @@ def folder_fingerprint(directory: Path) -> str:
             with path.open("rb") as fh:
                 digest.update(fh.read(1 << 16))
     return digest.hexdigest()
+
+
+def scalars(directory: Path, names: tuple[str, ...]) -> dict[str, float]:
+    """Single-value tensors of a safetensors checkpoint (SigLIP's ``logit_scale`` and
+    ``logit_bias``), read without loading it; those it lacks are left out."""
+    import numpy as np
+
+    kinds = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+    found: dict[str, float] = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        tensors = _tensors(path)
+        for name in names:
+            if name not in tensors or name in found:
+                continue
+            _, base, entry = tensors[name]
+            start, end = (int(x) for x in entry["data_offsets"])  # type: ignore[attr-defined]
+            dtype = str(entry["dtype"])
+            if end - start > 8 or dtype not in (*kinds, "BF16"):
+                continue
+            with path.open("rb") as fh:
+                fh.seek(base + start)
+                data = fh.read(end - start)
+            if dtype == "BF16":  # the high half of a float32
+                found[name] = float(np.frombuffer(b"\0\0" + data[:2], dtype="<f4")[0])
+            else:
+                found[name] = float(np.frombuffer(data, dtype=kinds[dtype])[0])
+    return found

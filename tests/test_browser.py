@@ -415,6 +415,10 @@ async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None
             return (await r.json())["searchable"] >= searchable
 
     await until(followed, limit=20, what="the page's library has the HEIC and the DNG")
+    # The page says which model answers (a local checkpoint: its folder's name).
+    await on_page(page, "() => document.getElementById('model').textContent.length > 0")
+    model = await page.get_attribute("#model", "title") or ""
+    assert model.startswith("Model: local:") and model.split(":")[2] == await page.text_content("#model")
     await page.fill("#q", "a photo")
     await page.press("#q", "Enter")
     for path, width, shot in ((phone, 1200, "09-lightbox-heic"), (camera, 450, "09-lightbox-dng")):

@@ -68,6 +68,22 @@ def test_gpu_decode_matches_the_cpu_path(real_photos: list[Path], gpu_embedder: 
         assert float((a * b).sum()) >= 0.99, path
 
 
+def test_gpu_decode_matches_the_cpu_path_for_siglip(real_photos: list[Path], tmp_path: Path) -> None:
+    """SigLIP's square resize (no crop) on the GPU, within the same tolerance as CLIP's crop."""
+    from image_search.testing import build_tiny_siglip
+
+    source = ModelSource(str(build_tiny_siglip(tmp_path / "siglip")))
+    embedder = ImageEmbedder(source, "cuda", "float32").load()
+    assert embedder.crop.square
+    for path in [p for p in real_photos if p.suffix.lower() in {".jpg", ".jpeg"}]:
+        cpu = prepare(str(path), embedder.crop, 1000, draft=False).pixels
+        gpu = gpu_crop(path, embedder)
+        assert gpu.shape == cpu.shape == (64, 64, 3)
+        assert np.abs(gpu.astype(float) - cpu).mean() <= 3.0, path
+        a, b = embedder.embed_pixels(cpu[None]), embedder.embed_pixels(gpu[None])
+        assert float((a * b).sum()) >= 0.99, path
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_on_the_gpu(tmp_path: Path, gpu_embedder: ImageEmbedder, orientation: int) -> None:
     array = np.zeros((300, 480, 3), dtype=np.uint8)

@@ -15,6 +15,7 @@ from image_search.model import (
     ModelSource,
     ModelUnavailable,
     TextEmbedder,
+    cpu_has_bf16,
     pick_device,
     pick_dtype,
 )
@@ -112,7 +113,7 @@ def test_random_text_tower_has_vit_l14_parameter_count() -> None:
 
 def test_device_and_dtype_choice() -> None:
     assert pick_device("cpu").type == "cpu"
-    assert pick_dtype(torch.device("cpu")) == torch.float32
+    assert pick_dtype(torch.device("cpu")) == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
     assert pick_dtype(torch.device("cuda")) == torch.float16
     assert pick_dtype(torch.device("cuda"), "bfloat16") == torch.bfloat16
     if not torch.cuda.is_available():

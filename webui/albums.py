@@ -16,7 +16,7 @@ from image_search.library import Filters
 from image_search.queries import session_vector
 
 from . import validate
-from .keys import CONFIG, LIBRARY, SEARCHER, STORE, SUMMARIES, TEXTS
+from .keys import CONFIG, DEFAULTS, LIBRARY, SEARCHER, STORE, SUMMARIES, TEXTS
 from .responses import path_list, result
 
 SUMMARY_TTL = 10.0
@@ -90,7 +90,7 @@ async def _from_body(request: web.Request, body: dict[str, Any], album: Album) -
         session.weights,
     )
     album.filters = filters
-    album.min_score = albums.DEFAULT_MIN_SCORE if min_score is None else min_score
+    album.min_score = request.app[DEFAULTS].album_min_score if min_score is None else min_score
     album.vector = await session_vector(request.app[LIBRARY], request.app[TEXTS], session)
     album.model = request.app[LIBRARY].model_id
     return album

@@ -25,6 +25,7 @@ from image_search.vectors import Query
 from .keys import (
     CONFIG,
     COUNTS,
+    DEFAULTS,
     FINDER,
     IMAGES,
     INDEXING,
@@ -106,6 +107,7 @@ def _model_ctx(source: ModelSource, text_embedder: TextEmbedder | None, indexing
         if embedder is None:
             embedder = await loop.run_in_executor(executor, TextEmbedder(source, app[CONFIG].text_dtype).load)
         await loop.run_in_executor(executor, embedder.embed_texts, ["warm up"])
+        app[DEFAULTS] = await loop.run_in_executor(executor, embedder.source.defaults)
         app[TEXTS] = TextQueries(embedder, executor)
         app[IMAGES] = ImageQueries(source, indexing)
         worker = asyncio.create_task(app[TEXTS].batcher.run(), name="text-batcher")

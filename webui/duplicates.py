@@ -7,10 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from image_search.duplicates import Settings
 from image_search.library import Library
 
 from . import validate
-from .keys import CONFIG, FINDER, LIBRARY
+from .keys import CONFIG, DEFAULTS, FINDER, LIBRARY
 from .responses import path_list, result
 
 
@@ -21,7 +22,9 @@ def _item(library: Library, key: str, keep: bool) -> dict[str, Any]:
 
 async def duplicates(request: web.Request) -> web.Response:
     library = request.app[LIBRARY]
-    settings = validate.duplicate_settings(request, request.app[CONFIG])
+    settings = validate.duplicate_settings(
+        request, request.app[CONFIG], request.app[DEFAULTS].duplicate_similarity
+    )
     found = await request.app[FINDER].groups(library, settings)
     limit, offset = validate.page(request, 50, validate.MAX_GROUPS_PAGE)
     page = [g for g in found.groups[offset : offset + limit] if all(k in library.meta for k in g)]
@@ -50,7 +53,15 @@ async def export(request: web.Request) -> web.Response:
     """The paths of every group's smaller copies (all but the first), one per line
     (``?sep=nul`` for NUL-separated): for the user to review, move or delete themselves."""
     library = request.app[LIBRARY]
-    settings = validate.duplicate_settings(request, request.app[CONFIG])
+    settings = validate.duplicate_settings(
+        request, request.app[CONFIG], request.app[DEFAULTS].duplicate_similarity
+    )
     found = await request.app[FINDER].groups(library, settings)
     paths = [library.meta[k].path for g in found.groups for k in g[1:] if k in library.meta]
     return path_list(request, paths, "smaller-copies")
+
+
+def _settings(request: web.Request) -> Settings:
+    return validate.duplicate_settings(
+        request, request.app[CONFIG], request.app[DEFAULTS].duplicate_similarity
+    )

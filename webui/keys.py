@@ -9,6 +9,7 @@ import concurrent.futures
 from aiohttp import web
 
 from image_search.config import Config
+from image_search.families import ModelDefaults
 from image_search.indexing import Indexing
 from image_search.library import Library
 from image_search.queries import Batcher, TextQueries
@@ -33,3 +34,4 @@ SUMMARIES = web.AppKey("album_summaries", AlbumSummaries)
 FINDER = web.AppKey("duplicate_finder", DuplicateFinder)
 INDEXING = web.AppKey("indexing", Indexing)
 UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
+DEFAULTS = web.AppKey("model_defaults", ModelDefaults)

@@ -122,9 +122,10 @@ def page(request: web.Request, default: int, most: int) -> tuple[int, int]:
     return limit, offset
 
 
-def duplicate_settings(request: web.Request, config: Config) -> Settings:
+def duplicate_settings(request: web.Request, config: Config, family_similarity: float) -> Settings:
+    """The grouping asked for; its similarity defaults to the option, else the model family's."""
     try:
-        similarity = float(request.query.get("similarity", config.duplicate_similarity))
+        similarity = float(request.query.get("similarity", config.duplicate_similarity or family_similarity))
         hash_bits = int(request.query.get("hash_bits", config.duplicate_hash_bits))
     except ValueError:
         raise BadValue("similarity and hash_bits must be numbers") from None

@@ -89,9 +89,8 @@ class Local:
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
-        settings = Settings(
-            similarity=self.config.duplicate_similarity, hash_bits=self.config.duplicate_hash_bits
-        )
+        similarity = self.config.duplicate_similarity or _family_similarity(self.config.model)
+        settings = Settings(similarity=similarity, hash_bits=self.config.duplicate_hash_bits)
         bar = Bar("grouping", "pairs") if len(library) >= 2 else None
         found = await asyncio.to_thread(group_library, library, settings, bar.update if bar else None)
         groups = [
@@ -244,3 +243,16 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
 
 def _copy(path: str, width: Any, height: Any, size: Any) -> dict[str, Any]:
     return {"path": path, "width": width, "height": height, "size": size}
+
+
+def _family_similarity(model: str) -> float:
+    """The model family's near-duplicate similarity (CLIP's where the model's config is not here:
+    grouping needs only the stored vectors)."""
+    from ..errors import ModelUnavailable
+    from ..families import CLIP
+    from ..model import ModelSource
+
+    try:
+        return ModelSource(model).family.duplicate_similarity
+    except ModelUnavailable:
+        return CLIP.duplicate_similarity

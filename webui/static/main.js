@@ -10,6 +10,9 @@ async function pollStatus() {
   try {
     const s = await api("GET", "/api/status");
     const busy = s.queue > 0, paused = s.state === "paused";
+    // Which model answers: its hub id, or the folder name of a local checkpoint.
+    $("model").textContent = String(s.model || "").startsWith("local:") ? s.model.split(":")[1] : s.model || "";
+    $("model").title = `Model: ${s.model}`;
     const fresh = s.albums ? s.albums.new : 0;
     const changed = $("albums-new").textContent !== (fresh ? `${fresh} new` : "");
     $("albums-new").hidden = !fresh;

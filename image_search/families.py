@@ -1,0 +1,89 @@
+"""The model families image-search loads, told apart by the checkpoint's ``model_type``, and what
+differs between them: the transformers classes of each tower, how pictures and text are prepared,
+and the thresholds that depend on the family's score range.
+
+- **CLIP** (``clip``: OpenAI CLIP, and MetaCLIP 2 checkpoints saved as CLIP): shortest side
+  resized then centre-cropped; text padded to the longest query (77 positions at most); the
+  embedding is the projected class token (the lean tower of :mod:`image_search.vit`).
+- **SigLIP** (``siglip``: SigLIP and SigLIP 2 at a fixed resolution): the whole picture resized to
+  the square input, no crop; text lower-cased (as SigLIP 2 was trained; SigLIP's own tokenizer
+  lower-cases anyway) and padded to all of its positions (64), because its pooling reads the last
+  one; the embedding is the attention-pooled output.
+
+SigLIP 2 NaFlex (``siglip2``, a variable number of patches) is not supported yet: its checkpoints
+are refused with a message that names the fixed-resolution ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ModelUnavailable
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config: str  # the transformers config class of the whole checkpoint
+    vision: str  # the class that reads the vision tower alone
+    text: str  # the class that reads the text tower alone
+    square: bool  # resize the whole picture to the square input (no crop)
+    pad_to_max: bool  # text padded to every position (SigLIP) rather than the longest query
+    lower_case: bool
+    # Near-duplicates: the image-image cosine a pair must reach before its fingerprints are
+    # compared. Only a candidate filter (the fingerprints decide), so a lower value costs time,
+    # not precision.
+    duplicate_similarity: float
+
+
+CLIP = Family(
+    "CLIP",
+    "CLIPConfig",
+    "CLIPVisionModelWithProjection",
+    "CLIPTextModelWithProjection",
+    square=False,
+    pad_to_max=False,
+    lower_case=False,
+    duplicate_similarity=0.92,  # measured on Debian's wallpapers (README "Near-duplicates")
+)
+SIGLIP = Family(
+    "SigLIP", "SiglipConfig", "SiglipVisionModel", "SiglipTextModel",
+    square=True, pad_to_max=True, lower_case=True,
+    # Not measured on real SigLIP weights (none reach this machine): lower than CLIP's so that the
+    # candidate stage loses no pair; the two fingerprint checks are what decide.
+    duplicate_similarity=0.85,
+)  # fmt: skip
+FAMILIES = {"clip": CLIP, "siglip": SIGLIP}
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The defaults that depend on the model (the options override them)."""
+
+    duplicate_similarity: float
+    album_min_score: float
+
+
+def family_of(model_type: str | None) -> Family:
+    family = FAMILIES.get(model_type or "")
+    if family is not None:
+        return family
+    if model_type == "siglip2":
+        raise ModelUnavailable(
+            "SigLIP 2 NaFlex checkpoints (model_type siglip2) are not supported yet; the fixed-"
+            "resolution SigLIP 2 ones are, e.g. google/siglip2-base-patch16-224"
+        )
+    raise ModelUnavailable(
+        f"model type {model_type!r} is not one image-search loads: it reads CLIP and SigLIP "
+        "(SigLIP 2 at a fixed resolution) checkpoints"
+    )
+
+
+def album_min_score(family: Family, logit_scale: float | None, logit_bias: float | None) -> float:
+    """The album default: a photo belongs when the model itself says "matches". For CLIP, 0.2
+    (its cosines for a match run about 0.2-0.35); for SigLIP, the cosine where its sigmoid crosses
+    one half, -bias / exp(logit_scale), from the checkpoint's own two scalars."""
+    if family is SIGLIP and logit_scale is not None and logit_bias is not None:
+        return round(-logit_bias / math.exp(logit_scale), 3)
+    return 0.2
