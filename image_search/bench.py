@@ -202,7 +202,8 @@ def _image_rows(embedder: Any, rounds: int) -> list[Row]:
 
     sync = torch.cuda.synchronize if embedder.device.type == "cuda" else None
     rng = np.random.default_rng(0)
-    crops = torch.from_numpy(rng.integers(0, 255, (512, 224, 224, 3), dtype=np.uint8))
+    side = (embedder.crop.crop_height, embedder.crop.crop_width)  # the model's input: 224 to 384 px
+    crops = torch.from_numpy(rng.integers(0, 255, (512, *side, 3), dtype=np.uint8))
     if embedder.device.type != "cpu":
         crops = crops.to(embedder.device)
 

@@ -87,3 +87,31 @@ def album_min_score(family: Family, logit_scale: float | None, logit_bias: float
     if family is SIGLIP and logit_scale is not None and logit_bias is not None:
         return round(-logit_bias / math.exp(logit_scale), 3)
     return 0.2
+
+
+@dataclass(frozen=True)
+class Known:
+    """A checkpoint this project has measured (random weights, the published shapes) and the
+    published retrieval figures for it."""
+
+    id: str
+    family: str
+    vision_params_m: int
+    imagenet: float  # zero-shot top-1, %
+    coco_r1: float  # COCO text->image recall@1, %
+    input_px: int
+    h200_img_s: int  # image tower, float16, compiled, batch 256 (128 at 384 px): scripts/gpu-session families
+    cpu: str  # what two CPU cores make of it (benchmarks/test_families.py)
+    source: str
+
+
+KNOWN = (
+    Known("openai/clip-vit-large-patch14", "CLIP", 304, 75.5, 36.5, 224, 2882,
+          "slow: 1.2 img/s float32, 2.4 bfloat16", "open_clip's results table"),
+    Known("google/siglip2-base-patch16-224", "SigLIP 2", 86, 78.2, 52.1, 224, 10740,
+          "fine: 2.2-4.3 img/s float32, 11.4 bfloat16", "big_vision's SigLIP 2 README"),
+    Known("google/siglip2-large-patch16-256", "SigLIP 2", 303, 82.5, 54.7, 256, 2821,
+          "slow: as ViT-L/14", "big_vision's SigLIP 2 README"),
+    Known("google/siglip2-so400m-patch14-384", "SigLIP 2", 400, 84.1, 55.8, 384, 615,
+          "needs a GPU", "big_vision's SigLIP 2 README"),
+)  # fmt: skip

@@ -75,6 +75,22 @@ def test_text_output_and_progress(photo_dir: Path, env: dict[str, str]) -> None:
     assert len(text) == 2 and all(line.split("  ", 1)[1].startswith(str(photo_dir)) for line in text)
 
 
+def test_models_lists_the_families_and_what_this_machine_measured(env: dict[str, str]) -> None:
+    """`models`: the four known checkpoints and the configured one (here the tiny CLIP), whose
+    rate appears once `benchmark` has measured it."""
+    before = {m["id"]: m for m in json.loads(cli("models", "--json", env=env).stdout)}
+    configured = env["IMAGE_SEARCH_MODEL"]
+    assert len(before) == 5 and before[configured]["current"] and before[configured]["family"] == "CLIP"
+    assert before["google/siglip2-base-patch16-224"]["coco_r1"] == 52.1
+    assert not any(m["measured_here"] for m in before.values())
+    report = json.loads(cli("benchmark", "--quick", "--json", env=env).stdout)
+    best = next(r for r in report["results"] if r["name"].startswith("image embedding, best batch"))
+    after = {m["id"]: m["measured_here"] for m in json.loads(cli("models", "--json", env=env).stdout)}
+    assert after.pop(configured) == f"{best['rate']:.1f} img/s on {report['environment']['cores']} CPU cores"
+    assert not any(after.values())
+    assert "SigLIP 2" in cli("models", env=env).stdout
+
+
 def test_model_change_is_refused_with_advice(photo_dir: Path, env: dict[str, str], tmp_path: Path) -> None:
     from image_search.testing import build_tiny_clip
 

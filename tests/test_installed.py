@@ -150,8 +150,17 @@ def serve_answers_health(exe: Path, env: dict[str, str], cwd: Path, photos: Path
 @pytest.mark.slow
 def test_the_installed_benchmark(installed: Path, user: dict[str, str], tmp_path: Path) -> None:
     """``benchmark --quick --random-weights``: the ViT-L/14 architecture on the CPU (minutes)."""
+    before = {m["id"]: m for m in json.loads(command(installed, user, tmp_path, "models", "--json"))}
+    # The configured model is the tiny test one, not in the list; nothing measured yet.
+    assert not any(m["current"] or m["measured_here"] for m in before.values()) and len(before) == 4
     out = command(installed, user, tmp_path, "benchmark", "--quick", "--random-weights", "--json")
     assert {r["name"] for r in json.loads(out)["results"]} >= {"text, one query, int8, CPU"}
+    # `models` now shows this machine's rate for the model measured, and only for it.
+    after = {
+        m["id"]: m["measured_here"]
+        for m in json.loads(command(installed, user, tmp_path, "models", "--json"))
+    }
+    assert "img/s on" in after.pop("openai/clip-vit-large-patch14") and not any(after.values())
 
 
 def test_nothing_of_the_checkout_is_needed() -> None:

@@ -26,11 +26,20 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--random-weights",
         action="store_true",
-        help="ViT-L/14 with random weights (same shapes and FLOPs), also used when the model is not cached.",
+        help="The model's published shapes with random weights (ViT-L/14's for a model without a shipped "
+        "config), also used when the model is not cached.",
     )
     p.add_argument("--quick", action="store_true", help="Fewer rounds, no 1M-vector search.")
     json_flag(p)
     p.set_defaults(run=cmd_benchmark)
+
+    p = sub.add_parser(
+        "models",
+        parents=[parent],
+        help="The supported models: published retrieval figures, measured speed, which needs a GPU.",
+    )
+    json_flag(p)
+    p.set_defaults(run=cmd_models)
 
     p = sub.add_parser(
         "install-service",
@@ -99,17 +108,81 @@ async def _database_check(config: Config, holder: str | None) -> Any:
 async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
     from .. import bench
     from ..errors import ModelUnavailable
-    from ..model import ModelSource
+    from ..model import DEFAULT_MODEL, RANDOM_CONFIGS, ModelSource
 
-    source = ModelSource(config.model, random_weights=args.random_weights)
+    # Random weights: the configured model's published shapes where shipped, else ViT-L/14's.
+    shaped = config.model if config.model in RANDOM_CONFIGS else DEFAULT_MODEL
+    source = ModelSource(shaped if args.random_weights else config.model, random_weights=args.random_weights)
     if not source.random_weights:
         try:
             source.crop_spec()
         except ModelUnavailable as exc:
-            log.warning("%s\nmeasuring the ViT-L/14 architecture with random weights instead", exc)
-            source = ModelSource(config.model, random_weights=True)
+            log.warning("%s\nmeasuring %s's architecture with random weights instead", exc, shaped)
+            source = ModelSource(shaped, random_weights=True)
     report = await asyncio.to_thread(bench.run, source, config.device, config.dtype, quick=args.quick)
     print(json.dumps(report, indent=2) if args.json else bench.table(report))
+    saved = _reports(config) / f"{_slug(source.spec)}.json"
+    try:  # for `image-search models`: this machine's speed beside the published figures
+        saved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        saved.write_text(json.dumps(report))
+    except OSError as exc:
+        log.warning("cannot keep the report in %s: %s", saved, exc)
+    return 0
+
+
+def _reports(config: Config) -> Path:
+    return config.cache_dir / "benchmarks"
+
+
+def _slug(model: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+
+
+def _measured(config: Config, model: str) -> str | None:
+    """This machine's best image rate for ``model``, from the report `benchmark` kept."""
+    report = _reports(config) / f"{_slug(model)}.json"
+    try:
+        data = json.loads(report.read_text())
+        best = [r for r in data["results"] if r["name"].startswith("image embedding, best batch")]
+        where = data["environment"].get("gpu") or f"{data['environment'].get('cores')} CPU cores"
+        return f"{best[0]['rate']:.1f} img/s on {where}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+async def cmd_models(config: Config, args: argparse.Namespace) -> int:
+    """The supported models with the published figures, and this machine's measured image rate
+    where `image-search benchmark` has run for that model (with real or random weights)."""
+    from ..errors import ModelUnavailable
+    from ..families import KNOWN
+    from ..model import ModelSource
+
+    rows = [{**k.__dict__, "current": k.id == config.model} for k in KNOWN]
+    if config.model not in {k.id for k in KNOWN}:  # the configured model, known or not
+        try:
+            family = ModelSource(config.model).family.name
+        except ModelUnavailable:
+            family = "?"
+        rows.append({"id": config.model, "family": family, "current": True})
+    for row in rows:
+        row["measured_here"] = _measured(config, str(row["id"]))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<36} {'family':<9} {'params':>6} {'IN-1k':>6} {'COCO R@1':>9} {'px':>4}  on 2 CPU cores")
+    for r in rows:
+        mark = "*" if r["current"] else " "
+        if "imagenet" not in r:  # a model of the user's own: no published figures here
+            print(f"{mark}{r['id']:<35} {r['family']:<9}  here: {r['measured_here'] or 'not measured'}")
+            continue
+        print(
+            f"{mark}{r['id']:<35} {r['family']:<9} {r['vision_params_m']:>5}M {r['imagenet']:>6.1f} "
+            f"{r['coco_r1']:>9.1f} {r['input_px']:>4}  {r['cpu']}"
+        )
+        here = r["measured_here"] or "not measured (image-search benchmark)"
+        print(f"  {'':<35} H200: {r['h200_img_s']:,} img/s; here: {here}")
+    print("\n* the configured model. Published figures: open_clip (CLIP), big_vision (SigLIP 2).")
+    print('Switch: image-search index --reembed --model ID (README, "Choosing a model").')
     return 0
 
 
