@@ -44,8 +44,21 @@ class Stacks:
         self._group_of: dict[str, tuple[str, str]] = {}
 
     def rebuild(self, meta: Mapping[str, HasPath]) -> None:
-        self.hidden, self.pairs, self._groups, self._group_of = set(), {}, {}, {}
-        self.changed(meta, meta.keys())
+        """From scratch, in one pass (the library's load: 100k photos)."""
+        groups: dict[tuple[str, str], set[str]] = {}
+        group_of: dict[str, tuple[str, str]] = {}
+        for key, item in meta.items():
+            group = _group(item.path)
+            group_of[key] = group
+            members = groups.get(group)
+            if members is None:
+                groups[group] = {key}
+            else:
+                members.add(key)
+        self.hidden, self.pairs, self._groups, self._group_of = set(), {}, groups, group_of
+        for group, members in groups.items():
+            if len(members) > 1:
+                self._restack(group, meta)
 
     def changed(self, meta: Mapping[str, HasPath], keys: Iterable[str]) -> None:
         """These keys were added, updated (perhaps moved) or removed (absent from ``meta``)."""
@@ -85,5 +98,7 @@ class Stacks:
 
 
 def _group(path: str) -> tuple[str, str]:
-    folder, name = os.path.split(path)
-    return folder, os.path.splitext(name)[0].lower()
+    """(folder, name without its extension, lower-cased): what the files of one shot share."""
+    folder, _, name = path.rpartition(os.sep)
+    stem, dot, _ = name.rpartition(".")
+    return folder, (stem if dot and stem else name).lower()

@@ -15,6 +15,10 @@ import torch
 
 from .tokens import byte_level_clip_tokenizer, byte_level_siglip_tokenizer
 
+# Both towers of every tiny model: hidden 32, 2 layers, 2 heads.
+TINY_TOWER: dict[str, Any] = dict(
+    hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2
+)
 TINY_WORDS = ("a", "photo", "of", "the", "dog", "cat", "beach", "sunset", "mountain", "city")
 
 
@@ -27,17 +31,10 @@ def build_tiny_clip(
 
     tokenizer = byte_level_clip_tokenizer(TINY_WORDS)
     vocab = tokenizer.get_vocab()
-    common = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
+    start, end = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
     config = CLIPConfig(
-        text_config=dict(
-            common,
-            vocab_size=len(vocab),
-            max_position_embeddings=77,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        ),
-        vision_config=dict(common, image_size=image_size, patch_size=32),
+        text_config=_tiny_text(len(vocab), 77, pad=end, bos=start, eos=end),
+        vision_config=dict(TINY_TOWER, image_size=image_size, patch_size=32),
         projection_dim=projection_dim,
     )
     directory.mkdir(parents=True, exist_ok=True)
@@ -57,17 +54,9 @@ def build_tiny_siglip(directory: Path, *, seed: int = 0, image_size: int = 64, p
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     tokenizer = byte_level_siglip_tokenizer(TINY_WORDS)
-    common = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2)
     config = SiglipConfig(
-        text_config=dict(
-            common,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=64,
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=1,
-        ),
-        vision_config=dict(common, image_size=image_size, patch_size=patch_size),
+        text_config=_tiny_text(len(tokenizer), 64, pad=0, bos=2, eos=1),
+        vision_config=dict(TINY_TOWER, image_size=image_size, patch_size=patch_size),
     )
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -85,6 +74,17 @@ def build_tiny_siglip(directory: Path, *, seed: int = 0, image_size: int = 64, p
     )
     SiglipProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(directory)
     return directory
+
+
+def _tiny_text(vocab_size: int, positions: int, *, pad: int, bos: int, eos: int) -> dict[str, Any]:
+    return dict(
+        TINY_TOWER,
+        vocab_size=vocab_size,
+        max_position_embeddings=positions,
+        pad_token_id=pad,
+        bos_token_id=bos,
+        eos_token_id=eos,
+    )
 
 
 def library_rows(start: int, vectors: Any, root: str, model_id: str) -> list[dict[str, Any]]:
