@@ -187,8 +187,8 @@ class ModelSource:
     def unavailable(self, exc: BaseException) -> ModelUnavailable:
         if self.is_local:
             return ModelUnavailable(
-                f"model directory {self.location} cannot be loaded: {exc}. It must hold a CLIP "
-                "checkpoint saved by transformers (config.json, weights, tokenizer and "
+                f"model directory {self.location} cannot be loaded: {exc}. It must hold a CLIP or "
+                "SigLIP checkpoint saved by transformers (config.json, weights, tokenizer and "
                 "preprocessor_config.json)."
             )
         return ModelUnavailable(
