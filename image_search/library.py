@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadValue, UnknownImage
-from .stacks import Stacks, is_raw
+from .stacks import Stacks, is_raw_format
 from .store import ImageRow, ModelIdentity, Store, from_bytes, key_of, real_path
 from .vectors import VectorIndex
 
@@ -261,7 +261,7 @@ class Library:
     def mask(self, filters: Filters, exclude: set[str]) -> np.ndarray | None:
         """Which index rows a search may return (None: all of them). The RAW file of a RAW + JPEG
         pair is not returned on its own (its JPEG names it), unless the filters ask for RAW."""
-        hide = not any(is_raw(f) for f in filters.formats) and bool(self.stacks.hidden)
+        hide = not any(is_raw_format(f) for f in filters.formats) and bool(self.stacks.hidden)
         if filters.empty and not exclude and not hide:
             return None
         n = len(self.index)

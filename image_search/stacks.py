@@ -29,7 +29,7 @@ class HasPath(Protocol):
     def format(self) -> str | None: ...
 
 
-def is_raw(format: str | None) -> bool:
+def is_raw_format(format: str | None) -> bool:
     return (format or "").upper() in RAW_FORMATS
 
 
@@ -87,9 +87,9 @@ class Stacks:
         for key in members:
             self.hidden.discard(key)
             self.pairs.pop(key, None)
-        raws = sorted(k for k in members if is_raw(meta[k].format))
+        raws = sorted(k for k in members if is_raw_format(meta[k].format))
         shown = sorted(
-            (k for k in members if not is_raw(meta[k].format)),
+            (k for k in members if not is_raw_format(meta[k].format)),
             key=lambda k: (SHOWN_FIRST.get((meta[k].format or "").upper(), 9), meta[k].path),
         )
         if raws and shown:

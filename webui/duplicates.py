@@ -22,9 +22,7 @@ def _item(library: Library, key: str, keep: bool) -> dict[str, Any]:
 
 async def duplicates(request: web.Request) -> web.Response:
     library = request.app[LIBRARY]
-    settings = validate.duplicate_settings(
-        request, request.app[CONFIG], request.app[DEFAULTS].duplicate_similarity
-    )
+    settings = _settings(request)
     found = await request.app[FINDER].groups(library, settings)
     limit, offset = validate.page(request, 50, validate.MAX_GROUPS_PAGE)
     page = [g for g in found.groups[offset : offset + limit] if all(k in library.meta for k in g)]
@@ -53,15 +51,14 @@ async def export(request: web.Request) -> web.Response:
     """The paths of every group's smaller copies (all but the first), one per line
     (``?sep=nul`` for NUL-separated): for the user to review, move or delete themselves."""
     library = request.app[LIBRARY]
-    settings = validate.duplicate_settings(
-        request, request.app[CONFIG], request.app[DEFAULTS].duplicate_similarity
-    )
+    settings = _settings(request)
     found = await request.app[FINDER].groups(library, settings)
     paths = [library.meta[k].path for g in found.groups for k in g[1:] if k in library.meta]
     return path_list(request, paths, "smaller-copies")
 
 
 def _settings(request: web.Request) -> Settings:
+    """The grouping a request asks for; its similarity defaults to the option, else the model's."""
     return validate.duplicate_settings(
         request, request.app[CONFIG], request.app[DEFAULTS].duplicate_similarity
     )
