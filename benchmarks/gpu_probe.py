@@ -175,7 +175,7 @@ def e2e() -> None:
             flush=True,
         )
         for share in shares:
-            ix.GPU_SHARE = share
+            ix.start_share = lambda _cores, share=share: share
             spent.clear()
 
             async def main(share=share) -> float:
@@ -215,5 +215,37 @@ def families() -> None:
             torch.cuda.empty_cache()
 
 
+def gpus() -> None:
+    """#19: the decoders together, then indexing with one GPU and with all (multigpu.py), on N
+    12 MP JPEGs; with BASELINE=1 the tree on PYTHONPATH is an older commit: one and all, once."""
+    import json
+
+    from multigpu import decoders_together, index_run, one_and_all
+
+    import image_search
+
+    print("image_search from", image_search.__file__, "GPUs", torch.cuda.device_count(), flush=True)
+    embedders = [
+        ImageEmbedder(ModelSource(random_weights=True), f"cuda:{i}", "float16").load()
+        for i in range(torch.cuda.device_count())
+    ]
+    folder = Path(os.environ.get("GPUS_TMP", tempfile.mkdtemp()))
+    files = photo_jpegs(folder / "12mp", int(os.environ.get("N", "3000")), (4000, 3000))
+    size = sum(f.stat().st_size for f in files) / len(files) / 1e6
+    print(f"{len(files)} files, {size:.1f} MB each", flush=True)
+    out: dict = {}
+    if os.environ.get("BASELINE"):
+        for e in embedders:
+            e.warm(256)
+        for name, chosen in (("one", embedders[:1]), ("all", embedders)):
+            out[name] = [index_run(files, Path(tempfile.mkdtemp(dir=folder)), chosen, None)]
+            print("baseline", name, out[name][-1], flush=True)
+    else:
+        out["decoders"] = decoders_together(files[:1500], torch.device("cuda:0"))
+        print("decoders together", out["decoders"], flush=True)
+        out.update(one_and_all(files, Path(tempfile.mkdtemp(dir=folder)), embedders))
+    print("JSON", json.dumps(out), flush=True)
+
+
 if __name__ == "__main__":
-    {"forward": forward, "decoders": decoders, "e2e": e2e, "families": families}[sys.argv[1]]()
+    {"forward": forward, "decoders": decoders, "e2e": e2e, "families": families, "gpus": gpus}[sys.argv[1]]()

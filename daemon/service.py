@@ -126,9 +126,9 @@ class Daemon:
             self.embedders = pick_embedders(
                 self.source, self.config.device, self.config.dtype, self.config.compile
             )
-            for embedder in self.embedders:  # load and warm before reporting ready
-                await loop.run_in_executor(None, _load_and_warm, embedder)
+        # The decoding workers start while the models load; all are warm before reporting ready.
         self.indexer = await self._stack.enter_async_context(self._make_indexer())
+        await self.indexer.warm()
         self.indexer.listener = self.listeners
         self.applier = Applier(
             self.store, self.indexer, self.thumbs, self.intake, self.status, self.listeners
@@ -168,6 +168,7 @@ class Daemon:
             gpu_decode=self.config.gpu_decode,
             on_progress=self.meter,
             thumbnails=self.thumbs,
+            gpus=self.config.gpus,
         )
 
     def _start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -291,10 +292,6 @@ class Daemon:
         self.notifier.status(f"paused: {exc}")
         asyncio.get_running_loop().call_later(self._backoff, self.intake.put, item)
         self._backoff = min(self._backoff * 2, BACKOFF[1])
-
-
-def _load_and_warm(embedder: ImageEmbedder) -> None:
-    embedder.load().warm()
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -241,6 +241,12 @@ class Config:
         parse=_choice("auto", "on", "off"),
         help="Decode JPEGs on a CUDA GPU (nvJPEG) beside the CPU workers: auto uses it when available.",
     )
+    gpus: int = _opt(
+        0,
+        parse=lambda v: _check_nonneg(int(v)),
+        help="CUDA GPUs that run the image model: 0 starts with one and adds the next while the "
+        "decoders keep more busy (nvJPEG always decodes on the first).",
+    )
     max_megapixels: float = _opt(
         100.0,
         parse=_positive(float),

@@ -8,6 +8,7 @@ README states. Files nvJPEG refuses (progressive or CMYK JPEGs, say) go back to 
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from . import fingerprint
+from .feeding import Stages
 from .imaging import CropSpec
 
 log = logging.getLogger(__name__)
@@ -156,6 +158,16 @@ def decode_batch(
 CHUNK = 32
 
 
+def warm_nvjpeg(embedder: Any) -> None:
+    """Create torchvision's nvJPEG decoder on the model's device and decode a first batch, so the
+    first real batch does not pay for either."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG")
+    decode_batch([buffer.getvalue()] * 2, [1, 1], embedder.crop, embedder.device)
+
+
 def _decode_chunk(
     data: Sequence[bytes], orientations: Sequence[int], spec: CropSpec, device: torch.device
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
@@ -184,27 +196,27 @@ def _decode_chunk(
     return out
 
 
+Decoded = list[tuple[torch.Tensor, bytes, np.ndarray] | None]
+
+
 def embed_mixed(
-    embedder: Any, crops: list[Any], jpegs: list[bytes], orientations: list[int]
+    embedder: Any, crops: list[Any], decoded: Decoded, stages: Stages | None = None
 ) -> tuple[np.ndarray, set[int], list[bytes], list[np.ndarray]]:
-    """On the model thread: decode the JPEGs on the GPU, then embed CPU crops and GPU crops
-    together. Returns vectors (CPU crops first, then the JPEGs nvJPEG accepted), the indices of
-    the JPEGs it refused, and the fingerprints and thumbnails of those it accepted."""
+    """On the model thread: embed CPU crops and nvJPEG's (:func:`decode_batch`'s output, on any
+    device) together. Returns vectors (CPU crops first, then the JPEGs nvJPEG accepted), the
+    indices of the JPEGs it refused, and the fingerprints and thumbnails of those it accepted.
+    ``stages`` is told the seconds the forward pass took."""
     parts = []
-    prints: list[bytes] = []
-    thumbs: list[np.ndarray] = []
     if crops:
         parts.append(torch.from_numpy(np.stack(crops)).to(embedder.device, non_blocking=True))
-    refused: set[int] = set()
-    if jpegs:
-        decoded = decode_batch(jpegs, orientations, embedder.crop, embedder.device)
-        refused = {i for i, pair in enumerate(decoded) if pair is None}
-        accepted = [triple for triple in decoded if triple is not None]
-        prints = [print_ for _, print_, _ in accepted]
-        thumbs = [thumb for _, _, thumb in accepted]
-        if accepted:
-            parts.append(torch.stack([crop for crop, _, _ in accepted]))
+    refused = {i for i, triple in enumerate(decoded) if triple is None}
+    accepted = [triple for triple in decoded if triple is not None]
+    prints = [print_ for _, print_, _ in accepted]
+    thumbs = [thumb for _, _, thumb in accepted]
+    if accepted:
+        parts.append(torch.stack([crop for crop, _, _ in accepted]).to(embedder.device))
     if not parts:
         return np.zeros((0, embedder.dim), dtype=np.float32), refused, prints, thumbs
-    vectors = embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0])
+    with (stages or Stages()).time(f"model {embedder.device}"):
+        vectors = embedder.embed_pixels(torch.cat(parts) if len(parts) > 1 else parts[0])
     return vectors, refused, prints, thumbs

@@ -24,25 +24,24 @@ from typing import Any
 import numpy as np
 
 from .errors import DeviceFailed
+from .feeding import Devices, InFlight, Share, Stages, decode_device, start_share
+from .gpudecode import Decoded, decode_batch, embed_mixed, warm_nvjpeg
 from .gpudecode import available as gpu_decode_available
-from .gpudecode import embed_mixed
 from .imaging import Prepared, configure_pillow, prepare
 from .indexing import LibraryListener
 from .model import ImageEmbedder, default_batch_size
-from .plan import FileRef, Progress, Summary, needs_fingerprint_only, row_of, stat_all, unchanged
+from .plan import FileRef, Progress, Summary, plan_files, row_of
 from .store import Store, from_bytes, now, to_bytes
 from .thumbs import Thumbnails
-from .workers import read_file, save_gpu_thumbnail, worker_start
+from .workers import read_file, save_gpu_thumbnail, worker_ping, worker_start
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FileRef", "Indexer", "Progress", "Summary"]
 
-PLAN_CHUNK = 2000
-# With GPU decoding, this share of the JPEGs is decoded by nvJPEG and the rest by the CPU workers:
-# measured on an H100 host with 16 cores, 12 MP JPEGs end to end (benchmarks/gpu_probe.py e2e):
-# share 0 171 img/s, 0.6 248, 0.75 272, 0.9 212, 1.0 240.
-GPU_SHARE = 0.75
+# The first batches are small, so the first rows land and every stage is busy within a second or
+# two of the start (a whole first batch of 256 12 MP photos took 8 s): 32, 64, 128, then full.
+FIRST_BATCH = 32
 
 
 class Indexer:
@@ -60,6 +59,7 @@ class Indexer:
         gpu_decode: str = "auto",
         on_progress: Callable[[Progress], None] | None = None,
         thumbnails: Thumbnails | None = None,
+        gpus: int = 0,
     ) -> None:
         self.store = store
         self.thumbnails = thumbnails  # made by the decoding workers, from what they decode anyway
@@ -72,21 +72,24 @@ class Indexer:
         self.draft = draft
         self.on_progress = on_progress
         self.model_id = self.embedder.source.model_id
-        self.gpu_share = 0.0
+        self.gpus = gpus  # devices running the model: 0 = as many as the decoders keep busy
+        self.share = Share(0.0)
         if gpu_decode != "off":
             if all(gpu_decode_available(e.device) for e in self.embedders):
-                self.gpu_share = GPU_SHARE
+                self.share = Share(start_share(os.cpu_count() or 1))
             elif gpu_decode == "on":
                 log.warning(
                     "gpu_decode is on, but no CUDA device with torchvision's decode_jpeg: decoding on the CPU"
                 )
-        self._credit = 0.0
+        self.decode_on = decode_device(self.embedders)
+        self.stages = Stages()
         self._cpu_only: set[str] = set()  # keys planned for their fingerprint alone
         self.readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self.decoders: concurrent.futures.ThreadPoolExecutor | None = None  # nvJPEG's, off the model thread
         self._reads: dict[str, asyncio.Future[bytes]] = {}
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.model_threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-        self._free: asyncio.Queue[ImageEmbedder] | None = None
+        self.devices: Devices | None = None
         # Told of rows written with embeddings (their facts and vectors) and of keys that lost
         # theirs: whoever keeps an in-memory library in step.
         self.listener: LibraryListener | None = None
@@ -95,27 +98,56 @@ class Indexer:
         configure_pillow()  # GPU-refused JPEGs and uploads decode in this process
         # forkserver/spawn: workers must not inherit torch's threads or the database handle.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":  # imported once in the server, not in every worker it forks
+            context.set_forkserver_preload(["__main__", "image_search.workers"])
         self.pool = concurrent.futures.ProcessPoolExecutor(
             self.workers,
-            mp_context=multiprocessing.get_context(method),
+            mp_context=context,
             initializer=worker_start,
             initargs=(max(1, (os.cpu_count() or 1) // self.workers),),
         )
-        if self.gpu_share:
+        for _ in range(self.workers):  # start them now, not when the first files are due
+            self.pool.submit(worker_ping)
+        if self.share:
             self.readers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="jpeg-reader")
-        self._free = asyncio.Queue()
+            # Two: one batch's crops and fingerprints are cut while the next is decoded.
+            self.decoders = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="nvjpeg")
+        self.devices = Devices(self.embedders, self.gpus)
         for embedder in self.embedders:
             self.model_threads[id(embedder)] = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix=f"model-{embedder.device}"
             )
-            self._free.put_nowait(embedder)
         return self
+
+    @property
+    def gpu_share(self) -> float:
+        return self.share.value
+
+    async def warm(self) -> None:
+        """Load each device's model (if not yet loaded) and run one full batch through it, and
+        start nvJPEG, on the model threads at once, while the decoding workers start: the first
+        files then meet a warm pipeline."""
+        loop = asyncio.get_running_loop()
+
+        def ready(embedder: ImageEmbedder) -> None:
+            if embedder.model is None:
+                embedder.load()
+            if embedder.device.type != "cpu":  # a CPU batch of ViT-L/14 takes seconds: not worth it
+                embedder.warm(self.batch_size)
+            if self.share and embedder.device == self.decode_on:
+                warm_nvjpeg(embedder)
+
+        await asyncio.gather(
+            *(loop.run_in_executor(self.model_threads[id(e)], ready, e) for e in self.embedders)
+        )
 
     async def __aexit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.readers is not None:
-            self.readers.shutdown(wait=False, cancel_futures=True)
+        for threads in (self.readers, self.decoders):
+            if threads is not None:
+                threads.shutdown(wait=False, cancel_futures=True)
         for thread in self.model_threads.values():
             # A batch in flight is abandoned, not awaited (a CPU batch can take seconds): its
             # rows were never written, and shutdown must finish within systemd's stop timeout.
@@ -123,24 +155,7 @@ class Indexer:
 
     async def plan(self, files: Sequence[FileRef], *, force: bool = False) -> tuple[list[FileRef], int]:
         """The files that need work, and how many are unchanged since they were stored."""
-        todo: list[FileRef] = []
-        skipped = 0
-        for start in range(0, len(files), PLAN_CHUNK):
-            chunk = files[start : start + PLAN_CHUNK]
-            rows = {} if force else await self.store.get([f.key for f in chunk])
-            # stat() off the event loop: a reconcile plans 100k files, and under `serve` the same
-            # loop answers web requests.
-            stats = await asyncio.to_thread(stat_all, [ref.path for ref in chunk])
-            for ref, st in zip(chunk, stats, strict=True):
-                if st is None:
-                    todo.append(ref)  # prepare() records why it cannot be read
-                elif unchanged(rows.get(ref.key), st.st_size, st.st_mtime_ns, self.model_id):
-                    skipped += 1
-                else:
-                    if needs_fingerprint_only(rows.get(ref.key), st.st_size, st.st_mtime_ns, self.model_id):
-                        self._cpu_only.add(ref.key)
-                    todo.append(ref)
-        return todo, skipped
+        return await plan_files(self.store, files, self.model_id, self._cpu_only, force=force)
 
     async def index(self, files: Sequence[FileRef], *, force: bool = False) -> Summary:
         """Index these files (incrementally unless ``force``); returns what happened."""
@@ -158,32 +173,39 @@ class Indexer:
                 pending.append((ref, self._submit(ref, loop)))
 
         fill()
-        batches = _InFlight(self, summary, Progress(total=len(todo)))
+        batches = InFlight(self, summary, Progress(total=len(todo)))
         batch: list[tuple[FileRef, Prepared]] = []
+        size = min(FIRST_BATCH, self.batch_size)
         try:
             while pending:
                 ref, future = pending.popleft()
+                waited = time.perf_counter()
                 prepared = await self._prepared(ref, future)
+                self._waited("decoders", time.perf_counter() - waited)
                 fill()
                 batch.append((ref, prepared))
-                if len(batch) >= self.batch_size or not pending:
+                if len(batch) >= size or not pending:
+                    waited = time.perf_counter()
                     await batches.start(batch)
-                    batch = []
+                    self._waited("device", time.perf_counter() - waited)
+                    self.share.balance()
+                    batch, size = [], min(2 * size, self.batch_size)
             await batches.finish()
         finally:
             for _, future in pending:
                 future.cancel()
             batches.cancel()
         summary.seconds = time.monotonic() - started
+        summary.stages = self.stages.as_dict()
         return summary
+
+    def _waited(self, side: str, seconds: float) -> None:
+        self.share.waited(side, seconds)
+        self.stages.add(f"waiting for {'the decoders' if side == 'decoders' else 'a device'}", seconds)
 
     def _submit(self, ref: FileRef, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Prepared]:
         """Decode one file in the pool: its facts only, when its JPEG is nvJPEG's share."""
-        on_gpu = False
-        if self.gpu_share and ref.key not in self._cpu_only:
-            self._credit += self.gpu_share
-            on_gpu = self._credit >= 1.0
-            self._credit -= 1.0 if on_gpu else 0.0
+        on_gpu = ref.key not in self._cpu_only and self.share.take()
         self._cpu_only.discard(ref.key)
         assert self.pool is not None
         future = self.pool.submit(
@@ -199,31 +221,43 @@ class Indexer:
         except Exception as exc:  # pickling or a worker crash on this file alone
             prepared = Prepared(path=ref.path, size=0, mtime_ns=0, error=f"cannot decode: {exc}")
         if prepared.gpu and self.readers is not None:  # fetch its bytes while others decode
-            self._reads[prepared.path] = asyncio.wrap_future(self.readers.submit(read_file, prepared.path))
+            self._reads[prepared.path] = asyncio.wrap_future(self.readers.submit(self._read, prepared.path))
         return prepared
+
+    def _decode(self, data: list[bytes], orientations: list[int]) -> Decoded:
+        with self.stages.time(f"nvJPEG {self.decode_on}"):
+            return decode_batch(data, orientations, self.embedder.crop, self.decode_on)
+
+    def _read(self, path: str) -> bytes:
+        with self.stages.time("reading JPEGs (threads)"):
+            return read_file(path)
 
     async def embed_images(self, images: list[Any]) -> np.ndarray:
         """Unit vectors of decoded RGB pictures (an uploaded query picture), on a free device's
         model thread, between the indexing batches."""
-        assert self._free is not None, "use Indexer as an async context manager"
-        embedder = await self._free.get()
+        assert self.devices is not None, "use Indexer as an async context manager"
+        embedder = await self.devices.take()
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self.model_threads[id(embedder)], embedder.embed_images, images
             )
         finally:
-            self._free.put_nowait(embedder)
+            self.devices.give(embedder)
 
     async def _embed(self, todo: list[Prepared]) -> tuple[np.ndarray, list[Prepared]]:
         """Vectors for these files, on a free device: CPU-decoded crops and GPU-decoded JPEGs in
         one forward pass. Returns the vectors and the files in their order (a JPEG nvJPEG refuses
         is decoded on the CPU instead, or gets its error)."""
-        assert self._free is not None, "use Indexer as an async context manager"
+        assert self.devices is not None, "use Indexer as an async context manager"
         loop = asyncio.get_running_loop()
         on_gpu = [p for p in todo if p.gpu]
         data = [await self._reads.pop(p.path) for p in on_gpu]
+        decoded: Decoded = []
+        if on_gpu:  # before taking a device: the device is not held while nvJPEG works
+            orientations = [p.orientation for p in on_gpu]
+            decoded = await loop.run_in_executor(self.decoders, self._decode, data, orientations)
         saves: list[asyncio.Future[bool]] = []
-        embedder = await self._free.get()
+        embedder = await self.devices.take()
         try:
             thread = self.model_threads[id(embedder)]
             cpu = [p for p in todo if not p.gpu]
@@ -233,8 +267,8 @@ class Indexer:
                     embed_mixed,
                     embedder,
                     [p.pixels for p in cpu],
-                    data,
-                    [p.orientation for p in on_gpu],
+                    decoded,
+                    self.stages,
                 )
             except Exception as exc:
                 # Every input here is a decoded crop of the same shape: no file can make the forward
@@ -262,7 +296,7 @@ class Indexer:
                 )
                 order += ok
         finally:
-            self._free.put_nowait(embedder)
+            self.devices.give(embedder)
         await asyncio.gather(*saves)
         return vectors, order
 
@@ -295,7 +329,7 @@ class Indexer:
         if not ok:
             return np.zeros((0, 0), dtype=np.float32), []
         more, _, _, _ = await asyncio.get_running_loop().run_in_executor(
-            thread, embed_mixed, embedder, [p.pixels for p in ok], [], []
+            thread, embed_mixed, embedder, [p.pixels for p in ok], [], self.stages
         )
         return more, ok
 
@@ -342,7 +376,8 @@ class Indexer:
                 log.warning("skipping %s: %s", ref.path, p.error)
                 summary.failed.append((ref.path, p.error))
                 failed.append(ref.key)
-        await self.store.write(rows)
+        with self.stages.time("writing rows"):
+            await self.store.write(rows)
         if vanished:  # deleted while queued: no row, not a failure
             await self.store.delete([ref.key for ref in vanished])
             failed.extend(ref.key for ref in vanished)
@@ -351,40 +386,3 @@ class Indexer:
                 self.listener.remove(failed)
             if written:
                 self.listener.upsert_rows(written, np.stack(written_vectors))  # type: ignore[arg-type]
-
-
-class _InFlight:
-    """Batches being embedded and written: two per device, so one reads its JPEGs and writes its
-    rows while the other has the device. A batch's rows are written whole."""
-
-    def __init__(self, indexer: Indexer, summary: Summary, progress: Progress) -> None:
-        self.indexer = indexer
-        self.summary = summary
-        self.progress = progress
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.slots = asyncio.Semaphore(2 * len(indexer.embedders))
-
-    async def start(self, batch: list[tuple[FileRef, Prepared]]) -> None:
-        await self.slots.acquire()
-        task = asyncio.create_task(self._run(batch))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        for done in [t for t in self.tasks if t.done()]:
-            done.result()  # a failed batch stops the run
-
-    async def _run(self, batch: list[tuple[FileRef, Prepared]]) -> None:
-        try:
-            await self.indexer.commit(batch, self.summary)
-        finally:
-            self.slots.release()
-        self.progress.done += len(batch)
-        if self.indexer.on_progress:
-            self.indexer.on_progress(self.progress)
-
-    async def finish(self) -> None:
-        if self.tasks:
-            await asyncio.gather(*self.tasks)
-
-    def cancel(self) -> None:
-        for task in self.tasks:
-            task.cancel()

@@ -3,12 +3,14 @@ the progress and summary an index run reports."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .store import ImageRow, image_key, path_fields
+from .store import ImageRow, Store, image_key, path_fields
 
 if TYPE_CHECKING:
     from .imaging import Prepared
@@ -51,6 +53,7 @@ class Summary:
     offline: int = 0  # under folders that could not be read: kept, not searched
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (feeding.Stages)
 
     def add(self, other: Summary) -> None:
         self.indexed += other.indexed
@@ -59,6 +62,8 @@ class Summary:
         self.removed += other.removed
         self.offline += other.offline
         self.failed.extend(other.failed)
+        for name, seconds in other.stages.items():
+            self.stages[name] = round(self.stages.get(name, 0.0) + seconds, 2)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +74,7 @@ class Summary:
             "offline": self.offline,
             "failed": [{"path": p, "error": e} for p, e in self.failed],
             "seconds": round(self.seconds, 3),
+            "stages": self.stages,
         }
 
 
@@ -128,3 +134,31 @@ def row_of(ref: FileRef, p: Prepared, stamp: Any) -> dict[str, Any]:
         "error": p.error,
         "offline": False,
     }
+
+
+PLAN_CHUNK = 2000
+
+
+async def plan_files(
+    store: Store, files: Sequence[FileRef], model_id: str, cpu_only: set[str], *, force: bool = False
+) -> tuple[list[FileRef], int]:
+    """The files that need work, and how many are unchanged since they were stored. Keys of files
+    that need only their fingerprint (stored before fingerprints existed) are added to ``cpu_only``."""
+    todo: list[FileRef] = []
+    skipped = 0
+    for start in range(0, len(files), PLAN_CHUNK):
+        chunk = files[start : start + PLAN_CHUNK]
+        rows = {} if force else await store.get([f.key for f in chunk])
+        # stat() off the event loop: a reconcile plans 100k files, and under `serve` the same
+        # loop answers web requests.
+        stats = await asyncio.to_thread(stat_all, [ref.path for ref in chunk])
+        for ref, st in zip(chunk, stats, strict=True):
+            if st is None:
+                todo.append(ref)  # prepare() records why it cannot be read
+            elif unchanged(rows.get(ref.key), st.st_size, st.st_mtime_ns, model_id):
+                skipped += 1
+            else:
+                if needs_fingerprint_only(rows.get(ref.key), st.st_size, st.st_mtime_ns, model_id):
+                    cpu_only.add(ref.key)
+                todo.append(ref)
+    return todo, skipped

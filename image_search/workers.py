@@ -25,6 +25,10 @@ def worker_start(decoder_threads: int = 1) -> None:
         pass
 
 
+def worker_ping() -> None:
+    """Nothing: submitted once per worker so the pool starts them all at once, ahead of the files."""
+
+
 def read_file(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()

@@ -176,7 +176,9 @@ async def test_every_visible_gpu_takes_batches(
         for i in range(160)
     ]
     async with Store("mem://") as store:
-        async with Indexer(store, embedders, workers=4, batch_size=16, gpu_decode=gpu_decode) as indexer:
+        async with Indexer(
+            store, embedders, workers=4, batch_size=16, gpu_decode=gpu_decode, gpus=len(embedders)
+        ) as indexer:
             summary = await indexer.index(files)
         assert summary.indexed == len(files) and not summary.failed
         assert len(used) == len(embedders) and sum(used.values()) == len(files), used

@@ -53,14 +53,6 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     total = Summary()
     async with Store.from_config(config) as store:
         source.adopt(await store.check_model(source.identity(), reembed=args.reembed))
-        for embedder in embedders:
-            embedder.load()
-        log.info(
-            "model %s on %s (%s)",
-            source.model_id,
-            ", ".join(str(e.device) for e in embedders),
-            str(embedders[0].dtype).removeprefix("torch."),
-        )
         async with Indexer(
             store,
             embedders,
@@ -70,7 +62,15 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
             gpu_decode=config.gpu_decode,
             on_progress=Bar("re-embedding" if args.reembed else "indexing", "img"),
             thumbnails=Thumbnails(config.cache_dir),
+            gpus=config.gpus,
         ) as indexer:
+            await indexer.warm()  # the models load while the decoding workers start
+            log.info(
+                "model %s on %s (%s)",
+                source.model_id,
+                ", ".join(str(e.device) for e in embedders),
+                str(embedders[0].dtype).removeprefix("torch."),
+            )
             for target in targets:
                 summary = await _index_target(config, store, indexer, target, force=args.force)
                 total.add(summary)

@@ -1,0 +1,110 @@
+"""Indexing 12 MP JPEGs with one GPU and with every GPU, in one run (#19): the helpers that
+benchmarks/test_gpus.py and `benchmarks/gpu_probe.py gpus` share.
+
+Each run is a fresh indexer (fresh decoding pool) over a fresh database, the models loaded once.
+Reported per run: the overall rate, the steady rate (the second half of the files), the lag (how
+many seconds the run took beyond the files at the steady rate: the start-up cost, whose floor is
+2 s), when the first batch was committed, the devices that ran the model and the stages' seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from image_search.imaging import CropSpec, prepare
+from image_search.indexer import FileRef, Indexer
+from image_search.store import Store
+
+
+def index_run(files: list[Path], db: Path, embedders: list[Any], gpus: int | None) -> dict[str, Any]:
+    """Index ``files`` into a fresh database with these embedders (``gpus`` as the option)."""
+    marks: list[tuple[float, int]] = []
+
+    async def main() -> dict[str, Any]:
+        async with Store(f"surrealkv://{db}") as store:
+            await store.check_model(embedders[0].source.model_id)
+            options: dict[str, Any] = {"batch_size": 256, "gpu_decode": "on"}
+            if gpus is not None and "gpus" in inspect.signature(Indexer).parameters:
+                options["gpus"] = gpus
+            async with Indexer(
+                store, embedders, on_progress=lambda p: marks.append((time.perf_counter(), p.done)), **options
+            ) as indexer:
+                warm = time.perf_counter()
+                if hasattr(indexer, "warm"):  # the commit before #19 had no warm-up of its own
+                    await indexer.warm()
+                start = time.perf_counter()
+                summary = await indexer.index([FileRef(str(f), str(f.parent)) for f in files])
+                end = time.perf_counter()
+                devices = getattr(indexer, "devices", None)
+                used = [str(e.device) for e in (devices.used if devices else embedders)]
+            assert summary.indexed == len(files) and not summary.failed, summary.failed[:3]
+        n = len(files)
+        half_t, half_n = next(((t, d) for t, d in marks if n // 2 <= d < n), marks[0])
+        steady = (n - half_n) / (end - half_t) if half_n < n else n / (end - start)
+        return {
+            "gpus_option": gpus,
+            "model_on": used,
+            "overall_img_s": round(n / (end - start), 1),
+            "steady_img_s": round(steady, 1),
+            "lag_s": round((end - start) - n / steady, 2),
+            "first_batch_s": round(marks[0][0] - start, 2),
+            "warm_s": round(start - warm, 2),
+            "share_end": getattr(getattr(indexer, "share", None), "value", None),
+            "stages": getattr(summary, "stages", {}),
+        }
+
+    return asyncio.run(main())
+
+
+def decoders_together(files: list[Path], device: Any, spec: CropSpec | None = None) -> dict[str, float]:
+    """Pillow on every core and nvJPEG on one GPU at once, as many files as Pillow gets through:
+    the rate the decoders give together, which indexing's steady rate is held against."""
+    import torch
+
+    from image_search.gpudecode import decode_batch
+
+    spec = spec or CropSpec()
+    data = [f.read_bytes() for f in files[:64]]
+    paths = [str(f) for f in files]
+    done = [0]
+    stop = threading.Event()
+
+    def gpu_loop() -> None:
+        while not stop.is_set():
+            decode_batch(data[:32], [1] * 32, spec, device)
+            torch.cuda.synchronize(device)
+            done[0] += 32
+
+    decode_batch(data[:32], [1] * 32, spec, device)  # the decoder made before the clock starts
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(prepare, paths[:64], [spec] * 64, [100.0] * 64, chunksize=2))
+        thread = threading.Thread(target=gpu_loop)
+        start = time.perf_counter()
+        thread.start()
+        list(pool.map(prepare, paths, [spec] * len(paths), [100.0] * len(paths), chunksize=4))
+        stop.set()
+        thread.join()
+        seconds = time.perf_counter() - start
+    cpu, gpu = len(paths) / seconds, done[0] / seconds
+    return {
+        "pillow_img_s": round(cpu, 1),
+        "nvjpeg_img_s": round(gpu, 1),
+        "together_img_s": round(cpu + gpu, 1),
+    }
+
+
+def one_and_all(files: list[Path], folder: Path, embedders: list[Any], rounds: int = 2) -> dict[str, Any]:
+    """One GPU, then all of them (automatic choice), alternating, ``rounds`` times each."""
+    runs: dict[str, list[dict[str, Any]]] = {"one": [], "all": []}
+    for r in range(rounds):
+        for name, chosen, gpus in (("one", embedders[:1], 1), ("all", embedders, 0)):
+            runs[name].append(index_run(files, folder / f"db-{name}-{r}", chosen, gpus))
+            print(name, runs[name][-1], flush=True)
+    return runs
