@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,9 +24,14 @@ from image_search.indexer import FileRef, Indexer
 from image_search.store import Store
 
 
-def index_run(files: list[Path], db: Path, embedders: list[Any], gpus: int | None) -> dict[str, Any]:
-    """Index ``files`` into a fresh database with these embedders (``gpus`` as the option)."""
+def index_run(
+    files: list[Path], db: Path, embedders: list[Any], gpus: int | None, switch: float | None = None
+) -> dict[str, Any]:
+    """Index ``files`` into a fresh database with these embedders (``gpus`` as the option;
+    ``switch``: Python's thread switch interval for the run, else its default 5 ms)."""
     marks: list[tuple[float, int]] = []
+    default = sys.getswitchinterval()
+    sys.setswitchinterval(switch or default)
 
     async def main() -> dict[str, Any]:
         async with Store(f"surrealkv://{db}") as store:
@@ -60,7 +66,10 @@ def index_run(files: list[Path], db: Path, embedders: list[Any], gpus: int | Non
             "stages": getattr(summary, "stages", {}),
         }
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main()) | {"switch_ms": round(sys.getswitchinterval() * 1000, 2)}
+    finally:
+        sys.setswitchinterval(default)
 
 
 def decoders_together(files: list[Path], device: Any, spec: CropSpec | None = None) -> dict[str, float]:
@@ -107,4 +116,8 @@ def one_and_all(files: list[Path], folder: Path, embedders: list[Any], rounds: i
         for name, chosen, gpus in (("one", embedders[:1], 1), ("all", embedders, 0)):
             runs[name].append(index_run(files, folder / f"db-{name}-{r}", chosen, gpus))
             print(name, runs[name][-1], flush=True)
+    if os.environ.get("SWITCH_MS"):  # an experiment: a shorter switch interval for nvJPEG's threads
+        switch = float(os.environ["SWITCH_MS"]) / 1000
+        runs["one, switch"] = [index_run(files, folder / "db-switch", embedders[:1], 1, switch)]
+        print("one, switch", runs["one, switch"][-1], flush=True)
     return runs

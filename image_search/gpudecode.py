@@ -8,6 +8,7 @@ README states. Files nvJPEG refuses (progressive or CMYK JPEGs, say) go back to 
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Sequence
@@ -98,11 +99,17 @@ def reductions(image: torch.Tensor) -> torch.Tensor:
     if factor > 1:
         pixels = torch.nn.functional.avg_pool2d(pixels, factor, ceil_mode=True)
     colour = torch.nn.functional.adaptive_avg_pool2d(pixels, fingerprint.GREY)[0]  # (3, 32, 32)
-    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device).view(3, 1, 1)
-    grey = (colour * weights).sum(0)
+    grey = (colour * _grey_weights(image.device)).sum(0)
     step = fingerprint.GREY // fingerprint.GRID
     grid = torch.nn.functional.avg_pool2d(colour[None], step)[0].permute(1, 2, 0)
     return torch.cat([grey.reshape(-1), grid.reshape(-1)])
+
+
+@functools.cache
+def _grey_weights(device: torch.device) -> torch.Tensor:
+    """Made once per device: a tensor built from a list is a host-to-device copy, which waits for
+    everything queued on the device (the model's forward pass included), once per photo."""
+    return torch.tensor([0.299, 0.587, 0.114], device=device).view(3, 1, 1)
 
 
 THUMB = 256  # the grid's thumbnail size (image_search.thumbs.DEFAULT_SIZE)
@@ -123,7 +130,7 @@ def shrink(image: torch.Tensor, size: int = THUMB) -> torch.Tensor:
 
 
 def decode_batch(
-    data: Sequence[bytes], orientations: Sequence[int], spec: CropSpec, device: torch.device
+    data: Sequence[bytes | bytearray], orientations: Sequence[int], spec: CropSpec, device: torch.device
 ) -> list[tuple[torch.Tensor, bytes, np.ndarray] | None]:
     """For each JPEG its crop (H, W, 3) uint8 on ``device``, its fingerprint and its thumbnail
     ((h, w, 3) uint8 on the CPU, within 256 px), or None where nvJPEG refused it. Decoded in
@@ -169,11 +176,15 @@ def warm_nvjpeg(embedder: Any) -> None:
 
 
 def _decode_chunk(
-    data: Sequence[bytes], orientations: Sequence[int], spec: CropSpec, device: torch.device
+    data: Sequence[bytes | bytearray], orientations: Sequence[int], spec: CropSpec, device: torch.device
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in data]
+    # A bytearray (read_file's) is used as it is; bytes are copied, torch wants a writable buffer.
+    tensors = [
+        torch.frombuffer(blob if isinstance(blob, bytearray) else bytearray(blob), dtype=torch.uint8)
+        for blob in data
+    ]
     try:
         images: list[torch.Tensor | None] = list(
             decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)  # type: ignore[arg-type]

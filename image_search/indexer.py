@@ -86,7 +86,7 @@ class Indexer:
         self._cpu_only: set[str] = set()  # keys planned for their fingerprint alone
         self.readers: concurrent.futures.ThreadPoolExecutor | None = None
         self.decoders: concurrent.futures.ThreadPoolExecutor | None = None  # nvJPEG's, off the model thread
-        self._reads: dict[str, asyncio.Future[bytes]] = {}
+        self._reads: dict[str, asyncio.Future[bytearray]] = {}
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.model_threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
         self.devices: Devices | None = None
@@ -224,11 +224,11 @@ class Indexer:
             self._reads[prepared.path] = asyncio.wrap_future(self.readers.submit(self._read, prepared.path))
         return prepared
 
-    def _decode(self, data: list[bytes], orientations: list[int]) -> Decoded:
+    def _decode(self, data: list[bytearray], orientations: list[int]) -> Decoded:
         with self.stages.time(f"nvJPEG {self.decode_on}"):
             return decode_batch(data, orientations, self.embedder.crop, self.decode_on)
 
-    def _read(self, path: str) -> bytes:
+    def _read(self, path: str) -> bytearray:
         with self.stages.time("reading JPEGs (threads)"):
             return read_file(path)
 

@@ -29,9 +29,15 @@ def worker_ping() -> None:
     """Nothing: submitted once per worker so the pool starts them all at once, ahead of the files."""
 
 
-def read_file(path: str) -> bytes:
+def read_file(path: str) -> bytearray:
+    """The whole file, into a bytearray that nvJPEG's input tensor can share without a copy."""
     with open(path, "rb") as fh:
-        return fh.read()
+        data = bytearray(os.fstat(fh.fileno()).st_size)
+        n = fh.readinto(data)
+        if n < len(data):  # it shrank since: what was read
+            del data[n:]
+        more = fh.read()  # or grew
+        return data + more if more else data
 
 
 def save_gpu_thumbnail(thumbnails: Thumbnails, pixels: np.ndarray, content_hash: str) -> bool:
