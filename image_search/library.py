@@ -14,10 +14,12 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import snapshot as snapshots
 from .errors import BadValue, UnknownImage
 from .stacks import Stacks, is_raw_format
 from .store import ImageRow, ModelIdentity, Store, from_bytes, key_of, real_path
@@ -26,7 +28,7 @@ from .vectors import VectorIndex
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meta:
     path: str
     root: str
@@ -140,6 +142,13 @@ class Filters:
         return {k: v for k, v in (raw or {}).items() if k in FILTER_KEYS and v not in (None, "", [])}
 
 
+def _matrix(rows: Sequence[ImageRow]) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float16)
+    blob = b"".join(r["embedding"] for r in rows)  # type: ignore[misc]
+    return np.frombuffer(blob, dtype=np.float16).reshape(len(rows), -1)
+
+
 class Library:
     """What can be searched, and the facts shown with each result."""
 
@@ -153,29 +162,39 @@ class Library:
         self._shown: tuple[int, np.ndarray] | None = None
         # Changes that arrive while load() reads the store are replayed after it.
         self._replay: list[tuple[str, Any, Any]] | None = None
+        self.saving: asyncio.Future[None] | None = None  # the snapshot being written after a load
+        self.meta_at_load: dict[str, Meta] = {}
 
     def __len__(self) -> int:
         return len(self.index)
 
     @classmethod
-    async def open(cls, store: Store, model: ModelIdentity | str) -> Library:
+    async def open(cls, store: Store, model: ModelIdentity | str, snapshot: Path | None = None) -> Library:
         """The library of this model's vectors; :class:`ModelMismatch` if the store holds another's."""
         library = cls(await store.require_model(model))
-        await library.load(store)
+        await library.load(store, snapshot)
         return library
 
-    async def load(self, store: Store) -> None:
+    async def load(self, store: Store, snapshot: Path | None = None) -> None:
+        """Everything searchable, from ``snapshot`` (:mod:`image_search.snapshot`) when it was
+        written at the store's change counter, else from the store (then written anew, aside)."""
         self._replay = []
         try:
-            rows = await store.searchable_rows(self.model_id)
-            keys = [key_of(row) for row in rows]
-            matrix = (
-                np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float16).reshape(len(rows), -1)  # type: ignore[misc]
-                if rows
-                else np.zeros((0, 0), dtype=np.float16)
-            )
+            seq = await store.change_seq()
+            got = await asyncio.to_thread(snapshots.load, snapshot, seq, self.model_id) if snapshot else None
+            if got is not None:
+                keys, matrix = self._from_snapshot(*got)
+            else:
+                rows = await store.searchable_rows(self.model_id)
+                keys = [key_of(row) for row in rows]
+                matrix = _matrix(rows)
+                self.meta = {key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)}
+                if snapshot is not None and len(rows) and await store.change_seq() == seq:
+                    self.meta_at_load = dict(self.meta)
+                    self.saving = asyncio.get_running_loop().run_in_executor(
+                        None, self._save, snapshot, seq, keys, matrix
+                    )
             self.index = VectorIndex.build(keys, matrix)
-            self.meta = {key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)}
             self.stacks.rebuild(self.meta)
             self.version += 1
         finally:
@@ -185,6 +204,39 @@ class Library:
                 self.upsert_rows(first, second)
             else:
                 self.remove(first)
+
+    def _from_snapshot(self, columns: dict[str, Any], matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
+        keys = columns["key"]
+        self.meta = {
+            key: Meta(path, root, taken, width, height, fmt, content, size, fingerprint)
+            for key, path, root, taken, width, height, fmt, content, size, fingerprint in zip(
+                keys,
+                columns["path"],
+                columns["root"],
+                columns["taken"].tolist(),
+                columns["width"],
+                columns["height"],
+                columns["format"],
+                columns["hash"],
+                columns["size"],
+                columns["fingerprint"],
+                strict=True,
+            )
+        }
+        return keys, matrix
+
+    def _save(self, folder: Path, seq: int, keys: list[str], matrix: np.ndarray) -> None:
+        """On a thread: the snapshot of what was just loaded (facts read from ``Meta``s, which
+        the event loop replaces but never changes)."""
+        try:
+            metas = [self.meta_at_load[k] for k in keys]
+            columns: dict[str, Any] = {"key": keys, "taken": [m.taken_at for m in metas]}
+            for name in ("path", "root", "format", "hash", "width", "height", "size", "fingerprint"):
+                columns[name] = [getattr(m, name) for m in metas]
+            snapshots.save(folder, seq, self.model_id, columns, matrix)
+            log.info("library snapshot written: %d photos", len(keys))
+        except Exception as exc:  # a full disk: the next start loads from the store again
+            log.warning("could not write the library snapshot %s: %s", folder, exc)
 
     async def refresh(self, store: Store, keys: list[str]) -> None:
         """Re-read these keys from the store: searchable ones are upserted, the others removed."""

@@ -7,6 +7,7 @@ is 300 MB and a query ~15 ms on 2 cores; see the README for what 1M+ costs.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,14 +54,19 @@ class VectorIndex:
 
     @classmethod
     def build(cls, keys: Sequence[str], matrix: np.ndarray) -> VectorIndex:
+        """From keys and their rows (float16 or float32; a memory-mapped file is read once)."""
+        import torch
+
         index = cls(matrix.shape[1] if matrix.size else 0)
-        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         index._keys = list(keys)
         index._pos = {k: i for i, k in enumerate(index._keys)}
-        full = len(matrix) // BLOCK * BLOCK
-        index._blocks = [matrix[i : i + BLOCK] for i in range(0, full, BLOCK)]  # views, no copy
-        if full < len(matrix):
-            index._new_block()[: len(matrix) - full] = matrix[full:]
+        with warnings.catch_warnings():  # a read-only source (np.frombuffer) is only read here
+            warnings.simplefilter("ignore", UserWarning)
+            for start in range(0, len(matrix), BLOCK):
+                rows = np.ascontiguousarray(matrix[start : start + BLOCK])
+                block = index._new_block()
+                # torch converts float16 to float32 ~7x faster than numpy (F16C, every core).
+                torch.from_numpy(block[: len(rows)]).copy_(torch.from_numpy(rows))
         return index
 
     def _new_block(self) -> np.ndarray:

@@ -18,6 +18,8 @@ from image_search.indexing import Indexing
 from image_search.library import Library, follow_store
 from image_search.model import ModelSource, TextEmbedder
 from image_search.queries import Batcher, TextQueries
+from image_search.snapshot import folder_for as snapshot_folder
+from image_search.snapshot import folder_for as snapshot_folder
 from image_search.store import Store
 from image_search.thumbs import Thumbnails
 from image_search.vectors import Query
@@ -129,7 +131,7 @@ def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval
         # Subscribed before loading: what is written meanwhile is replayed after the load.
         unsubscribe = indexing.subscribe(library) if indexing is not None else None
         try:
-            await library.load(app[STORE])
+            await library.load(app[STORE], snapshot_folder(app[CONFIG].database_url))
         except BaseException:
             if unsubscribe is not None:
                 unsubscribe()

@@ -32,8 +32,10 @@ class Local:
     async def _library(self, store: Any) -> Any:
         from ..library import Library
         from ..model import ModelSource
+        from ..snapshot import folder_for
 
-        return await Library.open(store, ModelSource(self.config.model).identity())
+        snapshot = folder_for(self.config.database_url)
+        return await Library.open(store, ModelSource(self.config.model).identity(), snapshot)
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
         from ..library import Filters
