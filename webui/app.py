@@ -19,7 +19,6 @@ from image_search.library import Library, follow_store
 from image_search.model import ModelSource, TextEmbedder
 from image_search.queries import Batcher, TextQueries
 from image_search.snapshot import folder_for as snapshot_folder
-from image_search.snapshot import folder_for as snapshot_folder
 from image_search.store import Store
 from image_search.thumbs import Thumbnails
 from image_search.vectors import Query
