@@ -1,7 +1,7 @@
 """Big libraries (#18): start to first search at 1M photos from the library snapshot.
 
 Floor: the library of 1M photos (768-d) ready to search within 10 s of opening, on 2 cores, when
-the snapshot matches the database's change counter (not met: 24-29 s, see docs/scale.md).
+the snapshot matches the database's change counter (9.0-9.2 s here, docs/scale.md).
 Run: `pytest benchmarks/test_scale.py -m slow -s`.
 """
 

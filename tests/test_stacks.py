@@ -141,3 +141,26 @@ async def test_a_pair_is_not_a_duplicate(
     groups = group_library(library, Settings()).groups
     named = [sorted(Path(library.meta[k].path).name for k in g) for g in groups]
     assert named == [["IMG_1.jpg", "copy of IMG_1.jpg"]]
+
+
+def test_a_library_without_raw_files_stacks_its_first_raw() -> None:
+    """Without a RAW file nothing is grouped at load; the first RAW groups the library then."""
+    from image_search.library import Meta
+    from image_search.stacks import Stacks
+
+    def meta(path: str, fmt: str) -> Meta:
+        return Meta(path, "/p", float("nan"), 10, 10, fmt, path)
+
+    library = {f"k{i}": meta(f"/p/a/IMG_{i}.jpg", "JPEG") for i in range(5)}
+    stacks = Stacks()
+    stacks.rebuild(library)
+    assert not stacks.hidden and not stacks.pairs
+    library["k5"] = meta("/p/a/IMG_5.png", "PNG")
+    stacks.changed(library, ["k5"])
+    assert not stacks.hidden and not stacks.pairs
+    library["raw"] = meta("/p/a/img_3.DNG", "DNG")
+    stacks.changed(library, ["raw"])
+    assert stacks.hidden == {"raw"} and stacks.pairs == {"k3": ["raw"]}
+    del library["k3"]
+    stacks.changed(library, ["k3"])
+    assert not stacks.hidden and not stacks.pairs
