@@ -247,5 +247,17 @@ def gpus() -> None:
     print("JSON", json.dumps(out), flush=True)
 
 
+def one() -> None:
+    """One indexing run on one GPU (for a profiler to watch): N 12 MP JPEGs under GPUS_TMP."""
+    from multigpu import index_run
+
+    embedder = ImageEmbedder(ModelSource(random_weights=True), "cuda:0", "float16").load()
+    folder = Path(os.environ.get("GPUS_TMP", tempfile.mkdtemp()))
+    files = photo_jpegs(folder / "12mp", int(os.environ.get("N", "1500")), (4000, 3000))
+    print(index_run(files, Path(tempfile.mkdtemp(dir=folder)), [embedder], 1), flush=True)
+
+
 if __name__ == "__main__":
-    {"forward": forward, "decoders": decoders, "e2e": e2e, "families": families, "gpus": gpus}[sys.argv[1]]()
+    {"one": one, "forward": forward, "decoders": decoders, "e2e": e2e, "families": families, "gpus": gpus}[
+        sys.argv[1]
+    ]()
