@@ -350,3 +350,12 @@ def load_config(
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{f.name} from {source}: {exc}") from None
     return Config(**values)
+
+
+def beside_database(url: str, suffix: str) -> Path | None:
+    """``DIR<suffix>`` beside an embedded database folder ``DIR``; None for mem:// and servers
+    (where the running service's file and the library snapshot live)."""
+    if not url.startswith(("surrealkv://", "file://", "rocksdb://")):
+        return None
+    folder = Path(url.split("://", 1)[1]).expanduser()
+    return folder.with_name(folder.name + suffix)

@@ -180,7 +180,6 @@ class Library:
         # Changes that arrive while load() reads the store are replayed after it.
         self._replay: list[tuple[str, Any, Any]] | None = None
         self.saving: asyncio.Future[None] | None = None  # the snapshot being written after a load
-        self.meta_at_load: dict[str, Meta] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -214,9 +213,9 @@ class Library:
                 with _bulk():
                     self.meta = {key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)}
                 if snapshot is not None and len(rows) and await store.change_seq() == seq:
-                    self.meta_at_load = dict(self.meta)
+                    metas = list(self.meta.values())  # in the keys' order, as they were loaded
                     self.saving = asyncio.get_running_loop().run_in_executor(
-                        None, self._save, snapshot, seq, keys, matrix
+                        None, self._save, snapshot, seq, keys, metas, matrix
                     )
             self.index = await building
             self.stacks.rebuild(self.meta)
@@ -245,11 +244,9 @@ class Library:
         )
         self.meta = dict(zip(keys, map(Meta._make, facts), strict=True))
 
-    def _save(self, folder: Path, seq: int, keys: list[str], matrix: np.ndarray) -> None:
-        """On a thread: the snapshot of what was just loaded (facts read from ``Meta``s, which
-        the event loop replaces but never changes)."""
+    def _save(self, folder: Path, seq: int, keys: list[str], metas: list[Meta], matrix: np.ndarray) -> None:
+        """On a thread: the snapshot of what was just loaded."""
         try:
-            metas = [self.meta_at_load[k] for k in keys]
             columns: dict[str, Any] = {"key": keys, "taken": [m.taken_at for m in metas]}
             for name in ("path", "root", "format", "hash", "width", "height", "size", "fingerprint"):
                 columns[name] = [getattr(m, name) for m in metas]

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import Config, beside_database
 
 WILDCARD = {"", "0.0.0.0", "::", "[::]"}
 
@@ -36,11 +36,7 @@ class Service:
 
 def service_file(config: Config) -> Path | None:
     """``DIR.service.json`` beside an embedded database folder ``DIR``; None for mem:// and servers."""
-    url = config.database_url
-    if not url.startswith(("surrealkv://", "file://", "rocksdb://")):
-        return None
-    folder = Path(url.split("://", 1)[1]).expanduser()
-    return folder.with_name(folder.name + ".service.json")
+    return beside_database(config.database_url, ".service.json")
 
 
 def is_loopback(host: str) -> bool:

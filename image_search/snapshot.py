@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .config import beside_database
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -36,10 +38,7 @@ NUMBERS = ("width", "height", "size")
 
 def folder_for(database_url: str) -> Path | None:
     """``DIR.library`` beside an embedded database folder ``DIR``; None for mem:// and servers."""
-    if not database_url.startswith(("surrealkv://", "file://", "rocksdb://")):
-        return None
-    folder = Path(database_url.split("://", 1)[1]).expanduser()
-    return folder.with_name(folder.name + ".library")
+    return beside_database(database_url, ".library")
 
 
 def _pack(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
