@@ -257,7 +257,102 @@ def one() -> None:
     print(index_run(files, Path(tempfile.mkdtemp(dir=folder)), [embedder], 1), flush=True)
 
 
+def cpu() -> None:
+    """#15 on this host's CPU (run under taskset with two CPUs): the image towers and SigLIP 2's
+    text query in bfloat16, eager and compiled by inductor with freezing (weights prepacked for
+    oneDNN, which uses AMX where the CPU has it)."""
+    import numpy as np
+    import torch._inductor.config as inductor
+
+    from image_search.model import TextEmbedder
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_families import QUERIES, rate
+
+    print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
+    inductor.freezing = True
+    only = os.environ.get("ONLY", "text,siglip2-b16,vit-l14").split(",")
+    ids = {"vit-l14": "openai/clip-vit-large-patch14", "siglip2-b16": "google/siglip2-base-patch16-224"}
+    for name in [n for n in ids if n in only]:
+        source = ModelSource(ids[name], random_weights=True)
+        for compiled in (False, True):
+            start = time.perf_counter()
+            e = ImageEmbedder(source, "cpu", "bfloat16", compile=compiled).load()
+            e.embed_pixels(np.zeros((16, e.crop.crop_height, e.crop.crop_width, 3), dtype=np.uint8))
+            ready = time.perf_counter() - start
+            label = "compiled+frozen" if compiled else "eager"
+            print(f"{name} bf16 {label}: {rate(e, rounds=2):.2f} img/s (ready in {ready:.0f} s)", flush=True)
+    if "text" in only:
+        source = ModelSource(ids["siglip2-b16"], random_weights=True)
+        for compiled in (False, True):
+            t = TextEmbedder(source, "bfloat16").load()
+            if compiled:
+                t.model = torch.compile(t.model)
+            start = time.perf_counter()
+            t.embed_texts(["warm up"])
+            ready = time.perf_counter() - start
+            times = []
+            for query in QUERIES * 5:
+                start = time.perf_counter()
+                t.embed_texts([query])
+                times.append(time.perf_counter() - start)
+            label = "compiled+frozen" if compiled else "eager"
+            p50 = float(np.median(times)) * 1000
+            print(f"siglip2-b16 text bf16 {label}: p50 {p50:.1f} ms (ready in {ready:.0f} s)", flush=True)
+
+
+def gil() -> None:
+    """Does nvJPEG hold the GIL? A pure-Python loop's rate alone, then beside a thread that decodes
+    12 MP JPEGs (torchvision's op alone, then decode_batch with its crops and copies)."""
+    import threading
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from image_search.gpudecode import decode_batch
+
+    folder = Path(os.environ.get("GPUS_TMP", tempfile.mkdtemp()))
+    files = photo_jpegs(folder / "12mp", 64, (4000, 3000))
+    data = [bytearray(f.read_bytes()) for f in files[:32]]
+    tensors = [torch.frombuffer(b, dtype=torch.uint8) for b in data]
+    spec, device = CropSpec(), torch.device("cuda:0")
+    jobs = {
+        "decode_jpeg": lambda: decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device),
+        "decode_batch": lambda: decode_batch(data, [1] * 32, spec, device),
+    }
+
+    def spin(seconds: float) -> float:
+        n, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            n += 1
+        return n / seconds
+
+    print(f"python loop alone: {spin(2.0):,.0f}/s", flush=True)
+    for name, job in jobs.items():
+        job()
+        torch.cuda.synchronize()
+        done, stop = [0], threading.Event()
+
+        def loop(job=job, done=done, stop=stop) -> None:
+            while not stop.is_set():
+                job()
+                done[0] += 32
+
+        thread = threading.Thread(target=loop)
+        thread.start()
+        beside = spin(3.0)
+        stop.set()
+        thread.join()
+        print(f"python loop beside {name}: {beside:,.0f}/s; {name} {done[0] / 3.0:.0f} img/s", flush=True)
+
+
 if __name__ == "__main__":
-    {"one": one, "forward": forward, "decoders": decoders, "e2e": e2e, "families": families, "gpus": gpus}[
-        sys.argv[1]
-    ]()
+    {
+        "gil": gil,
+        "one": one,
+        "forward": forward,
+        "decoders": decoders,
+        "e2e": e2e,
+        "families": families,
+        "gpus": gpus,
+        "cpu": cpu,
+    }[sys.argv[1]]()
