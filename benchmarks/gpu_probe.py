@@ -318,6 +318,7 @@ def gil() -> None:
     jobs = {
         "decode_jpeg": lambda: decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device),
         "decode_batch": lambda: decode_batch(data, [1] * 32, spec, device),
+        "decode_batch, switch 0.5 ms": lambda: decode_batch(data, [1] * 32, spec, device),
     }
 
     def spin(seconds: float) -> float:
@@ -338,6 +339,7 @@ def gil() -> None:
                 done[0] += 32
 
         thread = threading.Thread(target=loop)
+        sys.setswitchinterval(0.0005 if "switch" in name else 0.005)
         thread.start()
         beside = spin(3.0)
         stop.set()
