@@ -128,3 +128,18 @@ def test_gpu_embeddings_match_cpu(tiny_source: ModelSource, image_embedder: Imag
     pixels = np.random.default_rng(0).integers(0, 255, (4, 224, 224, 3), dtype=np.uint8)
     cos = (gpu.embed_pixels(pixels) * image_embedder.embed_pixels(pixels)).sum(axis=1)
     assert cos.min() > 0.99
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")  # torch.compile's own use of it
+def test_compiled_on_the_cpu_equals_eager(
+    tiny_source: ModelSource, image_embedder: ImageEmbedder, real_photos: list[Path]
+) -> None:
+    """compile on a CPU freezes the weights (prepacked for oneDNN): the embeddings stay the same."""
+    import torch._inductor.config as inductor
+
+    compiled = ImageEmbedder(tiny_source, "cpu", "float32", compile=True).load()
+    assert inductor.freezing
+    images = [Image.open(p) for p in real_photos[:4]]
+    eager = image_embedder.embed_images(images)
+    fast = compiled.embed_images(images)
+    assert (eager * fast).sum(1).min() > 0.999
