@@ -234,7 +234,7 @@ class Config:
     compile: bool = _opt(
         False,
         parse=_bool,
-        help="torch.compile the image model: faster batches after a warm-up (on a CPU its weights are frozen for oneDNN).",
+        help="torch.compile the image model: faster batches after a warm-up (on a CPU: frozen for oneDNN).",
     )
     gpu_decode: str = _opt(
         "auto",
