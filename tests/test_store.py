@@ -192,3 +192,47 @@ async def test_concurrent_write_batches_all_land(store: Store) -> None:
     batches = [[row(f"/pics/{b}-{i}.jpg", unit(b * 10 + i)) for i in range(20)] for b in range(8)]
     await asyncio.gather(*(store.write(batch) for batch in batches))
     assert (await store.counts()).total == 160
+
+
+async def test_status_counts_are_kept_by_every_write(store: Store) -> None:
+    """status reads counters that each write transaction keeps; after any mix of writes, moves,
+    deletes and offline marks they equal a count of every row."""
+    rng = np.random.default_rng(5)
+    names = [f"/pics/{i}.jpg" for i in range(30)]
+    for step in range(40):
+        picked = [names[i] for i in rng.choice(len(names), size=int(rng.integers(1, 8)), replace=False)]
+        action = step % 5
+        if action == 0:  # new rows and replaced ones: indexed, failed, offline
+            await store.write(
+                [
+                    row(
+                        p,
+                        None if i % 3 == 0 else unit(i),
+                        error="bad" if i % 3 == 0 else None,
+                        offline=i % 4 == 1,
+                    )
+                    for i, p in enumerate(picked)
+                ]
+            )
+        elif action == 1:  # onto free names and onto stored ones; from missing ones too
+            await store.move([(p, names[(names.index(p) + 7) % len(names)], "/pics") for p in picked])
+        elif action == 2:
+            await store.delete([image_key(p) for p in picked] + [image_key("/pics/never.jpg")])
+        elif action == 3:
+            await store.set_offline_keys([image_key(p) for p in picked], bool(step % 2))
+        else:
+            await store.set_offline("/pics", bool(step % 3))
+        assert await store.counts() == await store.counted(), step
+    assert (await store.counts()).total > 0
+
+
+async def test_counts_are_counted_once_when_migrating(tmp_path: Path) -> None:
+    """A database from before the counters (schema 2) gets them from its rows."""
+    async with Store(f"surrealkv://{tmp_path / 'db'}") as store:
+        await store.write([row(f"/pics/{i}.jpg", unit(i), offline=i == 0) for i in range(5)])
+        await store.write([row("/pics/bad.jpg", error="cannot decode")])
+        await store.query("DELETE meta:counts; UPSERT meta:schema MERGE {version: 2}")
+    async with Store(f"surrealkv://{tmp_path / 'db'}") as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert await store.counts() == await store.counted()
+        assert (await store.counts()).total == 6 and (await store.counts()).offline == 1

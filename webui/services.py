@@ -51,8 +51,8 @@ class ImageQueries:
 
 
 class CountsCache:
-    """Store counts for /api/status, at most every few seconds: counting is a scan of the whole
-    image table, and every open page polls status every 3 s."""
+    """Store counts for /api/status, at most every few seconds: every open page polls status
+    every 3 s. (The counts are one record the writes keep, not a scan, since schema 3.)"""
 
     def __init__(self, ttl: float = 5.0) -> None:
         self.ttl = ttl

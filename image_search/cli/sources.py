@@ -65,7 +65,7 @@ class Local:
         async with Store.from_config(self.config) as store:
             counts = await store.counts()
             model = await store.stored_model()
-            failures = await store.failures()
+            failures = await store.failures() if counts.failed else []  # a scan: not for nothing
             version = await store.schema_version()
             albums = await store.album_count()
             # Nothing holds an embedded database we could open; a daemon beside a SurrealDB server

@@ -47,5 +47,16 @@ MIGRATIONS: list[str] = [
     DEFINE FIELD IF NOT EXISTS visited_at ON album TYPE option<datetime>;
     DEFINE INDEX IF NOT EXISTS album_name ON album FIELDS name UNIQUE;
     """,
+    # 3: status's counts kept by every write (image_search.store.images), counted once here.
+    """
+    UPSERT meta:counts SET
+        total = (SELECT count() FROM image GROUP ALL)[0].count ?? 0,
+        indexed = (
+            SELECT count() FROM image WHERE embedding != NONE AND offline = false GROUP ALL
+        )[0].count ?? 0,
+        failed = (SELECT count() FROM image WHERE error != NONE GROUP ALL)[0].count ?? 0,
+        offline = (SELECT count() FROM image WHERE offline = true GROUP ALL)[0].count ?? 0
+    RETURN NONE;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
