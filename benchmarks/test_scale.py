@@ -1,4 +1,4 @@
-"""Big libraries (#18): start to first search at 1M photos from the library snapshot.
+"""Big libraries (#18): start to first search at 1M photos from the library snapshot; status.
 
 Floor: the library of 1M photos (768-d) ready to search within 10 s of opening, on 2 cores, when
 the snapshot matches the database's change counter (9.0-9.2 s here, docs/scale.md).
@@ -60,3 +60,30 @@ def test_start_from_the_snapshot_1m(benchmark, bench_tmp: Path) -> None:
     benchmark.extra_info.update(photos=N, seconds=round(seconds, 2), floor_s=10)
     print(f"1M photos: first search {seconds:.1f} s after opening")
     assert seconds <= 10, f"{seconds:.1f} s"
+
+
+@pytest.mark.slow
+def test_status_with_many_rows(benchmark, bench_tmp: Path) -> None:
+    """`image-search status` over IMAGE_SEARCH_SCALE_ROWS rows (100k by default; 1M takes ~7
+    minutes to write here): the counts are one record the writes keep. Floor: 1 s."""
+    import os
+
+    from image_search.cli.sources import Local
+    from image_search.config import Config
+
+    from .test_store import rows
+
+    n = int(os.environ.get("IMAGE_SEARCH_SCALE_ROWS", "100000"))
+    url = f"surrealkv://{bench_tmp / 'status'}"
+
+    async def fill() -> None:
+        async with Store(url) as store:
+            vectors = unit_vectors(500)
+            for i in range(n // 500):
+                await store.write(rows(vectors, f"s{i}"))
+
+    asyncio.run(fill())
+    status = benchmark.pedantic(lambda: asyncio.run(Local(Config(database_url=url)).status()), rounds=3)
+    seconds = benchmark.stats.stats.median
+    benchmark.extra_info.update(rows=n, seconds=round(seconds, 3), floor_s=1)
+    assert status["total"] == n and seconds <= 1.0, seconds
