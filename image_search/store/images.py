@@ -27,15 +27,20 @@ from .rows import (
 _REPLACE = ", ".join(f"{name} = $input.{name}" for name in ROW_FIELDS)
 # `status`'s counts are kept in meta:counts by every write, in its own transaction: the affected
 # rows' state before ($b) and after ($a) as [total, indexed, failed, offline], the difference
-# added. A scan of 1M rows took ~13 s; a table view that kept them cost a quarter of the write
-# rate, these ~10% (docs/scale.md).
+# added. A scan took 1.25 s at 100k rows; a table view that kept them cost a quarter of the
+# write rate, these ~3% (docs/scale.md).
 _STATE = (
-    "[1, IF embedding != NONE AND offline = false {{ 1 }} ELSE {{ 0 }}, "
-    "IF error != NONE {{ 1 }} ELSE {{ 0 }}, IF offline {{ 1 }} ELSE {{ 0 }}]"
+    "[1, IF embedding != NONE AND offline = false { 1 } ELSE { 0 }, "
+    "IF error != NONE { 1 } ELSE { 0 }, IF offline { 1 } ELSE { 0 }]"
 )
-_SUM = "[" + ", ".join(f"math::sum({{v}}.map(|$x| $x[{i}]))" for i in range(4)) + "]"
-_BEFORE = f"LET $sb = (SELECT VALUE {_STATE} FROM {{ids}}); LET $b = " + _SUM.format(v="$sb") + ";"
-_AFTER = f"LET $sa = (SELECT VALUE {_STATE} FROM {{ids}}); LET $a = " + _SUM.format(v="$sa") + ";"
+
+
+def _state(name: str, ids: str) -> str:
+    """``LET $name`` = the summed state of the rows ``ids`` names (an empty list sums to zeros)."""
+    sums = ", ".join(f"math::sum($s{name}.map(|$x| $x[{i}]))" for i in range(4))
+    return f"LET $s{name} = (SELECT VALUE {_STATE} FROM {ids}); LET ${name} = [{sums}];"
+
+
 _KEEP = (
     "UPSERT meta:counts SET total += $a[0] - $b[0], indexed += $a[1] - $b[1], "
     "failed += $a[2] - $b[2], offline += $a[3] - $b[3] RETURN NONE;"
@@ -174,7 +179,7 @@ class ImageTable(Connection):
             after[2] += row.get("error") is not None
             after[3] += bool(row.get("offline"))
         await self.transact(
-            f"BEGIN TRANSACTION; {_BEFORE.format(ids='$rows.id')} "
+            f"BEGIN TRANSACTION; {_state('b', '$rows.id')} "
             f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
             f"LET $a = $after; {_KEEP} {BUMP} COMMIT TRANSACTION;",
             {"rows": content, "after": after},
@@ -203,10 +208,10 @@ class ImageTable(Connection):
             fresh.append(moved)
         old_ids = [record_id(key_of(row)) for row in rows]
         await self.transact(
-            f"BEGIN TRANSACTION; LET $ids = array::union($old, $rows.id); {_BEFORE.format(ids='$ids')} "
+            f"BEGIN TRANSACTION; LET $ids = array::union($old, $rows.id); {_state('b', '$ids')} "
             "DELETE $old RETURN NONE; "
             f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
-            f"{_AFTER.format(ids='$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
+            f"{_state('a', '$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
             {"old": old_ids, "rows": fresh},
         )
         return missing
@@ -214,7 +219,7 @@ class ImageTable(Connection):
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
             await self.transact(
-                f"BEGIN TRANSACTION; {_BEFORE.format(ids='$ids')} DELETE $ids RETURN NONE; "
+                f"BEGIN TRANSACTION; {_state('b', '$ids')} DELETE $ids RETURN NONE; "
                 f"LET $a = [0, 0, 0, 0]; {_KEEP} {BUMP} COMMIT TRANSACTION;",
                 {"ids": [record_id(k) for k in keys]},
             )
@@ -223,8 +228,8 @@ class ImageTable(Connection):
         """Mark these rows offline (kept, not searched) or online again."""
         if keys:
             await self.transact(
-                f"BEGIN TRANSACTION; {_BEFORE.format(ids='$ids')} UPDATE $ids SET offline = $o RETURN NONE; "
-                f"{_AFTER.format(ids='$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
+                f"BEGIN TRANSACTION; {_state('b', '$ids')} UPDATE $ids SET offline = $o RETURN NONE; "
+                f"{_state('a', '$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
                 {"ids": [record_id(k) for k in keys], "o": offline},
             )
 
@@ -233,8 +238,8 @@ class ImageTable(Connection):
             await self.transact(
                 "BEGIN TRANSACTION; "
                 "LET $ids = (SELECT VALUE id FROM image WHERE root = $r AND offline != $o); "
-                f"{_BEFORE.format(ids='$ids')} UPDATE $ids SET offline = $o RETURN VALUE id; "
-                f"{_AFTER.format(ids='$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
+                f"{_state('b', '$ids')} UPDATE $ids SET offline = $o RETURN VALUE id; "
+                f"{_state('a', '$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
                 {"r": root, "o": offline},
             )
         )[4]  # BEGIN, LET $ids, LET $sb, LET $b, then the UPDATE
