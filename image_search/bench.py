@@ -247,6 +247,8 @@ def _search_rows(sizes: tuple[int, ...], rounds: int) -> list[Row]:
     for n in sizes:
         index = VectorIndex.build([str(i) for i in range(n)], unit_vectors(n))
         q = unit_vectors(1, seed=1)[0]
+        index.search(q, 1)  # a big index's first search starts making its codes, on a thread
+        index.settle()
         rows.append(
             measure(
                 f"search top-100 over {n:,} vectors", partial(index.search, q, 100), unit="q/s", rounds=rounds
