@@ -247,6 +247,33 @@ def gpus() -> None:
     print("JSON", json.dumps(out), flush=True)
 
 
+def variants() -> None:
+    """#19: one GPU, indexing N 12 MP JPEGs with the default settings, with a 0.5 ms switch
+    interval, with 8 fewer decoding workers, and both: what starves the batches while the
+    decoders run (the last quarter drains twice as fast once they stop)."""
+    import json
+
+    from multigpu import decoders_together, index_run
+
+    embedder = ImageEmbedder(ModelSource(random_weights=True), "cuda:0", "float16").load()
+    folder = Path(os.environ.get("GPUS_TMP", tempfile.mkdtemp()))
+    files = photo_jpegs(folder / "12mp", int(os.environ.get("N", "3000")), (4000, 3000))
+    out: dict = {"decoders": decoders_together(files[:1500], torch.device("cuda:0"))}
+    print("decoders together", out["decoders"], flush=True)
+    fewer = max(1, (os.cpu_count() or 1) - 8)
+    for _ in range(int(os.environ.get("ROUNDS", "2"))):
+        for name, switch, workers in (
+            ("default", None, 0),
+            ("switch 0.5 ms", 0.0005, 0),
+            (f"{fewer} workers", None, fewer),
+            (f"{fewer} workers, 0.5 ms", 0.0005, fewer),
+        ):
+            run = index_run(files, Path(tempfile.mkdtemp(dir=folder)), [embedder], 1, switch, workers)
+            out.setdefault(name, []).append(run)
+            print(name, {k: v for k, v in run.items() if k != "stages"}, flush=True)
+    print("JSON", json.dumps(out), flush=True)
+
+
 def one() -> None:
     """One indexing run on one GPU (for a profiler to watch): N 12 MP JPEGs under GPUS_TMP."""
     from multigpu import index_run
@@ -356,5 +383,6 @@ if __name__ == "__main__":
         "e2e": e2e,
         "families": families,
         "gpus": gpus,
+        "variants": variants,
         "cpu": cpu,
     }[sys.argv[1]]()

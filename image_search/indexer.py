@@ -88,6 +88,7 @@ class Indexer:
         self.decoders: concurrent.futures.ThreadPoolExecutor | None = None  # nvJPEG's, off the model thread
         self.ahead: Ahead | None = None  # nvJPEG's files, decoded as they arrive
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._started: list[concurrent.futures.Future[None]] = []  # the workers, starting
         self.model_threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
         self.devices: Devices | None = None
         # Told of rows written with embeddings (their facts and vectors) and of keys that lost
@@ -107,8 +108,8 @@ class Indexer:
             initializer=worker_start,
             initargs=(max(1, (os.cpu_count() or 1) // self.workers),),
         )
-        for _ in range(self.workers):  # start them now, not when the first files are due
-            self.pool.submit(worker_ping)
+        # Start them now, not when the first files are due; warm() waits for them.
+        self._started = [self.pool.submit(worker_ping) for _ in range(self.workers)]
         if self.share:
             self.readers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="jpeg-reader")
             # Two: one batch's crops and fingerprints are cut while the next is decoded.
@@ -127,8 +128,8 @@ class Indexer:
 
     async def warm(self) -> None:
         """Load each device's model (if not yet loaded) and run one full batch through it, and
-        start nvJPEG, on the model threads at once, while the decoding workers start: the first
-        files then meet a warm pipeline."""
+        start nvJPEG, on the model threads at once, while the decoding workers start, and wait
+        for those too: the first files then meet a warm pipeline."""
         loop = asyncio.get_running_loop()
 
         def ready(embedder: ImageEmbedder) -> None:
@@ -140,7 +141,8 @@ class Indexer:
                 warm_nvjpeg(embedder)
 
         await asyncio.gather(
-            *(loop.run_in_executor(self.model_threads[id(e)], ready, e) for e in self.embedders)
+            *(loop.run_in_executor(self.model_threads[id(e)], ready, e) for e in self.embedders),
+            *(asyncio.wrap_future(f) for f in self._started),
         )
 
     async def __aexit__(self, *exc: object) -> None:
