@@ -10,9 +10,6 @@
   decoders can feed more than one (ViT-L/14 runs ~2,400 img/s on an H200; the decoders of a
   32-core host ~800).
 
-* :class:`Ahead` decodes nvJPEG's files as they arrive, a chunk at a time, instead of once their
-  whole batch has: nvJPEG then works while the batch's other files are still being decoded.
-
 nvJPEG itself runs on one device only (:func:`decode_device`): torchvision keeps one decoder per
 process, for one device, behind one lock, and builds it anew whenever a call names another device.
 Two GPUs decoding in turn rebuilt it every batch, which is why a second GPU halved the rate.
@@ -26,8 +23,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -193,63 +189,3 @@ class InFlight:
     def cancel(self) -> None:
         for task in self.tasks:
             task.cancel()
-
-
-class Ahead:
-    """nvJPEG's files, read and decoded ``chunk`` at a time as they come out of the decoding
-    workers (in file order), so that a batch finds most of its GPU crops made when it is whole.
-    Before, a batch's share went to nvJPEG only once the batch was complete: nvJPEG idled while
-    the CPU decoders worked, then the device waited for nvJPEG (docs/benchmarks.md)."""
-
-    def __init__(
-        self,
-        read: Callable[[str], bytes | bytearray],
-        decode: Callable[[list[bytes | bytearray], list[int]], list[Any]],
-        readers: Executor,
-        decoders: Executor,
-        chunk: int = 32,  # decode_batch's own chunk: the size nvJPEG measured best at
-    ) -> None:
-        self._read, self._decode = read, decode
-        self._readers, self._decoders = readers, decoders
-        self.chunk = chunk
-        self._waiting: list[tuple[str, int, asyncio.Future[bytes | bytearray]]] = []
-        self._chunks: dict[str, tuple[asyncio.Task[list[Any]], int]] = {}
-
-    def add(self, path: str, orientation: int) -> None:
-        """A file nvJPEG is to decode: its bytes are read now, and a full chunk is decoded."""
-        read = asyncio.wrap_future(self._readers.submit(self._read, path))
-        self._waiting.append((path, orientation, read))
-        if len(self._waiting) >= self.chunk:
-            self.flush()
-
-    def flush(self) -> None:
-        """Decode the files added since the last chunk (a batch is whole: none may wait)."""
-        if not self._waiting:
-            return
-        chunk, self._waiting = self._waiting, []
-        task = asyncio.create_task(self._run(chunk))
-        for i, (path, _, _) in enumerate(chunk):
-            self._chunks[path] = (task, i)
-
-    async def _run(self, chunk: list[tuple[str, int, asyncio.Future[bytes | bytearray]]]) -> list[Any]:
-        data = [await read for _, _, read in chunk]
-        orientations = [orientation for _, orientation, _ in chunk]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decoders, self._decode, data, orientations)
-
-    async def take(self, paths: Sequence[str]) -> list[Any]:
-        """The decoded results of these files, in their order (each one's own)."""
-        if any(path not in self._chunks for path in paths):
-            self.flush()
-        found = [self._chunks.pop(path) for path in paths]
-        return [(await task)[i] for task, i in found]
-
-    def cancel(self) -> None:
-        """Drop everything not taken (a run that stops): nothing is left running or unread."""
-        for _, _, read in self._waiting:
-            read.cancel()
-        for task, _ in self._chunks.values():
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: a failure here is the run's, already reported
-            task.cancel()
-        self._waiting, self._chunks = [], {}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeviceFailed
-from .feeding import Ahead, Devices, InFlight, Share, Stages, decode_device, start_share
+from .feeding import Devices, InFlight, Share, Stages, decode_device, start_share
 from .gpudecode import Decoded, decode_batch, embed_mixed, warm_nvjpeg
 from .gpudecode import available as gpu_decode_available
 from .imaging import Prepared, configure_pillow, prepare
@@ -86,7 +86,7 @@ class Indexer:
         self._cpu_only: set[str] = set()  # keys planned for their fingerprint alone
         self.readers: concurrent.futures.ThreadPoolExecutor | None = None
         self.decoders: concurrent.futures.ThreadPoolExecutor | None = None  # nvJPEG's, off the model thread
-        self.ahead: Ahead | None = None  # nvJPEG's files, decoded as they arrive
+        self._reads: dict[str, asyncio.Future[bytearray]] = {}
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._started: list[concurrent.futures.Future[None]] = []  # the workers, starting
         self.model_threads: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
@@ -114,7 +114,6 @@ class Indexer:
             self.readers = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="jpeg-reader")
             # Two: one batch's crops and fingerprints are cut while the next is decoded.
             self.decoders = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="nvjpeg")
-            self.ahead = Ahead(self._read, self._decode, self.readers, self.decoders)
         self.devices = Devices(self.embedders, self.gpus)
         for embedder in self.embedders:
             self.model_threads[id(embedder)] = concurrent.futures.ThreadPoolExecutor(
@@ -188,8 +187,6 @@ class Indexer:
                 fill()
                 batch.append((ref, prepared))
                 if len(batch) >= size or not pending:
-                    if self.ahead is not None:
-                        self.ahead.flush()  # the batch's last nvJPEG files
                     waited = time.perf_counter()
                     await batches.start(batch)
                     self._waited("device", time.perf_counter() - waited)
@@ -200,8 +197,6 @@ class Indexer:
             for _, future in pending:
                 future.cancel()
             batches.cancel()
-            if self.ahead is not None:
-                self.ahead.cancel()
         summary.seconds = time.monotonic() - started
         summary.stages = self.stages.as_dict()
         return summary
@@ -227,11 +222,11 @@ class Indexer:
             raise
         except Exception as exc:  # pickling or a worker crash on this file alone
             prepared = Prepared(path=ref.path, size=0, mtime_ns=0, error=f"cannot decode: {exc}")
-        if prepared.gpu and self.ahead is not None:  # read and decoded while others decode
-            self.ahead.add(prepared.path, prepared.orientation)
+        if prepared.gpu and self.readers is not None:  # fetch its bytes while others decode
+            self._reads[prepared.path] = asyncio.wrap_future(self.readers.submit(self._read, prepared.path))
         return prepared
 
-    def _decode(self, data: list[bytes | bytearray], orientations: list[int]) -> Decoded:
+    def _decode(self, data: list[bytearray], orientations: list[int]) -> Decoded:
         with self.stages.time(f"nvJPEG {self.decode_on}"):
             return decode_batch(data, orientations, self.embedder.crop, self.decode_on)
 
@@ -258,9 +253,11 @@ class Indexer:
         assert self.devices is not None, "use Indexer as an async context manager"
         loop = asyncio.get_running_loop()
         on_gpu = [p for p in todo if p.gpu]
+        data = [await self._reads.pop(p.path) for p in on_gpu]
         decoded: Decoded = []
-        if on_gpu and self.ahead is not None:  # before taking a device: not held while nvJPEG works
-            decoded = await self.ahead.take([p.path for p in on_gpu])
+        if on_gpu:  # before taking a device: the device is not held while nvJPEG works
+            orientations = [p.orientation for p in on_gpu]
+            decoded = await loop.run_in_executor(self.decoders, self._decode, data, orientations)
         saves: list[asyncio.Future[bool]] = []
         embedder = await self.devices.take()
         try:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
-import pytest
-
-from image_search.feeding import Ahead, Devices, Share, Stages, start_share
+from image_search.feeding import Devices, Share, Stages, start_share
 from image_search.imaging import prepare
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource
 from image_search.store import Store, from_bytes, image_key
-from image_search.workers import read_file
 
 from .conftest import make_photo
 
@@ -110,51 +104,3 @@ async def test_two_devices_each_embed_their_batches_and_the_summary_says_where_t
     stages = summary.as_dict()["stages"]
     assert stages["model cpu"] > 0 and stages["writing rows"] > 0
     assert "waiting for the decoders" in stages and "waiting for a device" in stages
-
-
-async def test_ahead_decodes_each_chunk_as_it_fills_and_gives_each_file_its_own(tmp_path: Path) -> None:
-    """nvJPEG's files are decoded a chunk at a time as they arrive, not when their batch is whole;
-    every file gets its own result back, across chunks, with the last partial chunk flushed."""
-    paths = []
-    for i in range(7):
-        path = tmp_path / f"{i}.jpg"
-        path.write_bytes(f"photo {i}".encode())
-        paths.append(str(path))
-    calls: list[list[int]] = []
-    first = threading.Event()
-
-    def decode(data: list[bytes | bytearray], orientations: list[int]) -> list[tuple[bytes, int]]:
-        calls.append(list(orientations))
-        first.set()
-        return [(bytes(d).upper(), o) for d, o in zip(data, orientations, strict=True)]
-
-    with ThreadPoolExecutor(4) as readers, ThreadPoolExecutor(2) as decoders:
-        ahead = Ahead(read_file, decode, readers, decoders, chunk=3)
-        for i, path in enumerate(paths[:3]):
-            ahead.add(path, i)
-        # The first chunk is decoding before any file of a later chunk arrives.
-        assert await asyncio.to_thread(first.wait, 10)
-        for i, path in enumerate(paths[3:], start=3):
-            ahead.add(path, i)
-        ahead.flush()  # the batch is whole: files 6 on their own
-        order = [paths[5], paths[0], paths[6], paths[2], paths[4], paths[1], paths[3]]
-        got = await ahead.take(order)
-    assert got == [(f"PHOTO {p[-5]}".encode(), int(p[-5])) for p in order]
-    assert sorted(calls) == [[0, 1, 2], [3, 4, 5], [6]]
-
-
-async def test_ahead_cancel_leaves_nothing_behind(tmp_path: Path) -> None:
-    path = tmp_path / "a.jpg"
-    path.write_bytes(b"x")
-
-    def broken(data: list[bytes | bytearray], orientations: list[int]) -> list[Any]:
-        raise RuntimeError("nvJPEG failed")
-
-    with ThreadPoolExecutor(1) as readers, ThreadPoolExecutor(1) as decoders:
-        ahead = Ahead(read_file, broken, readers, decoders, chunk=1)
-        ahead.add(str(path), 1)
-        ahead.add(str(path) + "-never", 1)  # a file that does not exist: its read fails
-        with pytest.raises(RuntimeError, match="nvJPEG failed"):
-            await ahead.take([str(path)])
-        ahead.cancel()
-        assert not ahead._chunks and not ahead._waiting
