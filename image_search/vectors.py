@@ -36,6 +36,10 @@ BLOCK = 16384  # rows per block of the matrix
 APPROXIMATE_FROM = 150_000  # rows from which a search starts from codes (exact: ~30 ms here)
 DEPTH = 5_000  # candidates a query scores exactly at least (16 per result asked for, if more)
 DEPTH_PER_RESULT = 16
+# A float16 score against the exact one, for unit vectors: the query rounded to float16 moves it
+# by at most 2^-11 (|x.dq| <= 2^-11 |x||q|), the result rounded by at most 2^-12 (|s| <= 1);
+# torch sums in float32. 4.9e-4 + 2.4e-4, rounded up.
+HALF_ERROR = 1e-3
 REBUILD_AFTER = 0.02  # new codes once this share of rows is scored exactly beside them
 
 
@@ -240,7 +244,10 @@ class VectorIndex:
             depths = [self._depth(q, n) for q in queries]
             results: list[list[tuple[str, float]]] = [[] for _ in queries]
             exact = [j for j, d in enumerate(depths) if d is None]
-            if exact:
+            if exact and self._dtype == np.float16:
+                for j in exact:
+                    results[j] = self._exact_half(queries[j], n)
+            elif exact:
                 vectors = np.stack([np.asarray(queries[j].vector, dtype=np.float32) for j in exact], axis=1)
                 all_scores = np.empty((n, len(exact)), dtype=np.float32)
                 for b, block in enumerate(self._blocks):
@@ -271,7 +278,30 @@ class VectorIndex:
         if share <= 0:
             return None
         depth = math.ceil(max(self.depth, DEPTH_PER_RESULT * query.k) / share)
-        return depth if depth <= n // 4 else None
+        return depth if depth <= n // 16 else None  # past that, a float16 scan is faster
+
+    def _exact_half(self, query: Query, n: int) -> list[tuple[str, float]]:
+        """Every row scored in float16 by torch (reads 1.5 GB at 1M: ~90 ms, memory bound; a
+        float32 copy of each block first took ~1.3 s), then the rows that can be among the best
+        scored exactly. A float16 score is within ``HALF_ERROR`` of the exact one, so every row of
+        the exact top k scores at least the float16 k-th best less twice that: the result is exact."""
+        import torch
+
+        q = torch.from_numpy(np.asarray(query.vector, dtype=np.float32)).half()
+        half = np.empty(n, dtype=np.float16)
+        for b, block in enumerate(self._blocks):
+            start = b * BLOCK
+            rows = torch.from_numpy(block[: min(BLOCK, n - start)])
+            torch.mv(rows, q, out=torch.from_numpy(half[start : start + len(rows)]))
+        scores = half.astype(np.float32)
+        allowed = self._allowed(query, n)
+        if allowed is not None:
+            scores[~allowed] = -np.inf
+        k = min(query.k, n)
+        floor = np.partition(scores, n - k)[n - k] - 2 * HALF_ERROR
+        if query.min_score is not None:
+            floor = max(floor, query.min_score - HALF_ERROR)
+        return self._rescore(query, np.flatnonzero((scores >= floor) & np.isfinite(scores)), n)
 
     @staticmethod
     def _allowed(query: Query, n: int) -> np.ndarray | None:

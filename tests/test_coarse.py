@@ -87,6 +87,27 @@ def test_deep_or_narrow_searches_score_every_row(pair: tuple[VectorIndex, Vector
     near, exact, matrix = pair
     mask = np.zeros(len(matrix), dtype=bool)
     mask[::40] = True  # 150 rows: the codes would have to give up most rows to find them
-    for query in (Query(matrix[3], 1400), Query(matrix[3], 10, allowed=mask)):
+    for query in (
+        Query(matrix[3], 1400),
+        Query(matrix[3], 900, min_score=0.3),
+        Query(matrix[3], 10, allowed=mask),
+    ):
         assert near._depth(query, len(matrix)) is None
-        assert near.search_many([query]) == exact.search_many([query])
+        got, want = near.search_many([query])[0], exact.search_many([query])[0]
+        assert [k for k, _ in got] == [k for k, _ in want]
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+
+
+def test_the_float16_scan_loses_no_row_to_rounding() -> None:
+    """Rows within float16's rounding of each other (scores ~0.99, a float16 step there is 5e-4):
+    the float16 scores reorder them, and the rescoring must still return the exact best."""
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        q = unit(rng.normal(size=D))
+        rows = q + rng.normal(size=(2000, D)) * 0.01
+        rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
+        index = VectorIndex.build([f"r{i}" for i in range(len(rows))], rows, approximate_from=100)
+        exact = rows.astype(np.float32) @ q
+        for k in (1, 3, 25):
+            got = index.search(q, k)  # no codes yet: every row scored in float16, then exactly
+            assert [key for key, _ in got] == [f"r{i}" for i in np.argsort(-exact, kind="stable")[:k]], trial
