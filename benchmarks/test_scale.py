@@ -25,9 +25,8 @@ from .conftest import unit_vectors
 N = 1_000_000
 
 
-@pytest.mark.slow
-def test_start_from_the_snapshot_1m(benchmark, bench_tmp: Path) -> None:
-    folder = bench_tmp / "db.library"
+def library_columns() -> tuple[dict[str, object], np.ndarray]:
+    """1M photos' facts and float16 vectors, as a snapshot holds them."""
     matrix = np.empty((N, 768), dtype=np.float16)
     for start in range(0, N, 100_000):
         matrix[start : start + 100_000] = unit_vectors(100_000, seed=start)
@@ -44,6 +43,14 @@ def test_start_from_the_snapshot_1m(benchmark, bench_tmp: Path) -> None:
         "taken": np.linspace(1.2e9, 1.7e9, N),
         "fingerprint": [bytes([1]) + i.to_bytes(8, "big") + bytes(48) for i in range(N)],
     }
+    return columns, matrix
+
+
+@pytest.mark.slow
+def test_start_from_the_snapshot_1m(benchmark, bench_tmp: Path) -> None:
+    folder = bench_tmp / "db.library"
+    columns, matrix = library_columns()
+    keys: list[str] = columns["key"]  # type: ignore[assignment]
 
     async def start() -> float:
         async with Store("mem://") as store:
@@ -54,7 +61,7 @@ def test_start_from_the_snapshot_1m(benchmark, bench_tmp: Path) -> None:
             library = await Library.open(store, "bench", folder)
             hits = library.index.search_many([Query(matrix[7].astype(np.float32), 10)])[0]
             seconds = time.perf_counter() - began
-        assert len(library) == N and hits[0][0] == columns["key"][7]
+        assert len(library) == N and hits[0][0] == keys[7]
         return seconds
 
     seconds = benchmark.pedantic(lambda: asyncio.run(start()), rounds=1, iterations=1)
@@ -139,3 +146,45 @@ def test_search_1m(benchmark) -> None:
         got = report[name]
         assert isinstance(got, dict) and got["recall_min"] >= 0.95 and got["recall_mean"] >= 0.99, report
         assert got["p50_ms"] <= 50, report
+
+
+@pytest.mark.slow
+def test_album_members_1m(benchmark, bench_tmp: Path) -> None:
+    """An album's members among 1M photos (item 4): its search (10,000 members at most, above
+    its minimum score, rejected photos excluded), its liked photos added, its new ones counted,
+    as the album page and the album list compute them. Floor: 200 ms."""
+    import statistics
+
+    from image_search import albums
+
+    folder = bench_tmp / "db.library"
+    columns, matrix = library_columns()
+    keys: list[str] = columns["key"]  # type: ignore[assignment]
+
+    async def run() -> dict[str, float]:
+        async with Store("mem://") as store:
+            await store.check_model("bench")
+            snapshot.save(folder, await store.change_seq(), "bench", columns, matrix)
+            library = await Library.open(store, "bench", folder)
+        library.index.search(matrix[0].astype(np.float32), 1)
+        assert library.index.settle()
+        search = albums.direct_search(library)
+        rng = np.random.default_rng(4)
+        times, sizes = [], []
+        for i in range(10):
+            vector = unit_vectors(1, seed=100 + i)[0]
+            liked = [keys[j] for j in rng.integers(0, N, 3)]
+            rejected = [keys[j] for j in rng.integers(0, N, 5)]
+            album = albums.Album(f"a{i}", liked=liked, rejected=rejected, min_score=0.1, vector=vector)
+            t = time.perf_counter()
+            hits = await albums.members(library, album, vector, search)
+            new = sum(albums.is_new(library, album, k) for k, _ in hits)
+            times.append(time.perf_counter() - t)
+            sizes.append(len(hits))
+            assert new == len(hits) and not set(rejected) & {k for k, _ in hits}
+        return {"p50_ms": statistics.median(times) * 1000, "worst_ms": max(times) * 1000, "members": sizes[0]}
+
+    report = benchmark.pedantic(lambda: asyncio.run(run()), rounds=1, iterations=1)
+    benchmark.extra_info.update({k: round(v, 1) for k, v in report.items()})
+    print("album members at 1M:", report)
+    assert report["p50_ms"] <= 200, report
