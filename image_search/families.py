@@ -2,7 +2,7 @@
 differs between them: the transformers classes of each tower, how pictures and text are prepared,
 and the thresholds that depend on the family's score range.
 
-- **CLIP** (``clip``: OpenAI CLIP, and MetaCLIP 2 checkpoints saved as CLIP): shortest side
+- **CLIP** (``clip``: OpenAI CLIP, and MetaCLIP 1 checkpoints, saved as CLIP): shortest side
   resized then centre-cropped; text padded to the longest query (77 positions at most); the
   embedding is the projected class token (the lean tower of :mod:`image_search.vit`).
 - **SigLIP** (``siglip``: SigLIP and SigLIP 2 at a fixed resolution): the whole picture resized to
@@ -11,7 +11,9 @@ and the thresholds that depend on the family's score range.
   one; the embedding is the attention-pooled output.
 
 SigLIP 2 NaFlex (``siglip2``, a variable number of patches) is not supported yet: its checkpoints
-are refused with a message that names the fixed-resolution ones.
+are refused with a message that names the fixed-resolution ones. So is MetaCLIP 2 (``metaclip_2``:
+transformers' MetaClip2 classes, an XLM-V tokenizer), whose weights are licensed for
+non-commercial use only (CC-BY-NC 4.0, the MetaCLIP repository's LICENSE).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def family_of(model_type: str | None) -> Family:
         raise ModelUnavailable(
             "SigLIP 2 NaFlex checkpoints (model_type siglip2) are not supported yet; the fixed-"
             "resolution SigLIP 2 ones are, e.g. google/siglip2-base-patch16-224"
+        )
+    if model_type == "metaclip_2":
+        raise ModelUnavailable(
+            "MetaCLIP 2 checkpoints (model_type metaclip_2) are not supported yet (and their weights are "
+            "CC-BY-NC 4.0, non-commercial use only); for multilingual search use SigLIP 2, e.g. "
+            "google/siglip2-base-patch16-224"
         )
     raise ModelUnavailable(
         f"model type {model_type!r} is not one image-search loads: it reads CLIP and SigLIP "
