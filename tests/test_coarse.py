@@ -108,6 +108,7 @@ def test_the_float16_scan_loses_no_row_to_rounding() -> None:
         rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
         index = VectorIndex.build([f"r{i}" for i in range(len(rows))], rows, approximate_from=100)
         exact = rows.astype(np.float32) @ q
+        assert index.search(q, 0) == []
         for k in (1, 3, 25):
             got = index.search(q, k)  # no codes yet: every row scored in float16, then exactly
             assert [key for key, _ in got] == [f"r{i}" for i in np.argsort(-exact, kind="stable")[:k]], trial
