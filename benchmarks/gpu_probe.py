@@ -284,6 +284,49 @@ def one() -> None:
     print(index_run(files, Path(tempfile.mkdtemp(dir=folder)), [embedder], 1), flush=True)
 
 
+def httpparts() -> None:
+    """#15: where a SigLIP 2 B/16 HTTP search at 100k spends its time (run under taskset with two
+    CPUs): the text tower on the calling thread and on an executor thread (as the server runs
+    it), each dtype; the 100k search alone; then the whole HTTP search."""
+    import concurrent.futures
+    import statistics
+
+    from image_search.model import TextEmbedder
+    from image_search.vectors import VectorIndex
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.conftest import unit_vectors
+    from benchmarks.test_http_search import measure
+
+    def p50(f, n: int = 40) -> float:
+        f()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1000, 1)
+
+    print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
+    source = ModelSource("google/siglip2-base-patch16-224", random_weights=True)
+    texts = iter(f"a photo of a dog number {i}" for i in range(10**6))
+    for dtype in ("bfloat16", "int8"):
+        embed = TextEmbedder(source, dtype).load().embed_texts
+        here = p50(lambda e=embed: e([next(texts)]))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            there = p50(lambda e=embed, p=pool: p.submit(e, [next(texts)]).result())
+        print(f"text {dtype}: {here} ms on the calling thread, {there} ms on an executor thread", flush=True)
+    vectors = VectorIndex.build([str(i) for i in range(100_000)], unit_vectors(100_000, seed=1))
+    q = unit_vectors(1, seed=2)[0]
+    print("search 100k top 60:", p50(lambda: vectors.search(q, 60)), "ms", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        there = p50(lambda: pool.submit(vectors.search, q, 60).result())
+    print("... on an executor thread:", there, "ms", flush=True)
+    t = TextEmbedder(source, "bfloat16").load()
+    folder = Path(tempfile.mkdtemp())
+    print("HTTP bfloat16:", measure(folder, source.model_id, t, loads=False), flush=True)
+
+
 def cpu() -> None:
     """#15 on this host's CPU (run under taskset with two CPUs): the image towers and SigLIP 2's
     text query in bfloat16, eager and compiled by inductor with freezing (weights prepacked for
@@ -385,4 +428,5 @@ if __name__ == "__main__":
         "gpus": gpus,
         "variants": variants,
         "cpu": cpu,
+        "httpparts": httpparts,
     }[sys.argv[1]]()
