@@ -1,10 +1,10 @@
 """The first stage of a search over a big library: which rows are worth scoring exactly.
 
-Scoring every row exactly reads the whole float32 matrix: 3 GB and ~170 ms per query at 1M rows
+Scoring every row exactly in float32 reads 3 GB per query, ~170 ms at 1M rows
 on 2 cores (memory bound). Past ``VectorIndex.approximate_from`` rows a query instead scans
 compact codes of every row (FAISS's 4-bit product quantisation with SIMD lookup tables, "fast
 scan": two dimensions per 4-bit code, 384 bytes -> 192 bytes a 768-d row) for its best few
-thousand candidates, and only those are scored exactly, from the same float32 rows. Measured on
+thousand candidates, and only those are scored exactly, from the index's own rows. Measured on
 1M synthetic isotropic vectors (the hardest case: no clusters), 2 cores: ~20 ms for the codes,
 the true best 60 within the best 3,000-5,000 candidates for every query tried. Scores, filters
 and ``min_score`` stay exact; only which rows are looked at is approximate. docs/scale.md.

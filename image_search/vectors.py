@@ -253,8 +253,7 @@ class VectorIndex:
                 all_scores = np.empty((n, len(exact)), dtype=np.float32)
                 for b, block in enumerate(self._blocks):
                     start = b * BLOCK
-                    rows = float32(block[: min(BLOCK, n - start)])
-                    np.matmul(rows, vectors, out=all_scores[start : start + BLOCK])
+                    np.matmul(block[: min(BLOCK, n - start)], vectors, out=all_scores[start : start + BLOCK])
                 for col, j in enumerate(exact):
                     scores = np.ascontiguousarray(all_scores[:, col])
                     results[j] = self._best(scores, None, queries[j], self._allowed(queries[j], n))
