@@ -23,6 +23,7 @@ from .checkpoint import DEFAULT_MODEL, MAX_TOKENS, RANDOM_CONFIG, RANDOM_CONFIGS
 from .errors import ModelUnavailable
 from .families import CLIP
 from .imaging import clip_crop, to_rgb
+from .prepack import prepack
 from .vit import VisionTower
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,9 @@ class ImageEmbedder:
 
                 inductor.freezing = True
             self.model = torch.compile(self.model)
+        elif self.device.type == "cpu":
+            tokens = (model.config.image_size // model.config.patch_size) ** 2
+            prepack(self.model, default_batch_size(self.device) * tokens)
         return self
 
     def warm(self, batch: int = 2) -> None:
@@ -192,6 +196,8 @@ class TextEmbedder:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        if not self.quantise:
+            prepack(model, self.max_tokens)
         self.model = model
         self.tokenizer = self.source.tokenizer()
         return self

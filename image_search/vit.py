@@ -3,9 +3,10 @@ transformers' ``CLIPVisionModelWithProjection(...).image_embeds``, with less wor
 
 - q, k and v are one matmul (one weight of 3·d rows) instead of three;
 - attention goes straight to ``scaled_dot_product_attention`` (flash / cuDNN kernels);
-- the last layer computes only what the embedding reads: the class token. Its keys and values
-  still come from every token, but its query, attention output, MLP and the post-layernorm run on
-  one token instead of 257, about 3 % of ViT-L/14's FLOPs.
+- the last layer computes only what the embedding reads: the class token. Its queries, keys and
+  values still come from every token (one matmul, which a CPU can prepack:
+  :mod:`image_search.prepack`), but its attention, output, MLP and post-layernorm run on one
+  token instead of 257, about 3 % of ViT-L/14's FLOPs.
 
 ``tests/test_model.py`` checks it against transformers' own forward on every load path.
 """
@@ -37,18 +38,9 @@ class _Layer(nn.Module):
         n, t, d = x.shape
         head = d // self.heads
         h = self.ln1(x)
+        q, k, v = self.qkv(h).view(n, t, 3, self.heads, head).permute(2, 0, 3, 1, 4).unbind(0)
         if class_only:
-            k, v = (
-                F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:])
-                .view(n, t, 2, self.heads, head)
-                .permute(2, 0, 3, 1, 4)
-                .unbind(0)
-            )
-            q = F.linear(h[:, :1], self.qkv.weight[:d], self.qkv.bias[:d])
-            q = q.view(n, 1, self.heads, head).transpose(1, 2)
-            x = x[:, :1]
-        else:
-            q, k, v = self.qkv(h).view(n, t, 3, self.heads, head).permute(2, 0, 3, 1, 4).unbind(0)
+            q, x = q[:, :, :1], x[:, :1]
         a = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head), as CLIP's
         x = x + self.out(a.transpose(1, 2).reshape(n, -1, d))
         return x + self.fc2(self.act(self.fc1(self.ln2(x))))
