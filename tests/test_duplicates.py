@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image, ImageEnhance
 
 from image_search import fingerprint
-from image_search.duplicates import Settings, group, similar_pairs
+from image_search.duplicates import Settings, TooManyPairs, group, similar_pairs
 from image_search.fingerprint import Fingerprints
 from image_search.gpudecode import reductions
 from image_search.imaging import CropSpec, prepare
@@ -168,6 +168,93 @@ def test_similar_pairs_is_exact(bf16: bool) -> None:
         truth = set(zip(*np.nonzero(np.triu(scores >= threshold, 1)), strict=True))
         found = {(int(i), int(j)) for i, j in similar_pairs(x, threshold, bf16=bf16)}
         assert found == {(int(i), int(j)) for i, j in truth}, threshold
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+@pytest.mark.parametrize("dims", [1, 8, 24])
+def test_pairs_through_bounds_are_exact(bf16: bool, dims: int) -> None:
+    """The join on a few main directions and the rest's length finds exactly the pairs of the
+    full one: the bounds never drop a pair, whatever the number of directions kept."""
+    rng = np.random.default_rng(11)
+    shared = rng.normal(size=(1, 48))
+    x = (shared * 2 + rng.normal(size=(2000, 48))).astype(np.float32)
+    x[1::4] = x[0::4][: len(x[1::4])] + rng.normal(scale=0.3, size=(len(x[1::4]), 48))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scores = x @ x.T
+    for threshold in (0.9, 0.97):
+        truth = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(scores >= threshold, 1)), strict=True)}
+        found = {(int(i), int(j)) for i, j in similar_pairs(x, threshold, bf16=bf16, dims=dims)}
+        assert found == truth, (threshold, dims)
+
+
+def test_bounds_are_upper_bounds() -> None:
+    """Px.Py + |Rx||Ry| >= x.y for every pair, also for rows almost inside the kept directions
+    (where |x|² - |Px|² cancels in float32)."""
+    import torch
+
+    from image_search.duplicates import _basis, _bounding
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 32)).astype(np.float32)
+    x[:300, 4:] *= 1e-3  # almost entirely in a few directions
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = torch.from_numpy(x)
+    basis = _basis(rows)
+    for dims in (1, 4, 16, 31):
+        b = _bounding(rows, basis[:, :dims]).numpy()
+        assert (b @ b.T >= x @ x.T - 1e-6).all(), dims
+
+
+def test_bounds_that_let_too_much_through_fall_back() -> None:
+    """One direction bounds nothing on spread-out vectors: the candidates overflow and every
+    coordinate decides instead; a threshold low for every coordinate is still refused."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1500, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scores = x @ x.T
+    truth = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(scores >= 0.8, 1)), strict=True)}
+    found = similar_pairs(x, 0.8, bf16=False, dims=1, max_pairs=5_000)
+    assert {(int(i), int(j)) for i, j in found} == truth
+    with pytest.raises(TooManyPairs):
+        similar_pairs(x, 0.0, bf16=False, dims=1, max_pairs=5_000)
+
+
+def test_directions_are_chosen_from_a_sample() -> None:
+    """Vectors that live in a few directions keep few; spread-out ones keep every coordinate
+    when the threshold is near what the left-out directions could add (random 256-d vectors:
+    |Rx|² is ~(256 - k) / 256)."""
+    import torch
+
+    from image_search.duplicates import BOUNDS_FROM, DIMS, _basis, _choose_dims
+
+    rng = np.random.default_rng(3)
+    n = BOUNDS_FROM
+    low = rng.normal(size=(n, 40)) @ rng.normal(size=(40, 256)) + rng.normal(size=(n, 256)) * 0.05
+    low = torch.from_numpy((low / np.linalg.norm(low, axis=1, keepdims=True)).astype(np.float32))
+    assert _choose_dims(low, _basis(low), 0.9, 500_000) == DIMS[0]
+    spread = torch.from_numpy(rng.normal(size=(n, 256)).astype(np.float32))
+    spread /= spread.norm(dim=1, keepdim=True)
+    assert _choose_dims(spread, _basis(spread), 0.9, 500_000) == DIMS[0]
+    assert _choose_dims(spread, _basis(spread), 0.3, 500_000) is None
+    assert _choose_dims(low[: n - 1], _basis(low), 0.9, 500_000) is None  # too few rows to bother
+
+
+def test_bfloat16_scores_compare_by_their_bits() -> None:
+    """Every bfloat16 score at or above the floor passes the int16 comparison; none more than
+    one bfloat16 step below it does."""
+    import torch
+
+    from image_search.duplicates import _comparable
+
+    scores = torch.linspace(-1.5, 1.5, 20_001).to(torch.bfloat16)
+    for floor in (0.9, 0.88, 0.5, 0.0001, 0.98):
+        look, bar = _comparable(torch.bfloat16, floor)
+        passed = look(scores) >= bar
+        values = scores.float()
+        assert bool(passed[values >= floor].all()), floor
+        assert not bool(passed[values < floor - 2**-7].any()), floor
+    look, bar = _comparable(torch.bfloat16, -0.1)  # a floor at or below zero: compared as values
+    assert bar == -0.1 and bool((look(scores) >= bar).eq(scores >= -0.1).all())
 
 
 def test_both_gates_must_agree(tmp_path: Path) -> None:
