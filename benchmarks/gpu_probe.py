@@ -329,11 +329,12 @@ def httpparts() -> None:
 
 def cpu() -> None:
     """#15 on this host's CPU (run under taskset with two CPUs): the image towers and SigLIP 2's
-    text query in bfloat16, eager and compiled by inductor with freezing (weights prepacked for
-    oneDNN, which uses AMX where the CPU has it)."""
+    text query in bfloat16: eager with plain layers, eager with prepacked layers (the default,
+    image_search.prepack), and compiled by inductor with freezing (COMPILE=1; ~80 s each)."""
     import numpy as np
     import torch._inductor.config as inductor
 
+    import image_search.model as models
     from image_search.model import TextEmbedder
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -341,22 +342,25 @@ def cpu() -> None:
 
     print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
     inductor.freezing = True
+    packing = models.prepack
     only = os.environ.get("ONLY", "text,siglip2-b16,vit-l14").split(",")
+    variants = ["plain", "packed", *(["compiled+frozen"] if os.environ.get("COMPILE") else [])]
     ids = {"vit-l14": "openai/clip-vit-large-patch14", "siglip2-b16": "google/siglip2-base-patch16-224"}
     for name in [n for n in ids if n in only]:
         source = ModelSource(ids[name], random_weights=True)
-        for compiled in (False, True):
+        for label in variants:
+            models.prepack = packing if label == "packed" else (lambda model, rows: 0)
             start = time.perf_counter()
-            e = ImageEmbedder(source, "cpu", "bfloat16", compile=compiled).load()
+            e = ImageEmbedder(source, "cpu", "bfloat16", compile=label.startswith("compiled")).load()
             e.embed_pixels(np.zeros((16, e.crop.crop_height, e.crop.crop_width, 3), dtype=np.uint8))
             ready = time.perf_counter() - start
-            label = "compiled+frozen" if compiled else "eager"
             print(f"{name} bf16 {label}: {rate(e, rounds=2):.2f} img/s (ready in {ready:.0f} s)", flush=True)
     if "text" in only:
         source = ModelSource(ids["siglip2-b16"], random_weights=True)
-        for compiled in (False, True):
+        for label in variants:
+            models.prepack = packing if label == "packed" else (lambda model, rows: 0)
             t = TextEmbedder(source, "bfloat16").load()
-            if compiled:
+            if label.startswith("compiled"):
                 t.model = torch.compile(t.model)
             start = time.perf_counter()
             t.embed_texts(["warm up"])
@@ -366,9 +370,56 @@ def cpu() -> None:
                 start = time.perf_counter()
                 t.embed_texts([query])
                 times.append(time.perf_counter() - start)
-            label = "compiled+frozen" if compiled else "eager"
             p50 = float(np.median(times)) * 1000
             print(f"siglip2-b16 text bf16 {label}: p50 {p50:.1f} ms (ready in {ready:.0f} s)", flush=True)
+    models.prepack = packing
+
+
+def dups() -> None:
+    """#18: near-duplicate pairs on this host's CPU (run under taskset with two CPUs), bfloat16
+    where native: the benchmark's library at N rows (benchmarks/test_duplicates.py), the whole
+    grouping checked against the planted groups; first the GEMM rate alone, the ceiling."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.test_duplicates import library
+    from image_search import duplicates
+    from image_search.duplicates import BLOCK, _bf16_fast, group
+
+    TILE = getattr(duplicates, "TILE", 2048)  # the commit before made no tiles
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    bf16 = _bf16_fast()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), "bf16", bf16, flush=True)
+    a, b = torch.randn(BLOCK, 768).to(dtype), torch.randn(TILE * 8, 768).to(dtype)
+    out = torch.empty(BLOCK, TILE * 8, dtype=dtype)
+    torch.matmul(a, b.T, out=out)
+    start = time.perf_counter()
+    for _ in range(20):
+        for c in range(0, TILE * 8, TILE):
+            torch.matmul(a, b[c : c + TILE].T, out=out[:, :TILE])
+    gemm = time.perf_counter() - start
+    print(f"GEMM {BLOCK}x768 @ 768x{TILE}: {20 * 8 * 2 * BLOCK * TILE * 768 / gemm / 1e9:.0f} GFLOP/s", flush=True)
+    limit, before = float(os.environ.get("LIMIT_S", "330")), None
+    for n in [int(x) for x in os.environ.get("N", "100000").split(",")]:
+        if before is not None and before[1] * (n / before[0]) ** 2 > limit:
+            print(f"near-duplicates at {n:,}: not run (~{before[1] * (n / before[0]) ** 2:.0f} s expected)")
+            continue
+        start = time.perf_counter()
+        matrix, prints, hashes, planted = library(n)
+        made = time.perf_counter() - start
+        result = group(matrix, prints, hashes)
+        same = sorted(sorted(g) for g in result.groups) == sorted(sorted(g) for g in planted)
+        print(
+            f"near-duplicates at {n:,}: {result.seconds:.1f} s ({result.candidates:,} candidate pairs, "
+            f"{len(result.groups):,} groups, equal to the planted ones: {same}; library made in {made:.0f} s)",
+            flush=True,
+        )
+        del matrix, prints, hashes, planted
+        before = (n, result.seconds)
 
 
 def gil() -> None:
@@ -429,4 +480,5 @@ if __name__ == "__main__":
         "variants": variants,
         "cpu": cpu,
         "httpparts": httpparts,
+        "dups": dups,
     }[sys.argv[1]]()
