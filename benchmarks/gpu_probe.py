@@ -393,7 +393,8 @@ def dups() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     bf16 = _bf16_fast()
     dtype = torch.bfloat16 if bf16 else torch.float32
-    print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), "bf16", bf16, flush=True)
+    cpus = sorted(os.sched_getaffinity(0))
+    print("CPUs", cpus, "threads", torch.get_num_threads(), "bf16", bf16, flush=True)
     a, b = torch.randn(BLOCK, 768).to(dtype), torch.randn(TILE * 8, 768).to(dtype)
     out = torch.empty(BLOCK, TILE * 8, dtype=dtype)
     torch.matmul(a, b.T, out=out)
@@ -402,7 +403,8 @@ def dups() -> None:
         for c in range(0, TILE * 8, TILE):
             torch.matmul(a, b[c : c + TILE].T, out=out[:, :TILE])
     gemm = time.perf_counter() - start
-    print(f"GEMM {BLOCK}x768 @ 768x{TILE}: {20 * 8 * 2 * BLOCK * TILE * 768 / gemm / 1e9:.0f} GFLOP/s", flush=True)
+    rate = 20 * 8 * 2 * BLOCK * TILE * 768 / gemm / 1e9
+    print(f"GEMM {BLOCK}x768 @ 768x{TILE}: {rate:.0f} GFLOP/s", flush=True)
     limit, before = float(os.environ.get("LIMIT_S", "330")), None
     for n in [int(x) for x in os.environ.get("N", "100000").split(",")]:
         if before is not None and before[1] * (n / before[0]) ** 2 > limit:
@@ -415,7 +417,8 @@ def dups() -> None:
         same = sorted(sorted(g) for g in result.groups) == sorted(sorted(g) for g in planted)
         print(
             f"near-duplicates at {n:,}: {result.seconds:.1f} s ({result.candidates:,} candidate pairs, "
-            f"{len(result.groups):,} groups, equal to the planted ones: {same}; library made in {made:.0f} s)",
+            f"{len(result.groups):,} groups, equal to the planted ones: {same}; "
+            f"library made in {made:.0f} s)",
             flush=True,
         )
         del matrix, prints, hashes, planted
