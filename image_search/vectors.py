@@ -1,11 +1,9 @@
 """The in-memory search index: a matrix of unit vectors, cosine by matmul.
 
-Built from the store at start and kept in step with it (``upsert``/``remove``). From
-``HALF_FROM`` rows an index built at once keeps them as float16, as the store does: 100k x 768
-is 150 MB (300 in float32) and an exact query 13-16 ms on 2 cores (16-21 in float32). Past
-``approximate_from`` rows (an exact query costs ~55 ms at 300k, ~170 ms at 1M) a query first
-asks compact codes of every row for its best few thousand candidates (``coarse.Codes``) and
-scores only those, exactly; docs/scale.md.
+Built from the store at start and kept in step with it (``upsert``/``remove``). 100k x 768
+is 300 MB and an exact query ~20 ms on 2 cores. Past ``approximate_from`` rows (an exact query
+costs ~55 ms at 300k, ~170 ms at 1M) a query first asks compact codes of every row for its best
+few thousand candidates (``coarse.Codes``) and scores only those, exactly; docs/scale.md.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ class Query:
 
 BLOCK = 16384  # rows per block of the matrix
 APPROXIMATE_FROM = 150_000  # rows from which a search starts from codes (exact: ~30 ms here)
-HALF_FROM = 50_000  # rows from which an index built at once keeps them as float16 (half the reads)
 DEPTH = 5_000  # candidates a query scores exactly at least (16 per result asked for, if more)
 DEPTH_PER_RESULT = 16
 # A float16 score against the exact one, for unit vectors: the query rounded to float16 moves it
@@ -70,7 +67,7 @@ class VectorIndex:
         # Rows live in fixed-size blocks: adding to 100k rows fills the last block or starts a
         # new one, never copies the 300 MB matrix (a copy stalled searches ~0.8 s under `serve`).
         self._blocks: list[np.ndarray] = []
-        # float32, or float16 for an index of HALF_FROM rows when built: what the store holds, so no
+        # float32, or float16 for an index that is big when built: what the store holds, so no
         # less exact, and half the memory (1.5 GB at 1M x 768); made float32 where scored.
         self._dtype: type[np.floating] = np.float32
         self._lock = threading.Lock()
@@ -103,7 +100,7 @@ class VectorIndex:
         import torch
 
         index = cls(matrix.shape[1] if matrix.size else 0, approximate_from)
-        if len(matrix) >= min(approximate_from, HALF_FROM):
+        if len(matrix) >= approximate_from:
             index._dtype = np.float16
         index._keys = list(keys)
         index._pos = {k: i for i, k in enumerate(index._keys)}

@@ -112,26 +112,3 @@ def test_the_float16_scan_loses_no_row_to_rounding() -> None:
         for k in (1, 3, 25):
             got = index.search(q, k)  # no codes yet: every row scored in float16, then exactly
             assert [key for key, _ in got] == [f"r{i}" for i in np.argsort(-exact, kind="stable")[:k]], trial
-
-
-def test_a_mid_sized_index_keeps_float16_rows_without_codes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """From HALF_FROM rows (below the codes' size) the rows are float16 and every search scans
-    them in float16, then scores exactly: the same keys and scores as the float32 index."""
-    monkeypatch.setattr(vectors_module, "HALF_FROM", 1000)
-    matrix = clustered(3000, seed=4)
-    keys = [f"k{i}" for i in range(len(matrix))]
-    half = VectorIndex.build(keys, matrix)
-    full = VectorIndex.build(keys[:999], matrix[:999])
-    assert half._dtype == np.float16 and full._dtype == np.float32
-    monkeypatch.setattr(vectors_module, "HALF_FROM", 10**9)
-    ref = VectorIndex.build(keys, matrix)
-    assert ref._dtype == np.float32 and half.nbytes * 2 == ref.nbytes
-    rng = np.random.default_rng(9)
-    for _ in range(10):
-        q = unit(rng.normal(size=D))
-        mask = rng.random(len(matrix)) < 0.3
-        for query in (Query(q, 20), Query(q, 7, mask), Query(q, 500, None, 0.2)):
-            got, want = half.search_many([query])[0], ref.search_many([query])[0]
-            assert [k for k, _ in got] == [k for k, _ in want]
-            assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
-    assert not half.approximate
