@@ -10,11 +10,7 @@ layer's to float rounding (``tests/test_prepack.py``); speed in README "Choosing
 
 from __future__ import annotations
 
-import logging
-
 import torch
-
-log = logging.getLogger(__name__)
 
 
 class PackedLinear(torch.nn.Module):
