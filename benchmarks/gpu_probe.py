@@ -207,7 +207,10 @@ def families() -> None:
             e = ImageEmbedder(source, "cuda", "float16", compile=compiled).load()
             side = e.crop.crop_height
             batch = 256 if side <= 256 else 128
-            pixels = torch.randint(0, 255, (batch, side, side, 3), dtype=torch.uint8, device="cuda")
+            if e.crop.max_patches:  # NaFlex: a 4:3 photo's patches
+                pixels = torch.from_numpy(e.blank(batch)).cuda()
+            else:
+                pixels = torch.randint(0, 255, (batch, side, side, 3), dtype=torch.uint8, device="cuda")
             seconds = timed(lambda e=e, pixels=pixels: e.embed_pixels(pixels))
             label = "compiled" if compiled else "eager"
             print(f"{name} {side}px {label} fp16 b{batch}: {batch / seconds:.0f} img/s", flush=True)
@@ -343,16 +346,20 @@ def cpu() -> None:
     print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
     inductor.freezing = True
     packing = models.prepack
-    only = os.environ.get("ONLY", "text,siglip2-b16,vit-l14").split(",")
+    only = os.environ.get("ONLY", "text,siglip2-b16,siglip2-b16-naflex,vit-l14").split(",")
     variants = ["plain", "packed", *(["compiled+frozen"] if os.environ.get("COMPILE") else [])]
-    ids = {"vit-l14": "openai/clip-vit-large-patch14", "siglip2-b16": "google/siglip2-base-patch16-224"}
+    ids = {
+        "vit-l14": "openai/clip-vit-large-patch14",
+        "siglip2-b16": "google/siglip2-base-patch16-224",
+        "siglip2-b16-naflex": "google/siglip2-base-patch16-naflex",
+    }
     for name in [n for n in ids if n in only]:
         source = ModelSource(ids[name], random_weights=True)
         for label in variants:
             models.prepack = packing if label == "packed" else (lambda model, rows: 0)
             start = time.perf_counter()
             e = ImageEmbedder(source, "cpu", "bfloat16", compile=label.startswith("compiled")).load()
-            e.embed_pixels(np.zeros((16, e.crop.crop_height, e.crop.crop_width, 3), dtype=np.uint8))
+            e.embed_pixels(e.blank(16))
             ready = time.perf_counter() - start
             print(f"{name} bf16 {label}: {rate(e, rounds=2):.2f} img/s (ready in {ready:.0f} s)", flush=True)
     if "text" in only:

@@ -203,7 +203,10 @@ def _image_rows(embedder: Any, rounds: int) -> list[Row]:
     sync = torch.cuda.synchronize if embedder.device.type == "cuda" else None
     rng = np.random.default_rng(0)
     side = (embedder.crop.crop_height, embedder.crop.crop_width)  # the model's input: 224 to 384 px
-    crops = torch.from_numpy(rng.integers(0, 255, (512, *side, 3), dtype=np.uint8))
+    if embedder.crop.max_patches:  # NaFlex: a 4:3 picture's patches (the FLOPs do not see the values)
+        crops = torch.from_numpy(embedder.blank(512))
+    else:
+        crops = torch.from_numpy(rng.integers(0, 255, (512, *side, 3), dtype=np.uint8))
     if embedder.device.type != "cpu":
         crops = crops.to(embedder.device)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ RANDOM_CONFIGS = {
     "google/siglip2-base-patch16-224": "siglip2-base-patch16-224.json",
     "google/siglip2-large-patch16-256": "siglip2-large-patch16-256.json",
     "google/siglip2-so400m-patch14-384": "siglip2-so400m-patch14-384.json",
+    "google/siglip2-base-patch16-naflex": "siglip2-base-patch16-naflex.json",
 }
 MAX_TOKENS = 77
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -126,6 +128,8 @@ class ModelSource:
 
     def crop_spec(self) -> tuple[CropSpec, tuple[float, ...], tuple[float, ...]]:
         """Resize/crop geometry and normalisation from the model's own processor config."""
+        if self.family.naflex:
+            return self._naflex_spec()
         if self.family is not CLIP:
             return self._square_spec()
         if self.random_weights:
@@ -165,6 +169,21 @@ class ModelSource:
             resample=int(proc.resample),
             square=True,
         )
+        return spec, tuple(proc.image_mean), tuple(proc.image_std)
+
+    def _naflex_spec(self) -> tuple[CropSpec, tuple[float, ...], tuple[float, ...]]:
+        """SigLIP 2 NaFlex: the shape kept, at most ``max_num_patches`` patches (the processor's
+        defaults, the vision tower's patch count, where the checkpoint is random)."""
+        from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+        if self.random_weights:
+            vision = self.config().vision_config
+            proc = Siglip2ImageProcessorPil(patch_size=vision.patch_size, max_num_patches=vision.num_patches)
+        else:
+            proc = self.pretrained(Siglip2ImageProcessorPil)
+        patch, most = int(proc.patch_size), int(proc.max_num_patches)  # type: ignore[attr-defined]
+        side = patch * max(1, math.isqrt(most))  # how large a decode it needs (JPEG draft mode)
+        spec = CropSpec(side, side, side, resample=int(proc.resample), patch=patch, max_patches=most)
         return spec, tuple(proc.image_mean), tuple(proc.image_std)
 
     def pretrained(self, cls: Any, **kwargs: Any) -> Any:

@@ -10,10 +10,13 @@ and the thresholds that depend on the family's score range.
   lower-cases anyway) and padded to all of its positions (64), because its pooling reads the last
   one; the embedding is the attention-pooled output.
 
-SigLIP 2 NaFlex (``siglip2``, a variable number of patches) is not supported yet: its checkpoints
-are refused with a message that names the fixed-resolution ones. So is MetaCLIP 2 (``metaclip_2``:
-transformers' MetaClip2 classes, an XLM-V tokenizer), whose weights are licensed for
-non-commercial use only (CC-BY-NC 4.0, the MetaCLIP repository's LICENSE).
+- **SigLIP 2 NaFlex** (``siglip2``: e.g. ``google/siglip2-base-patch16-naflex``): the picture keeps
+  its shape, resized to at most ``max_num_patches`` patches (:mod:`image_search.naflex`); text as
+  SigLIP's; the embedding is the attention-pooled output over the picture's own patches.
+
+MetaCLIP 2 (``metaclip_2``: transformers' MetaClip2 classes, an XLM-V tokenizer) is refused: its
+weights are licensed for non-commercial use only (CC-BY-NC 4.0, the MetaCLIP repository's
+LICENSE), and the message names a multilingual model that is not.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Family:
     # compared. Only a candidate filter (the fingerprints decide), so a lower value costs time,
     # not precision.
     duplicate_similarity: float
+    sigmoid: bool = False  # trained with SigLIP's sigmoid loss: its album default from its bias
+    naflex: bool = False  # a variable patch grid (:mod:`image_search.naflex`), not a fixed square
 
 
 CLIP = Family(
@@ -54,9 +59,14 @@ SIGLIP = Family(
     square=True, pad_to_max=True, lower_case=True,
     # Not measured on real SigLIP weights (none reach this machine): lower than CLIP's so that the
     # candidate stage loses no pair; the two fingerprint checks are what decide.
-    duplicate_similarity=0.85,
+    duplicate_similarity=0.85, sigmoid=True,
 )  # fmt: skip
-FAMILIES = {"clip": CLIP, "siglip": SIGLIP}
+SIGLIP2_NAFLEX = Family(
+    "SigLIP 2 NaFlex", "Siglip2Config", "Siglip2VisionModel", "Siglip2TextModel",
+    square=False, pad_to_max=True, lower_case=True,
+    duplicate_similarity=0.85, sigmoid=True, naflex=True,  # as SigLIP's (same training)
+)  # fmt: skip
+FAMILIES = {"clip": CLIP, "siglip": SIGLIP, "siglip2": SIGLIP2_NAFLEX}
 
 
 @dataclass(frozen=True)
@@ -71,11 +81,6 @@ def family_of(model_type: str | None) -> Family:
     family = FAMILIES.get(model_type or "")
     if family is not None:
         return family
-    if model_type == "siglip2":
-        raise ModelUnavailable(
-            "SigLIP 2 NaFlex checkpoints (model_type siglip2) are not supported yet; the fixed-"
-            "resolution SigLIP 2 ones are, e.g. google/siglip2-base-patch16-224"
-        )
     if model_type == "metaclip_2":
         raise ModelUnavailable(
             "MetaCLIP 2 checkpoints (model_type metaclip_2) are not supported yet (and their weights are "
@@ -83,8 +88,8 @@ def family_of(model_type: str | None) -> Family:
             "google/siglip2-base-patch16-224"
         )
     raise ModelUnavailable(
-        f"model type {model_type!r} is not one image-search loads: it reads CLIP and SigLIP "
-        "(SigLIP 2 at a fixed resolution) checkpoints"
+        f"model type {model_type!r} is not one image-search loads: it reads CLIP, SigLIP and "
+        "SigLIP 2 (fixed resolution or NaFlex) checkpoints"
     )
 
 
@@ -92,7 +97,7 @@ def album_min_score(family: Family, logit_scale: float | None, logit_bias: float
     """The album default: a photo belongs when the model itself says "matches". For CLIP, 0.2
     (its cosines for a match run about 0.2-0.35); for SigLIP, the cosine where its sigmoid crosses
     one half, -bias / exp(logit_scale), from the checkpoint's own two scalars."""
-    if family is SIGLIP and logit_scale is not None and logit_bias is not None:
+    if family.sigmoid and logit_scale is not None and logit_bias is not None:
         return round(-logit_bias / math.exp(logit_scale), 3)
     return 0.2
 

@@ -56,7 +56,7 @@ def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
 
 
 def crop(image: torch.Tensor, spec: CropSpec) -> torch.Tensor:
-    """(3, H, W) uint8 → (H', W', 3) uint8 crop, the same geometry as imaging.clip_crop."""
+    """(3, H, W) uint8 → (H', W', 3) uint8 crop, the same geometry as imaging.model_input."""
     return crops(image[None], spec)[0]
 
 

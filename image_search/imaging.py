@@ -1,10 +1,11 @@
-"""Reading photos: file facts, decoding and CLIP's resize/crop, without torch.
+"""Reading photos: file facts, decoding and the model's resize/crop, without torch.
 
 This module runs in the decoding worker processes, so it imports only Pillow and numpy.
-The crop it returns is uint8 (H, W, 3); scaling to [0, 1] and the model's mean/std are
-applied on the model's device (:mod:`image_search.model`), which equals the
-``CLIPImageProcessor`` pipeline: convert to RGB, resize the shortest side with bicubic,
-centre crop, rescale, normalise.
+The crop it returns is uint8 (H, W, 3) (a NaFlex model's patches: :mod:`image_search.naflex`);
+scaling to [0, 1] and the model's mean/std are applied on the model's device
+(:mod:`image_search.model`), which equals the ``CLIPImageProcessor`` pipeline: convert to RGB,
+resize the shortest side with bicubic, centre crop, rescale, normalise (SigLIP's: the whole
+picture resized to the square input).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import fingerprint, raw
+from . import fingerprint, naflex, raw
 from .exifdate import date_taken
 
 if TYPE_CHECKING:
@@ -63,13 +64,17 @@ class ImageError(Exception):
 @dataclass(frozen=True)
 class CropSpec:
     """The model's preprocessing geometry (from its processor config): CLIP resizes the shortest
-    side and crops the centre; SigLIP (``square``) resizes the whole picture to the input size."""
+    side and crops the centre; SigLIP (``square``) resizes the whole picture to the input size;
+    SigLIP 2 NaFlex (``max_patches``) keeps its shape in at most that many ``patch``-sided patches
+    (the other sides then say how large a decode it needs: ``patch * sqrt(max_patches)``)."""
 
     shortest_edge: int = 224
     crop_height: int = 224
     crop_width: int = 224
     resample: int = Image.Resampling.BICUBIC
     square: bool = False
+    patch: int = 0
+    max_patches: int = 0  # NaFlex when above 0
 
 
 @dataclass
@@ -189,18 +194,21 @@ def decode_rgb(image: Image.Image, spec: CropSpec, *, draft: bool = True) -> Ima
     return to_rgb(upright)
 
 
-def clip_crop(image: Image.Image, spec: CropSpec) -> np.ndarray:
-    """Resize the shortest side to ``spec.shortest_edge`` (bicubic), centre crop: uint8 (H, W, 3).
+def model_input(image: Image.Image, spec: CropSpec) -> np.ndarray:
+    """Resize the shortest side to ``spec.shortest_edge`` (bicubic), centre crop: uint8 (H, W, 3)
+    (for a NaFlex spec: its patches, :func:`image_search.naflex.patches`).
 
     Same arithmetic as transformers' ``get_resize_output_image_size(default_to_square=False)``
     and ``center_crop``.
     """
-    return center_crop(clip_resize(image, spec), spec)
+    return model_pixels(model_resize(image, spec), spec)
 
 
-def clip_resize(image: Image.Image, spec: CropSpec) -> Image.Image:
-    """The first half of :func:`clip_crop`: the whole picture, shortest side ``spec.shortest_edge``
-    (for a ``square`` spec: resized to the input, its shape not kept)."""
+def model_resize(image: Image.Image, spec: CropSpec) -> Image.Image:
+    """The first half of :func:`model_input`: the whole picture, shortest side ``spec.shortest_edge``
+    (for a ``square`` spec: resized to the input, its shape not kept; NaFlex: to its patch grid)."""
+    if spec.max_patches:
+        return naflex.resize(image, spec.patch, spec.max_patches, spec.resample)
     if spec.square:
         return image.resize((spec.crop_width, spec.crop_height), resample=spec.resample)
     width, height = image.size
@@ -210,8 +218,11 @@ def clip_resize(image: Image.Image, spec: CropSpec) -> Image.Image:
     return image.resize((new_w, new_h), resample=spec.resample)
 
 
-def center_crop(resized: Image.Image, spec: CropSpec) -> np.ndarray:
-    """The second half of :func:`clip_crop`: the centre, padded where the picture is too thin."""
+def model_pixels(resized: Image.Image, spec: CropSpec) -> np.ndarray:
+    """The second half of :func:`model_input`: the centre, padded where the picture is too thin
+    (NaFlex: the patches)."""
+    if spec.max_patches:
+        return naflex.patches(resized, spec.patch, spec.max_patches)
     new_w, new_h = resized.size
     array = np.asarray(resized)
     ch, cw = spec.crop_height, spec.crop_width
@@ -254,13 +265,15 @@ def prepare(
         decoded = _read(path, result, spec, max_megapixels, draft, gpu_jpeg and _complete_jpeg(tail))
         if decoded is not None:
             result.fingerprint = fingerprint.of_image(decoded)
-            resized = clip_resize(decoded, spec)
-            result.pixels = center_crop(resized, spec)
+            resized = model_resize(decoded, spec)
+            result.pixels = model_pixels(resized, spec)
             if thumbnails is not None and result.hash:
                 # From the model's resized picture (the whole of it, ~400 px wide): a few ms,
                 # where shrinking a 15 MP PNG again would cost as much as the model's resize.
-                # A square model input has lost the shape: then a resize of its own.
-                shaped = clip_resize(decoded, replace(spec, square=False)) if spec.square else resized
+                # A square model input has lost the shape (a NaFlex one rounded it): then a resize
+                # of its own.
+                own = spec.square or spec.max_patches
+                shaped = model_resize(decoded, replace(spec, square=False, max_patches=0)) if own else resized
                 thumbnails.save(shaped, result.hash)
     except ImageError as exc:
         result.error = str(exc)

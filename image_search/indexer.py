@@ -74,7 +74,9 @@ class Indexer:
         self.model_id = self.embedder.source.model_id
         self.gpus = gpus  # devices running the model: 0 = as many as the decoders keep busy
         self.share = Share(0.0)
-        if gpu_decode != "off":
+        if gpu_decode != "off" and self.embedder.crop.max_patches:
+            log.info("a NaFlex model's pictures are decoded on the CPU (nvJPEG makes fixed-size crops)")
+        elif gpu_decode != "off":
             if all(gpu_decode_available(e.device) for e in self.embedders):
                 self.share = Share(start_share(os.cpu_count() or 1))
             elif gpu_decode == "on":

@@ -22,7 +22,8 @@ from PIL import Image
 from .checkpoint import DEFAULT_MODEL, MAX_TOKENS, RANDOM_CONFIG, RANDOM_CONFIGS, ModelSource
 from .errors import ModelUnavailable
 from .families import CLIP
-from .imaging import clip_crop, to_rgb
+from .imaging import model_input, to_rgb
+from .naflex import HEADER, blank
 from .prepack import prepack
 from .vit import VisionTower
 
@@ -113,8 +114,11 @@ class ImageEmbedder:
         self.dtype = pick_dtype(self.device, dtype)
         self.compile = compile
         self.crop, mean, std = source.crop_spec()
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._mean, self._std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
+        if self.crop.max_patches:  # NaFlex patches (N, patches, P): (row, column, channel) flat
+            self._mean, self._std = (
+                v.view(1, 1, 3).repeat(1, 1, self.crop.patch**2) for v in (self._mean, self._std)
+            )
         self.model: Any = None
         self.dim = 0
 
@@ -125,7 +129,7 @@ class ImageEmbedder:
             self.model = VisionTower(model).eval()
         else:
             self.dim = int(model.config.hidden_size)
-            self.model = PooledTower(model).eval()
+            self.model = (PatchTower if self.crop.max_patches else PooledTower)(model).eval()
         self._mean = self._mean.to(self.device)
         self._std = self._std.to(self.device)
         if self.compile:
@@ -137,32 +141,58 @@ class ImageEmbedder:
                 inductor.freezing = True
             self.model = torch.compile(self.model)
         elif self.device.type == "cpu":
-            tokens = (model.config.image_size // model.config.patch_size) ** 2
-            prepack(self.model, default_batch_size(self.device) * tokens)
+            tokens = self.crop.max_patches or (model.config.image_size // model.config.patch_size) ** 2
+            # NaFlex's patch embedding reads its linear layer's weight.dtype: its encoder alone
+            packed = model.encoder if self.crop.max_patches else self.model
+            prepack(packed, default_batch_size(self.device) * tokens)
         return self
+
+    def blank(self, batch: int) -> np.ndarray:
+        """``batch`` black model inputs (uint8, as the decoding workers make them)."""
+        if self.crop.max_patches:
+            return blank(batch, self.crop.patch, self.crop.max_patches)
+        return np.zeros((batch, self.crop.crop_height, self.crop.crop_width, 3), dtype=np.uint8)
 
     def warm(self, batch: int = 2) -> None:
         """One forward pass so the first real batch does not pay for kernel selection."""
-        zeros = np.zeros((batch, self.crop.crop_height, self.crop.crop_width, 3), dtype=np.uint8)
-        self.embed_pixels(zeros)
+        self.embed_pixels(self.blank(batch))
 
     def normalise_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) on any device → the model's input (N, 3, H, W)."""
-        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        """uint8 (N, H, W, 3) on any device → the model's input (N, 3, H, W); NaFlex inputs
+        (:mod:`image_search.naflex`) → their patches (N, max_patches, P), normalised."""
+        x = pixels.to(self.device, non_blocking=True)
+        if self.crop.max_patches:
+            x = x[:, HEADER:].float().div_(255.0)
+        else:
+            x = x.permute(0, 3, 1, 2).float().div_(255.0)
         return ((x - self._mean) / self._std).to(self.dtype)
+
+    def model_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the tower takes: the normalised pixels; for NaFlex also the attention mask over
+        the patches and each picture's grid (rows, columns), read from the inputs' first row."""
+        values = self.normalise_pixels(pixels)
+        if not self.crop.max_patches:
+            return (values,)
+        header = pixels[:, 0, :4].to(self.device).long()
+        grids = torch.stack([header[:, 0] | header[:, 1] << 8, header[:, 2] | header[:, 3] << 8], dim=1)
+        positions = torch.arange(values.shape[1], device=self.device)
+        inside = positions[None] < grids.prod(dim=1, keepdim=True)
+        values.masked_fill_(~inside[..., None], 0.0)  # the padding, as the processor pads: zero
+        return values, inside.long(), grids
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 crops (N, H, W, 3) → L2-normalised float32 embeddings (N, d), row for row."""
+        """uint8 crops (N, H, W, 3) (NaFlex: patches) → L2-normalised float32 embeddings (N, d),
+        row for row."""
         if isinstance(pixels, np.ndarray):
             pixels = torch.from_numpy(pixels)
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _normalise(self.model(self.normalise_pixels(pixels)))
+        return _normalise(self.model(*self.model_inputs(pixels)))
 
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """PIL images (already upright) → embeddings, through the same crop as indexing."""
-        crops = [clip_crop(to_rgb(image), self.crop) for image in images]
+        crops = [model_input(to_rgb(image), self.crop) for image in images]
         if not crops:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.embed_pixels(np.stack(crops))
@@ -227,6 +257,19 @@ class TextEmbedder:
             return _normalise(self.model(input_ids=tokens["input_ids"]).pooler_output)
 
 
+class PatchTower(torch.nn.Module):
+    """SigLIP 2 NaFlex's vision tower: normalised patches, their mask and grids → the
+    attention-pooled embedding over each picture's own patches, not yet L2-normalised."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        out = self.inner(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=grids)
+        return out.pooler_output
+
+
 class PooledTower(torch.nn.Module):
     """SigLIP's vision tower as indexing reads it: (N, 3, H, W) normalised pixels → the
     attention-pooled embedding (``get_image_features``), not yet L2-normalised."""
@@ -247,6 +290,7 @@ __all__ = [
     "ImageEmbedder",
     "ModelSource",
     "ModelUnavailable",
+    "PatchTower",
     "PooledTower",
     "TextEmbedder",
     "cpu_has_bf16",

@@ -76,6 +76,33 @@ def build_tiny_siglip(directory: Path, *, seed: int = 0, image_size: int = 64, p
     return directory
 
 
+def build_tiny_siglip2_naflex(
+    directory: Path, *, seed: int = 0, patch_size: int = 8, max_num_patches: int = 64
+) -> Path:
+    """Write a tiny SigLIP 2 NaFlex (as ``google/siglip2-base-patch16-naflex`` is saved:
+    ``model_type`` siglip2, its tokenizer, 64 text positions, pictures kept in shape in at most
+    ``max_num_patches`` patches, mean and std 0.5, bilinear resize) to ``directory``."""
+    from transformers import Siglip2Config, Siglip2Model, Siglip2Processor
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    tokenizer = byte_level_siglip_tokenizer(TINY_WORDS)
+    config = Siglip2Config(
+        text_config=_tiny_text(len(tokenizer), 64, pad=0, bos=2, eos=1),
+        vision_config=dict(TINY_TOWER, num_patches=max_num_patches, patch_size=patch_size),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Siglip2Model(config)
+        with torch.no_grad():
+            model.logit_scale.fill_(4.7)
+            model.logit_bias.fill_(-16.0)
+    model.save_pretrained(directory)
+    processor = Siglip2ImageProcessorPil(patch_size=patch_size, max_num_patches=max_num_patches)
+    Siglip2Processor(image_processor=processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
 def _tiny_text(vocab_size: int, positions: int, *, pad: int, bos: int, eos: int) -> dict[str, Any]:
     return dict(
         TINY_TOWER,
