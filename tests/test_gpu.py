@@ -84,6 +84,29 @@ def test_gpu_decode_matches_the_cpu_path_for_siglip(real_photos: list[Path], tmp
         assert float((a * b).sum()) >= 0.99, path
 
 
+async def test_naflex_on_the_gpu(real_photos: list[Path], tmp_path: Path) -> None:
+    """A NaFlex model on CUDA, float16 (as indexing runs it): the CPU's float32 embeddings within
+    float16's tolerance; indexing asked for nvJPEG decodes its photos on the CPU instead."""
+    from image_search.testing import build_tiny_siglip2_naflex
+
+    source = ModelSource(str(build_tiny_siglip2_naflex(tmp_path / "naflex")))
+    gpu = ImageEmbedder(source, "cuda", "float16").load()
+    cpu = ImageEmbedder(source, "cpu", "float32").load()
+    pictures = np.stack([prepare(str(p), gpu.crop, 1000).pixels for p in real_photos])  # type: ignore[misc]
+    cosines = (gpu.embed_pixels(pictures) * cpu.embed_pixels(pictures)).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines
+    root = tmp_path / "Pictures"
+    root.mkdir()
+    for path in real_photos[:4]:
+        shutil.copy(path, root / path.name)
+    async with Store("mem://") as store:
+        await store.check_model(source.model_id)
+        async with Indexer(store, gpu, workers=2, batch_size=4, gpu_decode="on") as indexer:
+            assert indexer.share.value == 0.0  # no file goes to nvJPEG
+            summary = await indexer.index([FileRef(str(p), str(root)) for p in sorted(root.iterdir())])
+        assert summary.indexed == 4 and not summary.failed
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_on_the_gpu(tmp_path: Path, gpu_embedder: ImageEmbedder, orientation: int) -> None:
     array = np.zeros((300, 480, 3), dtype=np.uint8)
