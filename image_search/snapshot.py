@@ -136,8 +136,10 @@ def _load(folder: Path, seq: int, model_id: str) -> tuple[dict[str, Any], np.nda
         state = json.loads((folder / "state.json").read_text())
         if state.get("format") != FORMAT or state.get("seq") != seq or state.get("model") != model_id:
             return None
-        # Memory-mapped: the float32 index is made from it block by block, without a second copy.
-        matrix = np.load(folder / "matrix.npy", mmap_mode="r", allow_pickle=False)
+        # Mapped copy-on-write: a big index keeps its rows in the file (VectorIndex.build), a small
+        # one is made from it block by block, without a second copy. The file is never written:
+        # a new snapshot is written aside and renamed over it, so the mapping stays whole.
+        matrix = np.load(folder / "matrix.npy", mmap_mode="c", allow_pickle=False)
         n = int(state["rows"])
         if matrix.dtype != np.float16 or matrix.shape != (n, int(state["dim"])):
             return None

@@ -44,6 +44,17 @@ HALF_ERROR = 1e-3
 REBUILD_AFTER = 0.02  # new codes once this share of rows is scored exactly beside them
 
 
+def _mapped_copy_on_write(matrix: np.ndarray) -> bool:
+    """A float16 file mapping whose views may be written without writing the file."""
+    return (
+        isinstance(matrix, np.memmap)
+        and matrix.mode == "c"
+        and matrix.dtype == np.float16
+        and matrix.flags.c_contiguous
+        and matrix.flags.writeable
+    )
+
+
 def float32(rows: np.ndarray) -> np.ndarray:
     """Rows as float32 (float16 rows converted by torch: F16C on every core, ~7x numpy's speed)."""
     if rows.dtype == np.float32:
@@ -96,7 +107,11 @@ class VectorIndex:
     def build(
         cls, keys: Sequence[str], matrix: np.ndarray, approximate_from: int = APPROXIMATE_FROM
     ) -> VectorIndex:
-        """From keys and their rows (float16 or float32; a memory-mapped file is read once)."""
+        """From keys and their rows (float16 or float32). A big index built from a file mapped
+        copy-on-write (the library's snapshot, ``np.load(mmap_mode="c")``) keeps its rows there:
+        its blocks are views of the file, paged in by the kernel as searches read them and
+        dropped by it under memory pressure; a row written later is copied into private memory
+        (its page alone), the file is never written. Any other source is copied."""
         import torch
 
         index = cls(matrix.shape[1] if matrix.size else 0, approximate_from)
@@ -104,9 +119,13 @@ class VectorIndex:
             index._dtype = np.float16
         index._keys = list(keys)
         index._pos = {k: i for i, k in enumerate(index._keys)}
+        mapped = 0
+        if index._dtype == np.float16 and _mapped_copy_on_write(matrix):
+            mapped = len(matrix) // BLOCK * BLOCK
+            index._blocks = [matrix[start : start + BLOCK] for start in range(0, mapped, BLOCK)]
         with warnings.catch_warnings():  # a read-only source (np.frombuffer) is only read here
             warnings.simplefilter("ignore", UserWarning)
-            for start in range(0, len(matrix), BLOCK):
+            for start in range(mapped, len(matrix), BLOCK):
                 rows = np.ascontiguousarray(matrix[start : start + BLOCK])
                 block = index._new_block()
                 # torch converts float16 to float32 ~7x faster than numpy (F16C, every core).
@@ -216,8 +235,15 @@ class VectorIndex:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: the rows' blocks and the codes."""
-        return sum(b.nbytes for b in self._blocks) + (self._codes.nbytes if self._codes else 0)
+        """Memory held: the rows' blocks in memory and the codes (not the blocks that are views
+        of a mapped file: :attr:`mapped_bytes`)."""
+        held = sum(b.nbytes for b in self._blocks if not isinstance(b, np.memmap))
+        return held + (self._codes.nbytes if self._codes else 0)
+
+    @property
+    def mapped_bytes(self) -> int:
+        """Rows that stay in their mapped file (:meth:`build`): the kernel's page cache, not ours."""
+        return sum(b.nbytes for b in self._blocks if isinstance(b, np.memmap))
 
     @property
     def approximate(self) -> bool:

@@ -112,3 +112,38 @@ def test_the_float16_scan_loses_no_row_to_rounding() -> None:
         for k in (1, 3, 25):
             got = index.search(q, k)  # no codes yet: every row scored in float16, then exactly
             assert [key for key, _ in got] == [f"r{i}" for i in np.argsort(-exact, kind="stable")[:k]], trial
+
+
+def test_rows_mapped_from_the_snapshot_stay_in_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A big index loaded from the library's snapshot keeps its rows in the file mapped
+    copy-on-write: not in its own memory, written rows copied privately, the file never written;
+    every search equals one over the same rows held in memory, through writes, moves and deletes."""
+    from image_search import snapshot
+
+    matrix = clustered(3 * vectors_module.BLOCK + 500, seed=4)  # three whole blocks and a tail
+    keys = [f"k{i}" for i in range(len(matrix))]
+    columns = {name: [None] * len(keys) for name in (*snapshot.TEXT, *snapshot.NUMBERS, "fingerprint")}
+    columns |= {"key": keys, "path": keys, "root": ["/p"] * len(keys), "taken": [0.0] * len(keys)}
+    snapshot.save(tmp_path / "db.library", 7, "m", columns, matrix.astype(np.float16))
+    loaded = snapshot.load(tmp_path / "db.library", 7, "m")
+    assert loaded is not None
+    mapped = VectorIndex.build(keys, loaded[1], approximate_from=1000)
+    held = VectorIndex.build(keys, matrix.astype(np.float16), approximate_from=1000)
+    block = vectors_module.BLOCK * D * 2
+    assert mapped.mapped_bytes == 3 * block and mapped.nbytes == block  # the tail's block alone
+    assert held.mapped_bytes == 0 and held.nbytes == 4 * block
+    on_disk = np.load(tmp_path / "db.library" / "matrix.npy").copy()
+    rng = np.random.default_rng(9)
+    queries = [unit(v) for v in rng.normal(size=(5, D))]
+    for step in range(3):
+        fresh = clustered(50, seed=100 + step)
+        changed = [keys[i] for i in rng.integers(0, len(keys), 40)] + [f"new{step}-{i}" for i in range(10)]
+        gone = [keys[i] for i in rng.integers(0, len(keys), 30)]
+        for index in (mapped, held):
+            index.upsert(changed, fresh)
+            index.remove(gone)
+        for q in [*queries, fresh[0], fresh[-1]]:
+            for query in (Query(q, 20), Query(q, 3000, min_score=0.1)):
+                assert mapped.search_many([query]) == held.search_many([query])
+    assert np.array_equal(np.load(tmp_path / "db.library" / "matrix.npy"), on_disk)  # never written
+    assert mapped.mapped_bytes == 3 * block
