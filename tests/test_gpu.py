@@ -161,6 +161,7 @@ async def test_indexer_with_both_decoders(
             want = await cpu_store.get_one(image_key(ref.path), embedding=True)
             a, b = from_bytes(got["embedding"]).astype(float), from_bytes(want["embedding"]).astype(float)
             assert float(a @ b) >= 0.99, ref.path
+            assert got["hash"] == want["hash"], ref.path  # the same content hash, either decoder
             # Its grid thumbnail was made while indexing, by either decoder, and looks the same.
             with (
                 Image.open(gpu_thumbs.path(got["hash"], 256, "webp")) as g,

@@ -183,3 +183,4 @@ def test_only_complete_jpegs_are_left_to_the_gpu(tmp_path: Path) -> None:
     assert prepare(str(padded), spec, 100.0, gpu_jpeg=True).gpu
     truncated = prepare(str(cut), spec, 100.0, gpu_jpeg=True)
     assert not truncated.gpu and truncated.error and "truncated" in truncated.error
+    assert truncated.hash == prepare(str(cut), spec, 100.0).hash is not None
