@@ -58,14 +58,7 @@ def build_tiny_siglip(directory: Path, *, seed: int = 0, image_size: int = 64, p
         text_config=_tiny_text(len(tokenizer), 64, pad=0, bos=2, eos=1),
         vision_config=dict(TINY_TOWER, image_size=image_size, patch_size=patch_size),
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SiglipModel(config)
-        with torch.no_grad():  # trained values are about these (SigLIP's checkpoints: ~4.7, ~-16)
-            model.logit_scale.fill_(4.7)
-            model.logit_bias.fill_(-16.0)
-    model.save_pretrained(directory)
+    _sigmoid_model(SiglipModel, config, seed).save_pretrained(directory)
     processor = SiglipImageProcessorPil(
         size={"height": image_size, "width": image_size},
         resample=2,  # bilinear
@@ -90,17 +83,22 @@ def build_tiny_siglip2_naflex(
         text_config=_tiny_text(len(tokenizer), 64, pad=0, bos=2, eos=1),
         vision_config=dict(TINY_TOWER, num_patches=max_num_patches, patch_size=patch_size),
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Siglip2Model(config)
-        with torch.no_grad():
-            model.logit_scale.fill_(4.7)
-            model.logit_bias.fill_(-16.0)
-    model.save_pretrained(directory)
+    _sigmoid_model(Siglip2Model, config, seed).save_pretrained(directory)
     processor = Siglip2ImageProcessorPil(patch_size=patch_size, max_num_patches=max_num_patches)
     Siglip2Processor(image_processor=processor, tokenizer=tokenizer).save_pretrained(directory)
     return directory
+
+
+def _sigmoid_model(cls: Any, config: Any, seed: int) -> Any:
+    """A SigLIP-family model, seeded, with the logit scale and bias trained ones have (SigLIP's
+    checkpoints: ~4.7, ~-16), which set the album default."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+        with torch.no_grad():
+            model.logit_scale.fill_(4.7)
+            model.logit_bias.fill_(-16.0)
+    return model
 
 
 def _tiny_text(vocab_size: int, positions: int, *, pad: int, bos: int, eos: int) -> dict[str, Any]:

@@ -99,24 +99,30 @@ def test_draft_decoding_keeps_its_tolerance_for_siglip(siglip, real_photos: list
         assert cosine >= 0.995, path
 
 
-def test_texts_are_prepared_as_the_siglip_processor_does(siglip, siglip_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    """Lower-cased, padded to all 64 positions, no attention mask; any script tokenises; the
-    embedding equals SiglipModel.get_text_features."""
-    _, _, texts, full = siglip
-    proc = SiglipProcessor.from_pretrained(siglip_dir)
-    tokens = texts.tokens(QUERIES)["input_ids"]
-    expected = proc(
+def texts_as_the_processor(texts: TextEmbedder, proc: object, full: object) -> np.ndarray:
+    """QUERIES tokenised as ``proc`` does (lower-cased, padded to all 64 positions) and embedded
+    as ``full.get_text_features`` does; the embeddings."""
+    expected = proc(  # type: ignore[operator]
         text=[q.lower() for q in QUERIES],
         padding="max_length",
         max_length=64,
         truncation=True,
         return_tensors="pt",
     )["input_ids"]
+    tokens = texts.tokens(QUERIES)["input_ids"]
     assert tokens.shape == (len(QUERIES), 64) and torch.equal(tokens, expected)
     with torch.inference_mode():
-        reference = unit(full.get_text_features(input_ids=expected))
+        reference = unit(full.get_text_features(input_ids=expected))  # type: ignore[attr-defined]
     got = texts.embed_texts(QUERIES)
     assert np.allclose((got * reference).sum(axis=1), 1.0, atol=1e-4)
+    return got
+
+
+def test_texts_are_prepared_as_the_siglip_processor_does(siglip, siglip_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Lower-cased, padded to all 64 positions, no attention mask; any script tokenises; the
+    embedding equals SiglipModel.get_text_features."""
+    _, _, texts, full = siglip
+    got = texts_as_the_processor(texts, SiglipProcessor.from_pretrained(siglip_dir), full)
     assert np.allclose(texts.embed_texts(["A Dog"]), texts.embed_texts(["a dog"]))  # lower-cased
     int8 = TextEmbedder(texts.source, "int8").load().embed_texts(QUERIES)
     assert (int8 * got).sum(axis=1).min() >= 0.99

@@ -30,9 +30,9 @@ from image_search.thumbs import Thumbnails
 from image_search.webui import create_app
 
 from .conftest import app_config
+from .test_families import texts_as_the_processor, unit
 
 configure_pillow()
-QUERIES = ["A photo of a DOG on the beach", "日本の犬", "كلب على الشاطئ", "🐕🌊", "", "x" * 2000]
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +48,6 @@ def model(naflex_dir: Path) -> tuple[ModelSource, ImageEmbedder, Siglip2Model]:
         ImageEmbedder(source, "cpu", "float32").load(),
         Siglip2Model.from_pretrained(naflex_dir).eval(),
     )
-
-
-def unit(t: object) -> np.ndarray:
-    t = getattr(t, "pooler_output", t)
-    return torch.nn.functional.normalize(t, dim=-1).numpy()  # type: ignore[arg-type]
 
 
 def shapes(tmp_path: Path) -> list[Path]:
@@ -157,19 +152,7 @@ def test_bfloat16_stays_close_to_float32(model, real_photos: list[Path]) -> None
 def test_texts_are_prepared_as_the_naflex_processor_does(model, naflex_dir: Path) -> None:  # type: ignore[no-untyped-def]
     source, _, full = model
     texts = TextEmbedder(source, "float32").load()
-    proc = Siglip2Processor.from_pretrained(naflex_dir)
-    expected = proc(
-        text=[q.lower() for q in QUERIES],
-        padding="max_length",
-        max_length=64,
-        truncation=True,
-        return_tensors="pt",
-    )["input_ids"]
-    assert torch.equal(texts.tokens(QUERIES)["input_ids"], expected)
-    with torch.inference_mode():
-        reference = unit(full.get_text_features(input_ids=expected))
-    got = texts.embed_texts(QUERIES)
-    assert np.allclose((got * reference).sum(axis=1), 1.0, atol=1e-4)
+    texts_as_the_processor(texts, Siglip2Processor.from_pretrained(naflex_dir), full)
     assert texts.dim == 32
 
 
