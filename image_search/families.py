@@ -110,10 +110,10 @@ class Known:
     id: str
     family: str
     vision_params_m: int
-    imagenet: float  # zero-shot top-1, %
-    coco_r1: float  # COCO text->image recall@1, %
+    imagenet: float | None  # zero-shot top-1, % (None: no published figure copied here)
+    coco_r1: float | None  # COCO text->image recall@1, %
     input_px: int
-    h200_img_s: int  # image tower, float16, compiled, batch 256 (128 at 384 px): scripts/gpu-session families
+    h200_img_s: int  # image tower, float16, compiled (NaFlex: eager, faster), batch 256 (128 at 384 px)
     cpu: str  # what two CPU cores make of it (benchmarks/test_families.py)
     source: str
 
@@ -127,4 +127,7 @@ KNOWN = (
           "slow: as ViT-L/14", "big_vision's SigLIP 2 README"),
     Known("google/siglip2-so400m-patch14-384", "SigLIP 2", 400, 84.1, 55.8, 384, 615,
           "needs a GPU", "big_vision's SigLIP 2 README"),
+    # Its figures depend on the patch budget (the SigLIP 2 paper's tables): not copied here.
+    Known("google/siglip2-base-patch16-naflex", "NaFlex", 86, None, None, 256, 4950,
+          "slow: 2.2 img/s float32, 9.8 bfloat16 (AMX)", "SigLIP 2 paper (by patch budget)"),
 )  # fmt: skip

@@ -76,11 +76,11 @@ def test_text_output_and_progress(photo_dir: Path, env: dict[str, str]) -> None:
 
 
 def test_models_lists_the_families_and_what_this_machine_measured(env: dict[str, str]) -> None:
-    """`models`: the four known checkpoints and the configured one (here the tiny CLIP), whose
+    """`models`: the five known checkpoints and the configured one (here the tiny CLIP), whose
     rate appears once `benchmark` has measured it."""
     before = {m["id"]: m for m in json.loads(cli("models", "--json", env=env).stdout)}
     configured = env["IMAGE_SEARCH_MODEL"]
-    assert len(before) == 5 and before[configured]["current"] and before[configured]["family"] == "CLIP"
+    assert len(before) == 6 and before[configured]["current"] and before[configured]["family"] == "CLIP"
     assert before["google/siglip2-base-patch16-224"]["coco_r1"] == 52.1
     assert not any(m["measured_here"] for m in before.values())
     report = json.loads(cli("benchmark", "--quick", "--json", env=env).stdout)
@@ -88,7 +88,9 @@ def test_models_lists_the_families_and_what_this_machine_measured(env: dict[str,
     after = {m["id"]: m["measured_here"] for m in json.loads(cli("models", "--json", env=env).stdout)}
     assert after.pop(configured) == f"{best['rate']:.1f} img/s on {report['environment']['cores']} CPU cores"
     assert not any(after.values())
-    assert "SigLIP 2" in cli("models", env=env).stdout
+    assert before["google/siglip2-base-patch16-naflex"]["family"] == "NaFlex"
+    listing = cli("models", env=env).stdout
+    assert "SigLIP 2" in listing and "google/siglip2-base-patch16-naflex" in listing
 
 
 def test_model_change_is_refused_with_advice(photo_dir: Path, env: dict[str, str], tmp_path: Path) -> None:

@@ -175,13 +175,15 @@ async def cmd_models(config: Config, args: argparse.Namespace) -> int:
         if "imagenet" not in r:  # a model of the user's own: no published figures here
             print(f"{mark}{r['id']:<35} {r['family']:<9}  here: {r['measured_here'] or 'not measured'}")
             continue
+        imagenet, coco = (f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("imagenet", "coco_r1"))
         print(
-            f"{mark}{r['id']:<35} {r['family']:<9} {r['vision_params_m']:>5}M {r['imagenet']:>6.1f} "
-            f"{r['coco_r1']:>9.1f} {r['input_px']:>4}  {r['cpu']}"
+            f"{mark}{r['id']:<35} {r['family']:<9} {r['vision_params_m']:>5}M {imagenet:>6} "
+            f"{coco:>9} {r['input_px']:>4}  {r['cpu']}"
         )
         here = r["measured_here"] or "not measured (image-search benchmark)"
         print(f"  {'':<35} H200: {r['h200_img_s']:,} img/s; here: {here}")
-    print("\n* the configured model. Published figures: open_clip (CLIP), big_vision (SigLIP 2).")
+    print("\n* the configured model. Published figures: open_clip (CLIP), big_vision (SigLIP 2);")
+    print("  NaFlex: px is its patch budget's side (256 patches of 16); its figures vary with the budget.")
     print('Switch: image-search index --reembed --model ID (README, "Choosing a model").')
     return 0
 
