@@ -170,10 +170,11 @@ class ImageEmbedder:
     def model_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What the tower takes: the normalised pixels; for NaFlex also the attention mask over
         the patches and each picture's grid (rows, columns), read from the inputs' first row."""
+        pixels = pixels.to(self.device, non_blocking=True)  # once: the header comes from here too
         values = self.normalise_pixels(pixels)
         if not self.crop.max_patches:
             return (values,)
-        header = pixels[:, 0, :4].to(self.device).long()
+        header = pixels[:, 0, :4].long()
         grids = torch.stack([header[:, 0] | header[:, 1] << 8, header[:, 2] | header[:, 3] << 8], dim=1)
         positions = torch.arange(values.shape[1], device=self.device)
         inside = positions[None] < grids.prod(dim=1, keepdim=True)
@@ -257,19 +258,6 @@ class TextEmbedder:
             return _normalise(self.model(input_ids=tokens["input_ids"]).pooler_output)
 
 
-class PatchTower(torch.nn.Module):
-    """SigLIP 2 NaFlex's vision tower: normalised patches, their mask and grids → the
-    attention-pooled embedding over each picture's own patches, not yet L2-normalised."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.inner = model
-
-    def forward(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
-        out = self.inner(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=grids)
-        return out.pooler_output
-
-
 class PooledTower(torch.nn.Module):
     """SigLIP's vision tower as indexing reads it: (N, 3, H, W) normalised pixels → the
     attention-pooled embedding (``get_image_features``), not yet L2-normalised."""
@@ -280,6 +268,15 @@ class PooledTower(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.inner(pixel_values=pixel_values).pooler_output
+
+
+class PatchTower(PooledTower):
+    """SigLIP 2 NaFlex's vision tower: normalised patches, their mask and grids → the
+    attention-pooled embedding over each picture's own patches, not yet L2-normalised."""
+
+    def forward(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = self.inner(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=grids)
+        return out.pooler_output
 
 
 __all__ = [
