@@ -391,7 +391,8 @@ def dups() -> None:
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.test_duplicates import library
     from image_search import duplicates
-    from image_search.duplicates import BLOCK, _bf16_fast, group
+    from image_search.duplicates import group
+    from image_search.vectorjoin import BLOCK, _bf16_fast
 
     TILE = getattr(duplicates, "TILE", 2048)  # the commit before made no tiles
 
