@@ -390,11 +390,14 @@ def dups() -> None:
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.test_duplicates import library
-    from image_search import duplicates
     from image_search.duplicates import group
-    from image_search.vectorjoin import BLOCK, _bf16_fast
 
-    TILE = getattr(duplicates, "TILE", 2048)  # the commit before made no tiles
+    try:
+        from image_search import vectorjoin as join
+    except ImportError:  # the commit before (BASE=1): the vector join lived in duplicates.py
+        from image_search import duplicates as join  # type: ignore[no-redef]
+    BLOCK, _bf16_fast = join.BLOCK, join._bf16_fast
+    TILE = getattr(join, "TILE", 2048)  # an older commit made no tiles
 
     import logging
 
@@ -426,6 +429,7 @@ def dups() -> None:
         print(
             f"near-duplicates at {n:,}: {result.seconds:.1f} s ({result.candidates:,} candidate pairs, "
             f"{len(result.groups):,} groups, equal to the planted ones: {same}; "
+            f"found from the {getattr(result, 'first', 'vectors')}; "
             f"library made in {made:.0f} s)",
             flush=True,
         )
