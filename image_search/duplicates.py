@@ -29,6 +29,7 @@ import numpy as np
 from . import hashjoin
 from .fingerprint import COLOUR, HASH_BITS, Fingerprints
 from .vectorjoin import similar_pairs
+from .vectors import float32
 
 if TYPE_CHECKING:
     from .library import Library
@@ -91,7 +92,8 @@ def group(
     bf16: bool | None = None,
     on_progress: Progress | None = None,
 ) -> Grouping:
-    """Near-duplicate groups among the rows of ``matrix`` (unit vectors), as lists of row indices
+    """Near-duplicate groups among the rows of ``matrix`` (unit vectors, float32 or float16: both
+    are scored in float32), as lists of row indices
     (groups of two or more, each in row order; groups ordered by their first row)."""
     started = time.perf_counter()
     n = len(matrix)
@@ -149,7 +151,6 @@ def _pairs_from_prints(
         log.info("near-duplicate pairs: ~%d pairs of close hashes; the vectors find the candidates", expected)
         return None
     plan = hashjoin.plan(n, bits, sample)
-    exact = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
     found, candidates = [], 0
     try:
         for block in hashjoin.close_pairs(
@@ -164,7 +165,9 @@ def _pairs_from_prints(
             ok = prints.confirm(a, b, bits, settings.colour)
             a, b = a[ok], b[ok]
             candidates += len(a)
-            true = (exact[a] * exact[b]).sum(dim=1).numpy()  # float32, as the vectors' own check
+            # float32 (float16 rows converted exactly), as the vectors' own check
+            x, y = torch.from_numpy(float32(matrix[a])), torch.from_numpy(float32(matrix[b]))
+            true = (x * y).sum(dim=1).numpy()
             keep = true >= settings.similarity
             found.append(np.stack([a[keep], b[keep]], axis=1))
     except hashjoin.Crowded as crowded:
@@ -211,7 +214,7 @@ def group_library(library: Library, settings: Settings, on_progress: Progress | 
     metas = {keys[i]: meta for i, meta in found if meta is not None}
     keys = [keys[i] for i in rows]
     grouping = group(
-        matrix[rows],
+        matrix if len(rows) == len(matrix) else matrix[rows],  # no second copy when all take part
         [metas[k].fingerprint for k in keys],
         [metas[k].hash for k in keys],
         settings,

@@ -146,13 +146,16 @@ class VectorIndex:
 
     def snapshot(self) -> tuple[list[str], np.ndarray]:
         """A consistent copy of every key and its row (for work that runs beside searches and
-        updates, such as grouping near-duplicates)."""
+        updates, such as grouping near-duplicates), in the type the index holds: float16 rows
+        for a big index (the store's own values, so :func:`float32` of them is exact; 1.5 GB at
+        1M rows instead of 3), float32 otherwise."""
         with self._lock:
             n = len(self._keys)
             if not n:
                 return [], np.zeros((0, self.dim), dtype=np.float32)
-            full = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._blocks[0]
-            return list(self._keys), full[:n].astype(np.float32)
+            used = self._blocks[: -(-n // BLOCK)]
+            full = np.concatenate(used) if len(used) > 1 else np.array(used[0], copy=True)
+            return list(self._keys), full[:n]
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)

@@ -125,6 +125,13 @@ def test_fingerprints_first_find_the_same_groups(monkeypatch: pytest.MonkeyPatch
     by_vectors = group(matrix, prints, hashes, settings)
     assert by_vectors.first == "vectors" and by_vectors.groups == expected
     assert by_vectors.confirmed == first.confirmed
+    # A big index's rows are float16 (the store's values): scored in float32 all the same.
+    monkeypatch.undo()
+    half = matrix.astype(np.float16)
+    expected_half = _brute_groups(half.astype(np.float32), prints, settings)
+    assert group(half, prints, hashes, settings).groups == expected_half
+    monkeypatch.setattr(duplicates, "HASH_FIRST_PAIRS", -1)
+    assert group(half, prints, hashes, settings).groups == expected_half
 
 
 def test_bunched_hashes_leave_it_to_the_vectors(monkeypatch: pytest.MonkeyPatch, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -83,3 +83,11 @@ def test_snapshot_is_a_consistent_copy() -> None:
     assert np.array_equal(got, index.vectors(got_keys))
     got[:] = 0  # a copy: the index is untouched
     assert np.array_equal(index.vectors(["k0"])[0], matrix[0])
+    # A big index holds float16 rows: its copy is float16 too (half the memory), the same values.
+    half = matrix.astype(np.float16)
+    big = VectorIndex.build(keys, half, approximate_from=100)
+    big_keys, rows = big.snapshot()
+    assert rows.dtype == np.float16 and big_keys == keys
+    assert np.array_equal(rows.astype(np.float32), big.vectors(keys))
+    rows[:] = 0
+    assert np.array_equal(big.vectors(["k1"])[0], half[1].astype(np.float32))
