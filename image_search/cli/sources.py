@@ -93,7 +93,8 @@ class Local:
             library = await self._library(store)
         similarity = self.config.duplicate_similarity or _family_similarity(self.config.model)
         settings = Settings(similarity=similarity, hash_bits=self.config.duplicate_hash_bits)
-        bar = Bar("grouping", "pairs") if len(library) >= 2 else None
+        # Steps: probes of the hashes' tables, or pairs of vectors when those find the candidates.
+        bar = Bar("grouping", "steps") if len(library) >= 2 else None
         found = await asyncio.to_thread(group_library, library, settings, bar.update if bar else None)
         groups = [
             [
