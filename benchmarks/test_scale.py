@@ -209,3 +209,58 @@ def test_album_members_1m(benchmark, bench_tmp: Path) -> None:
     benchmark.extra_info.update({k: round(v, 1) for k, v in report.items()})
     print("album members at 1M:", report)
     assert report["p50_ms"] <= 200, report
+
+
+@pytest.mark.slow
+def test_duplicates_of_the_library_1m(benchmark, bench_tmp: Path) -> None:
+    """Near-duplicate groups of a 1M-photo library opened from its snapshot, the way the page and
+    `image-search duplicates` compute them (`group_library`: a float16 copy of the mapped rows,
+    the hashes first): 1,000 planted pairs (a row's vector with float16 noise, its fingerprint two
+    bits off) among random fingerprints. Floor: 5 minutes (item 3); the anonymous memory it adds
+    at its peak is reported."""
+    import threading
+
+    from image_search.duplicates import Settings, group_library
+
+    folder = bench_tmp / "db.library"
+    columns, matrix = library_columns()
+    rng = np.random.default_rng(8)
+    prints = rng.integers(0, 256, (N, 57), dtype=np.uint8)
+    prints[:, 0] = 1
+    planted = rng.permutation(N)[:2000].reshape(-1, 2)
+    for a, b in planted:
+        noisy = matrix[a].astype(np.float32) + rng.normal(size=768).astype(np.float32) * 0.005
+        matrix[b] = noisy / np.linalg.norm(noisy)
+        prints[b] = prints[a]
+        prints[b, 1] ^= 0b101
+    columns["fingerprint"] = [p.tobytes() for p in prints]
+    keys: list[str] = columns["key"]  # type: ignore[assignment]
+
+    async def open_library() -> Library:
+        async with Store("mem://") as store:
+            await store.check_model("bench")
+            snapshot.save(folder, await store.change_seq(), "bench", columns, matrix)
+            return await Library.open(store, "bench", folder)
+
+    library = asyncio.run(open_library())
+    base, peak, done = rss_anon(), [0], threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_anon())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    found = benchmark.pedantic(lambda: group_library(library, Settings()), rounds=1, iterations=1)
+    done.set()
+    watcher.join()
+    expected = sorted(sorted([keys[a], keys[b]]) for a, b in planted)
+    assert sorted(sorted(g) for g in found.groups) == expected
+    report = {
+        "seconds": found.grouping.seconds,
+        "first": found.grouping.first,
+        "peak_added_mb": (max(peak[0], rss_anon()) - base) / 1e6,
+    }
+    benchmark.extra_info.update(report)
+    print("near-duplicates of the 1M library:", report)
+    assert found.grouping.seconds < 300, report

@@ -33,6 +33,7 @@ from .vectors import float32
 
 if TYPE_CHECKING:
     from .library import Library
+    from .vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,27 @@ class Grouping:
     first: str = "vectors"  # which witness found the candidates: "vectors" or "fingerprints"
 
 
+@dataclass
+class LiveRows:
+    """The rows of ``keys`` as ``index`` holds them when they are read: what :func:`group_library`
+    groups, so that the hashes' candidates read only their own rows (a photo gone meanwhile reads
+    as zeros and joins nothing) and every row is read only when the vectors find the candidates."""
+
+    index: VectorIndex
+    keys: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.index.rows_of([self.keys[i] for i in rows.tolist()])
+
+
+def _take(matrix: np.ndarray | LiveRows, rows: np.ndarray) -> np.ndarray:
+    """Rows of ``matrix`` as float32 (float16 rows, the store's values, convert exactly)."""
+    return matrix.take(rows) if isinstance(matrix, LiveRows) else float32(matrix[rows])
+
+
 class _Union:
     def __init__(self, n: int) -> None:
         self.parent = np.arange(n)
@@ -84,7 +106,7 @@ class _Union:
 
 
 def group(
-    matrix: np.ndarray,
+    matrix: np.ndarray | LiveRows,
     fingerprints: Sequence[bytes | None],
     content_hashes: Sequence[str | None],
     settings: Settings = Settings(),
@@ -111,7 +133,7 @@ def group(
     else:
         first, candidates, confirmed_pairs = "vectors", 0, np.zeros((0, 2), dtype=np.int64)
         pairs = (
-            similar_pairs(matrix[rows], settings.similarity, bf16=bf16, on_progress=on_progress)
+            similar_pairs(_take(matrix, rows), settings.similarity, bf16=bf16, on_progress=on_progress)
             if len(rows) > 1
             else None
         )
@@ -129,7 +151,7 @@ def group(
 
 
 def _pairs_from_prints(
-    matrix: np.ndarray,
+    matrix: np.ndarray | LiveRows,
     prints: Fingerprints,
     rows: np.ndarray,
     settings: Settings,
@@ -166,7 +188,7 @@ def _pairs_from_prints(
             a, b = a[ok], b[ok]
             candidates += len(a)
             # float32 (float16 rows converted exactly), as the vectors' own check
-            x, y = torch.from_numpy(float32(matrix[a])), torch.from_numpy(float32(matrix[b]))
+            x, y = torch.from_numpy(_take(matrix, a)), torch.from_numpy(_take(matrix, b))
             true = (x * y).sum(dim=1).numpy()
             keep = true >= settings.similarity
             found.append(np.stack([a[keep], b[keep]], axis=1))
@@ -203,18 +225,20 @@ class Groups:
 
 def group_library(library: Library, settings: Settings, on_progress: Progress | None = None) -> Groups:
     """The library's near-duplicate groups, off the event loop (the web page's finder thread, the
-    command line's): from a consistent copy of the index, so searches and the indexer go on."""
+    command line's), reading the rows it needs from the index as they are then (a photo removed
+    meanwhile joins nothing), so searches and the indexer go on and nothing is copied whole."""
     version = library.version
-    keys, matrix = library.index.snapshot()
-    # Removed since the copy: left out; so is the RAW of a RAW + JPEG pair (one shot, not a copy
-    # to delete: its JPEG stands for it). Membership tests only: the loop may change the set.
+    keys = library.index.key_list()
+    # Removed since: left out (their rows read as zeros); so is the RAW of a RAW + JPEG pair (one
+    # shot, not a copy to delete: its JPEG stands for it). Membership tests only: the loop may
+    # change the set.
     hidden = library.stacks.hidden
     found = [(i, library.meta.get(k)) for i, k in enumerate(keys) if k not in hidden]
     rows = [i for i, meta in found if meta is not None]
     metas = {keys[i]: meta for i, meta in found if meta is not None}
     keys = [keys[i] for i in rows]
     grouping = group(
-        matrix if len(rows) == len(matrix) else matrix[rows],  # no second copy when all take part
+        LiveRows(library.index, keys),
         [metas[k].fingerprint for k in keys],
         [metas[k].hash for k in keys],
         settings,

@@ -144,18 +144,25 @@ class VectorIndex:
         rows = [self._row(self._pos[k]) for k in keys if k in self._pos]
         return np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, self.dim), np.float32)
 
-    def snapshot(self) -> tuple[list[str], np.ndarray]:
-        """A consistent copy of every key and its row (for work that runs beside searches and
-        updates, such as grouping near-duplicates), in the type the index holds: float16 rows
-        for a big index (the store's own values, so :func:`float32` of them is exact; 1.5 GB at
-        1M rows instead of 3), float32 otherwise."""
+    def key_list(self) -> list[str]:
+        """A copy of the keys, in row order."""
         with self._lock:
-            n = len(self._keys)
-            if not n:
-                return [], np.zeros((0, self.dim), dtype=np.float32)
-            used = self._blocks[: -(-n // BLOCK)]
-            full = np.concatenate(used) if len(used) > 1 else np.array(used[0], copy=True)
-            return list(self._keys), full[:n]
+            return list(self._keys)
+
+    def rows_of(self, keys: Sequence[str], chunk: int = 16_384) -> np.ndarray:
+        """The rows of ``keys`` as float32, in that order, each read whole under the lock (a
+        chunk of keys at a time, so searches and writes go on between chunks); zeros for a key the
+        index no longer holds (a zero vector scores 0 against anything). For work that runs beside
+        searches and updates, such as grouping near-duplicates: it reads the rows it needs, not a
+        copy of the matrix."""
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        for start in range(0, len(keys), chunk):
+            with self._lock:
+                for i, key in enumerate(keys[start : start + chunk], start):
+                    pos = self._pos.get(key)
+                    if pos is not None:
+                        out[i] = self._row(pos)
+        return out
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)

@@ -175,3 +175,22 @@ def test_a_sample_measures_how_many_pairs_meet() -> None:
     assert measured.met == pytest.approx(
         hashjoin._meeting_share(h, chunks, 10 // len(chunks)) * 100_000 * 99_999 / 2
     )
+
+
+def test_a_live_index_reads_only_what_it_needs() -> None:
+    from image_search.duplicates import LiveRows
+    from image_search.vectors import VectorIndex
+
+    matrix, prints, hashes = _library(3000, seed=9)
+    settings = Settings(similarity=0.9)
+    keys = [f"k{i}" for i in range(len(matrix))]
+    index = VectorIndex.build(keys, matrix)
+    expected = group(matrix, prints, hashes, settings)
+    live = group(LiveRows(index, keys), prints, hashes, settings)
+    assert live.groups == expected.groups and len(expected.groups) > 100
+    gone = expected.groups[0]
+    index.remove([keys[gone[0]]])  # removed while grouping: it joins nothing
+    without = matrix.copy()
+    without[gone[0]] = 0
+    after = group(LiveRows(index, keys), prints, hashes, settings)
+    assert after.groups == _brute_groups(without, prints, settings) and gone not in after.groups

@@ -71,23 +71,21 @@ def test_a_mask_made_before_rows_arrived_still_searches() -> None:
     assert [k for k, _ in index.search(np.array([0.0, 1.0], dtype=np.float32), 3, allowed=mask)] == ["b"]
 
 
-def test_snapshot_is_a_consistent_copy() -> None:
+def test_rows_of_keys_are_read_whole_in_order() -> None:
     rng = np.random.default_rng(1)
     n = vectors_module.BLOCK + 10  # two blocks
     keys = [f"k{i}" for i in range(n)]
     matrix = rng.normal(size=(n, 8)).astype(np.float32)
     index = VectorIndex.build(keys, matrix)
-    index.remove(["k3"])
-    got_keys, got = index.snapshot()
-    assert len(got_keys) == len(got) == n - 1 and "k3" not in got_keys
-    assert np.array_equal(got, index.vectors(got_keys))
+    index.remove(["k3"])  # the last row moves into its place
+    assert index.key_list() == list(index.keys) and "k3" not in index.key_list()
+    wanted = ["k5", "k3", f"k{n - 1}", "k0"]
+    got = index.rows_of(wanted, chunk=3)
+    assert got.dtype == np.float32 and np.array_equal(got[[0, 2, 3]], matrix[[5, n - 1, 0]])
+    assert not got[1].any(), "a key no longer held reads as zeros"
     got[:] = 0  # a copy: the index is untouched
     assert np.array_equal(index.vectors(["k0"])[0], matrix[0])
-    # A big index holds float16 rows: its copy is float16 too (half the memory), the same values.
+    # A big index holds float16 rows (the store's values): read as float32, exactly.
     half = matrix.astype(np.float16)
     big = VectorIndex.build(keys, half, approximate_from=100)
-    big_keys, rows = big.snapshot()
-    assert rows.dtype == np.float16 and big_keys == keys
-    assert np.array_equal(rows.astype(np.float32), big.vectors(keys))
-    rows[:] = 0
-    assert np.array_equal(big.vectors(["k1"])[0], half[1].astype(np.float32))
+    assert np.array_equal(big.rows_of(keys[:50]), half[:50].astype(np.float32))
