@@ -125,6 +125,13 @@ def test_fingerprints_first_find_the_same_groups(monkeypatch: pytest.MonkeyPatch
     by_vectors = group(matrix, prints, hashes, settings)
     assert by_vectors.first == "vectors" and by_vectors.groups == expected
     assert by_vectors.confirmed == first.confirmed
+    # A radius no chunking helps, in a library this big: the vectors, not every pair of hashes.
+    monkeypatch.setattr(duplicates, "HASH_FIRST_PAIRS", 1e9)
+    monkeypatch.setattr(duplicates, "HASH_PAIRS_FROM", 1000)
+    wide = Settings(similarity=0.9, hash_bits=24)
+    assert hashjoin.plan(3000, 24).chunks == ()
+    widely = group(matrix, prints, hashes, wide)
+    assert widely.first == "vectors" and widely.groups == _brute_groups(matrix, prints, wide)
     # A big index's rows are float16 (the store's values): scored in float32 all the same.
     monkeypatch.undo()
     half = matrix.astype(np.float16)
