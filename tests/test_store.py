@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import datetime as dt
 from pathlib import Path
 
@@ -151,6 +152,53 @@ async def test_surrealkv_persists_across_reopen(tmp_path: Path) -> None:
     async with Store(url) as s:
         assert await s.stored_model() == "m1"
         assert len((await s.load_embeddings("m1"))[0]) == 1
+
+
+async def test_surrealkv_is_closed_and_opened_to_write_its_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine flushes only on close, and hangs past ~2 GB of log: after CHECKPOINT_BYTES of
+    writes the store closes and opens itself again, reads beside it waiting, nothing lost."""
+    from image_search.store import connection
+    from image_search.testing import library_rows
+
+    monkeypatch.setattr(connection, "CHECKPOINT_BYTES", 60_000)
+    folder = tmp_path / "db"
+    vectors = np.random.default_rng(3).normal(size=(1200, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    wal_before: list[int] = []
+    async with Store(f"surrealkv://{folder}") as s:
+        await s.check_model("m1")
+        done, reads = asyncio.Event(), [0]
+
+        async def reader() -> None:  # reads go on beside the writes and the reopenings
+            while not done.is_set():
+                assert (await s.counts()).total % 100 == 0
+                reads[0] += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(reader())
+        for start in range(0, 1200, 100):
+            wal_before.append(sum(f.stat().st_size for f in (folder / "wal").iterdir()))
+            await s.write(library_rows(start, vectors[start : start + 100], "/pics", "m1"))
+        done.set()
+        await task
+        assert s.checkpoints >= 5 and reads[0] > 12
+        # Each reopening wrote the memory to a table file and started the log again.
+        assert any(later < earlier for earlier, later in itertools.pairwise(wal_before))
+        assert list((folder / "sstables").iterdir())
+        assert (await s.counts()).total == 1200
+    async with Store(f"surrealkv://{folder}") as s:
+        keys, matrix = await s.load_embeddings("m1")
+        assert len(keys) == 1200 and (await s.counts()).indexed == 1200
+        by_key = dict(zip(keys, matrix, strict=True))
+        for i, r in enumerate(library_rows(0, vectors, "/pics", "m1")):
+            assert np.allclose(by_key[r["key"]], vectors[i], atol=1e-3)
+    async with Store("mem://") as s:  # a memory database would lose everything: never reopened
+        await s.check_model("m1")
+        for start in range(0, 600, 100):
+            await s.write(library_rows(start, vectors[start : start + 100], "/pics", "m1"))
+        assert s.checkpoints == 0 and (await s.counts()).total == 600
 
 
 async def test_server_url_needs_credentials() -> None:

@@ -23,6 +23,12 @@ RETRIES = 6
 # Below this, a failed write on an embedded database is put down to a full disk: a transaction
 # of 500 rows is ~1 MB, and the engine needs room beside it to flush and compact.
 LOW_SPACE = 64 << 20
+# The embedded SurrealKV of SDK 3.0.0b10 writes its memtable to disk only when the store closes:
+# its write-ahead log and memory grow with every write, and past ~2 GB of log (~800,000 photos
+# written in one session) a write never returns (docs/scale.md). So a surrealkv:// database is
+# closed and opened again after this many bytes of written values: the close flushes the
+# memtable into a table file and the log starts empty (~5-15 s, reads and writes wait for it).
+CHECKPOINT_BYTES = 512 << 20
 
 
 class StoreError(RuntimeError):
@@ -118,6 +124,15 @@ class Connection:
         # This process's write transactions one at a time: each bumps meta:changes, so two in
         # flight would always conflict. Conflicts with other processes are retried (transact).
         self._writes = asyncio.Lock()
+        # Statements wait at the gate while the database is closed and opened again
+        # (:meth:`_checkpoint`); ``_idle`` is set when none is running.
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._running = 0
+        self._unflushed = 0  # bytes of values written since the last open
+        self.checkpoints = 0
 
     @property
     def embedded(self) -> bool:
@@ -177,7 +192,15 @@ class Connection:
     async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Run SurrealQL; one result per statement. A failure raises :class:`QueryFailed` with
         the statement that caused it (not the "not executed" echoes of its transaction)."""
-        response = await self.db.query_raw(sql, params or {})
+        await self._gate.wait()
+        self._running += 1
+        self._idle.clear()
+        try:
+            response = await self.db.query_raw(sql, params or {})
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
         if "error" in response:
             raise QueryFailed(str(response["error"].get("message", response["error"])))
         statements = response.get("result") or []
@@ -198,7 +221,11 @@ class Connection:
         async with self._writes:
             for attempt in range(RETRIES):
                 try:
-                    return await self.query(sql, params)
+                    result = await self.query(sql, params)
+                    self._unflushed += _size(params)
+                    if self._unflushed >= CHECKPOINT_BYTES and self.url.startswith("surrealkv://"):
+                        await self._checkpoint()
+                    return result
                 except QueryFailed as exc:
                     if "can be retried" in str(exc) and attempt < RETRIES - 1:
                         await asyncio.sleep(0.02 * 2**attempt)
@@ -209,6 +236,26 @@ class Connection:
                     self._check_disk(exc)
                     raise
         raise AssertionError("unreachable")
+
+    async def _checkpoint(self) -> None:
+        """Close the embedded database and open it again, the statements waiting meanwhile (see
+        ``CHECKPOINT_BYTES``). Runs inside a write transaction's lock, after its commit."""
+        self._gate.clear()
+        try:
+            await self._idle.wait()
+            started = asyncio.get_running_loop().time()
+            await self.db.close()
+            self.db = AsyncSurreal(self.url)
+            await self.db.connect()
+            await self.db.use(self.namespace, self.database)
+            self._unflushed = 0
+            self.checkpoints += 1
+            log.info(
+                "database closed and opened again to write its memory to disk (%.1f s)",
+                asyncio.get_running_loop().time() - started,
+            )
+        finally:
+            self._gate.set()
 
     def _check_disk(self, exc: BaseException) -> None:
         """Raise :class:`Unwritable` when a failed write is down to the disk: the engine only
@@ -308,3 +355,14 @@ class Connection:
 
     async def get_status(self, name: str) -> dict[str, Any] | None:
         return await self.first("SELECT * FROM ONLY type::record('status', $n)", {"n": name})
+
+
+def _size(value: Any) -> int:
+    """About how many bytes ``value`` (a statement's parameters) adds to the database."""
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_size(v) + 8 for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_size(v) for v in value)
+    return 8
