@@ -73,7 +73,8 @@ def test_start_from_the_snapshot_1m(benchmark, bench_tmp: Path) -> None:
 @pytest.mark.slow
 def test_status_with_many_rows(benchmark, bench_tmp: Path) -> None:
     """`image-search status` over IMAGE_SEARCH_SCALE_ROWS rows (100k by default; 1M takes ~7
-    minutes to write here): the counts are one record the writes keep. Floor: 1 s."""
+    minutes to write here): the counts are one record the writes keep. Floor: 1 s. Also prints
+    the write rate with 90% of the rows already there (item 5's 5,000 rows/s: not met)."""
     import os
 
     from image_search.cli.sources import Local
@@ -84,16 +85,24 @@ def test_status_with_many_rows(benchmark, bench_tmp: Path) -> None:
     n = int(os.environ.get("IMAGE_SEARCH_SCALE_ROWS", "100000"))
     url = f"surrealkv://{bench_tmp / 'status'}"
 
-    async def fill() -> None:
+    async def fill() -> float:
+        """Writes the rows; the write rate over the last tenth (item 5's floor: 5,000 rows/s)."""
         async with Store(url) as store:
             vectors = unit_vectors(500)
-            for i in range(n // 500):
+            batches = n // 500
+            for i in range(batches):
+                if i == batches - batches // 10:
+                    began = time.perf_counter()
                 await store.write(rows(vectors, f"s{i}"))
+            return (batches // 10) * 500 / (time.perf_counter() - began)
 
-    asyncio.run(fill())
+    rate = asyncio.run(fill())
     status = benchmark.pedantic(lambda: asyncio.run(Local(Config(database_url=url)).status()), rounds=3)
     seconds = benchmark.stats.stats.median
-    benchmark.extra_info.update(rows=n, seconds=round(seconds, 3), floor_s=1)
+    benchmark.extra_info.update(
+        rows=n, seconds=round(seconds, 3), floor_s=1, last_tenth_rows_per_s=round(rate)
+    )
+    print(f"status over {n:,} rows: {seconds * 1000:.0f} ms; writes over the last tenth {rate:,.0f} rows/s")
     assert status["total"] == n and seconds <= 1.0, seconds
 
 
