@@ -358,11 +358,14 @@ class Connection:
 
 
 def _size(value: Any) -> int:
-    """About how many bytes ``value`` (a statement's parameters) adds to the database."""
+    """About how many bytes ``value`` (a statement's parameters) adds to the database. A long
+    list is judged by 16 of its items, evenly spaced: this runs on the event loop after every
+    write (all 500 rows of a batch took ~5 ms; 16 take ~0.2)."""
     if isinstance(value, (bytes, str)):
         return len(value)
     if isinstance(value, dict):
         return sum(_size(v) + 8 for v in value.values())
     if isinstance(value, (list, tuple)):
-        return sum(_size(v) for v in value)
+        step = max(1, len(value) // 16)
+        return sum(_size(v) for v in value[::step]) * len(value) // max(1, len(value[::step]))
     return 8
