@@ -73,42 +73,44 @@ def plan(n: int, radius: int, sample: np.ndarray | None = None) -> Plan:
     biased or tied, as a photo library's are) or, without one, taken as for random bits."""
     pairs = n * (n - 1) / 2
     best = Plan((), BRUTE_COST * pairs, pairs)
+    sampled = None if sample is None else _pair_xor(sample)
     for m in range(3, 9):  # 3 chunks: 22 bits at most, a table of 4M values
         within = radius // m
         widths = _widths(m)
         probes = sum(math.comb(w, d) for w in widths for d in range(within + 1))
-        if sample is None:
+        if sampled is None:
             met = sum(math.comb(w, d) * pairs / 2**w for w in widths for d in range(within + 1))
         else:
-            met = _meeting_share(sample, widths, within) * pairs
+            met = _meeting_share(sampled, widths, within) * pairs
         cost = probes * (PROBE_COST + ROW_COST * n) + MET_COST * met
         if cost < best.cost:
             best = Plan(widths, cost, met)
     return best
 
 
-def _meeting_share(sample: np.ndarray, widths: tuple[int, ...], within: int) -> float:
-    """Pairs of ``sample`` meeting in the probes (once per chunk in which they do) per pair."""
-    m = len(sample)
-    if m < 2:
+def _pair_xor(sample: np.ndarray) -> np.ndarray:
+    """The XOR of every pair ``i < j`` of ``sample``'s hashes."""
+    i, j = np.triu_indices(len(sample), 1)
+    return sample[i] ^ sample[j]
+
+
+def _meeting_share(pair_xor: np.ndarray, widths: tuple[int, ...], within: int) -> float:
+    """The share of sampled pairs (their hashes' XOR) meeting in the probes, once per chunk in
+    which they do."""
+    if not len(pair_xor):
         return 0.0
-    x = sample[:, None] ^ sample[None, :]
-    met = 0
-    shift = 0
+    met, shift = 0, 0
     for width in widths:
         bits = np.uint64(((1 << width) - 1) << shift)
-        met += int((np.bitwise_count(x & bits) <= within).sum()) - m  # less each row with itself
+        met += int((np.bitwise_count(pair_xor & bits) <= within).sum())
         shift += width
-    return met / (m * (m - 1))
+    return met / len(pair_xor)
 
 
 def share_within(sample: np.ndarray, radius: int) -> float:
     """The share of pairs of ``sample`` within ``radius`` bits of each other."""
-    m = len(sample)
-    if m < 2:
-        return 0.0
-    close = int((np.bitwise_count(sample[:, None] ^ sample[None, :]) <= radius).sum()) - m
-    return close / (m * (m - 1))
+    x = _pair_xor(sample)
+    return float((np.bitwise_count(x) <= radius).mean()) if len(x) else 0.0
 
 
 def close_pairs(

@@ -171,16 +171,16 @@ def test_a_sample_measures_how_many_pairs_meet() -> None:
     met = sum(
         int((upper & (np.bitwise_count(x & np.uint64(0xFFFF << (16 * c))) <= 2)).sum()) for c in range(4)
     )
-    share = hashjoin._meeting_share(h, widths, 2)
+    share = hashjoin._meeting_share(hashjoin._pair_xor(h), widths, 2)
     assert share * len(h) * (len(h) - 1) / 2 == pytest.approx(met)
-    assert share > 20 * hashjoin._meeting_share(_hashes(1200, seed=3), widths, 2)
+    assert share > 20 * hashjoin._meeting_share(hashjoin._pair_xor(_hashes(1200, seed=3)), widths, 2)
     # For 100k hashes like these, the plan counts the pairs the sample says will meet.
     measured, spread = hashjoin.plan(100_000, 10, sample=h), hashjoin.plan(100_000, 10)
     assert measured.cost > 5 * spread.cost
     chunks = measured.chunks
     assert chunks != spread.chunks  # the bunched low bits make wider chunks cheaper
     assert measured.met == pytest.approx(
-        hashjoin._meeting_share(h, chunks, 10 // len(chunks)) * 100_000 * 99_999 / 2
+        hashjoin._meeting_share(hashjoin._pair_xor(h), chunks, 10 // len(chunks)) * 100_000 * 99_999 / 2
     )
 
 
