@@ -68,6 +68,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     make_photo(root / ("x" * 200 + ".jpg"), seed=2)  # a 204-byte name
     make_photo(root / "deep" / ("d" * 200) / ("e" * 200) / "long-path.png", seed=3, fmt="PNG")
     make_photo(Path(os.fsdecode(bytes(root) + b"/caf\xe9-latin1.jpg")), seed=4)  # not UTF-8
+    # not UTF-8 either, and the same text as the one above once the byte is undecodable (U+FFFD)
+    make_photo(Path(os.fsdecode(bytes(root) + b"/caf\xe8-latin1.jpg")), seed=7)
     make_photo(root / "日本語 🌅.webp", seed=5, fmt="WEBP")
     outside = make_photo(tmp / "secret" / "outside.jpg", seed=6)
     (root / "escape.jpg").symlink_to(outside)  # a symlink leading out of the root
@@ -105,7 +107,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     if "error" in ready:
         raise ready["error"]  # type: ignore[misc]
     summary = ready["summary"]
-    assert not summary.failed and summary.indexed == 5, summary  # type: ignore[attr-defined]
+    assert not summary.failed and summary.indexed == 6, summary  # type: ignore[attr-defined]
     yield Server(int(ready["port"]), root, list(ready["ids"]), outside)  # type: ignore[arg-type,call-overload]
     stop.set()
     thread.join(10)
@@ -354,7 +356,8 @@ def test_path_traversal_in_every_encoding(server: Server, attack: str) -> None:
 
 
 def test_hostile_file_names_are_indexed_and_served(server: Server) -> None:
-    """Very long names, a long path, a name that is not UTF-8, emoji: each indexed and served."""
+    """Very long names, a long path, names that are not UTF-8 (two of one text), emoji: each
+    indexed and served."""
     for path in walk(str(server.root), Filter()):
         key = image_key(path)
         status, body, _ = server.request("GET", f"/api/images/{key}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .connection import BUMP, Connection
+from .connection import Connection
 from .rows import (
     EMBED_DTYPE,
     FACTS,
@@ -25,10 +25,11 @@ from .rows import (
 )
 
 _REPLACE = ", ".join(f"{name} = $input.{name}" for name in ROW_FIELDS)
-# `status`'s counts are kept in meta:counts by every write, in its own transaction: the affected
-# rows' state before ($b) and after ($a) as [total, indexed, failed, offline], the difference
-# added. A scan took 1.25 s at 100k rows; a table view that kept them cost a quarter of the
-# write rate, these ~3% (docs/scale.md).
+# `status`'s counts are kept by every write transaction on its lane (``lane:N``, see
+# connection.LANES): the affected rows' state before ($b) and after ($a) as [total, indexed,
+# failed, offline], the difference added, and the change counter bumped in the same statement.
+# A scan took 1.25 s at 100k rows; a table view that kept them cost a quarter of the write rate,
+# these ~3% (docs/scale.md).
 _STATE = (
     "[1, IF embedding != NONE AND offline = false { 1 } ELSE { 0 }, "
     "IF error != NONE { 1 } ELSE { 0 }, IF offline { 1 } ELSE { 0 }]"
@@ -42,7 +43,7 @@ def _state(name: str, ids: str) -> str:
 
 
 _KEEP = (
-    "UPSERT meta:counts SET total += $a[0] - $b[0], indexed += $a[1] - $b[1], "
+    "UPSERT $lane SET seq += 1, total += $a[0] - $b[0], indexed += $a[1] - $b[1], "
     "failed += $a[2] - $b[2], offline += $a[3] - $b[3] RETURN NONE;"
 )
 # What the in-memory library keeps of a searchable row.
@@ -127,13 +128,12 @@ class ImageTable(Connection):
         return [key_of(row) for row in rows], matrix.reshape(len(rows), -1)
 
     async def counts(self) -> Counts:
-        """What ``status`` shows, from the counters every write keeps (one record, not a scan)."""
-        row = await self.first("SELECT * FROM ONLY meta:counts")
-        if not row:  # a database that never had a row
-            return Counts(indexed=0, failed=0, offline=0, total=0)
-        return Counts(
-            indexed=row["indexed"], failed=row["failed"], offline=row["offline"], total=row["total"]
+        """What ``status`` shows, from the counters every write keeps (the lanes', not a scan)."""
+        rows = await self.first(
+            "SELECT math::sum(indexed) AS indexed, math::sum(failed) AS failed, "
+            "math::sum(offline) AS offline, math::sum(total) AS total FROM lane GROUP ALL"
         )
+        return Counts(**{name: int(rows[0][name]) if rows else 0 for name in Counts.__annotations__})
 
     async def counted(self) -> Counts:
         """The same counts by a scan of every row (the check on the counters)."""
@@ -181,7 +181,7 @@ class ImageTable(Connection):
         await self.transact(
             f"BEGIN TRANSACTION; {_state('b', '$rows.id')} "
             f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
-            f"LET $a = $after; {_KEEP} {BUMP} COMMIT TRANSACTION;",
+            f"LET $a = $after; {_KEEP} COMMIT TRANSACTION;",
             {"rows": content, "after": after},
         )
 
@@ -211,7 +211,7 @@ class ImageTable(Connection):
             f"BEGIN TRANSACTION; LET $ids = array::union($old, $rows.id); {_state('b', '$ids')} "
             "DELETE $old RETURN NONE; "
             f"INSERT INTO image $rows ON DUPLICATE KEY UPDATE {_REPLACE} RETURN NONE; "
-            f"{_state('a', '$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
+            f"{_state('a', '$ids')} {_KEEP} COMMIT TRANSACTION;",
             {"old": old_ids, "rows": fresh},
         )
         return missing
@@ -220,7 +220,7 @@ class ImageTable(Connection):
         if keys:
             await self.transact(
                 f"BEGIN TRANSACTION; {_state('b', '$ids')} DELETE $ids RETURN NONE; "
-                f"LET $a = [0, 0, 0, 0]; {_KEEP} {BUMP} COMMIT TRANSACTION;",
+                f"LET $a = [0, 0, 0, 0]; {_KEEP} COMMIT TRANSACTION;",
                 {"ids": [record_id(k) for k in keys]},
             )
 
@@ -229,7 +229,7 @@ class ImageTable(Connection):
         if keys:
             await self.transact(
                 f"BEGIN TRANSACTION; {_state('b', '$ids')} UPDATE $ids SET offline = $o RETURN NONE; "
-                f"{_state('a', '$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
+                f"{_state('a', '$ids')} {_KEEP} COMMIT TRANSACTION;",
                 {"ids": [record_id(k) for k in keys], "o": offline},
             )
 
@@ -239,7 +239,7 @@ class ImageTable(Connection):
                 "BEGIN TRANSACTION; "
                 "LET $ids = (SELECT VALUE id FROM image WHERE root = $r AND offline != $o); "
                 f"{_state('b', '$ids')} UPDATE $ids SET offline = $o RETURN VALUE id; "
-                f"{_state('a', '$ids')} {_KEEP} {BUMP} COMMIT TRANSACTION;",
+                f"{_state('a', '$ids')} {_KEEP} COMMIT TRANSACTION;",
                 {"r": root, "o": offline},
             )
         )[4]  # BEGIN, LET $ids, LET $sb, LET $b, then the UPDATE

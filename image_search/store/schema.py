@@ -58,5 +58,21 @@ MIGRATIONS: list[str] = [
         offline = (SELECT count() FROM image WHERE offline = true GROUP ALL)[0].count ?? 0
     RETURN NONE;
     """,
+    # 4: the counters on lanes (image_search.store.connection.LANES): write transactions in flight
+    # side by side keep theirs apart. The path's UNIQUE index goes: the record id is the path's
+    # key already, and two names that are not UTF-8 and differ only in their undecodable bytes
+    # share one text (U+FFFD), so the second's whole batch failed on it.
+    """
+    DEFINE TABLE IF NOT EXISTS lane SCHEMALESS;
+    UPSERT lane:0 SET
+        seq = meta:changes.seq ?? 0,
+        total = meta:counts.total ?? 0,
+        indexed = meta:counts.indexed ?? 0,
+        failed = meta:counts.failed ?? 0,
+        offline = meta:counts.offline ?? 0
+    RETURN NONE;
+    DELETE meta:changes, meta:counts RETURN NONE;
+    REMOVE INDEX IF EXISTS image_path ON image;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
