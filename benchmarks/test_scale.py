@@ -72,9 +72,9 @@ def test_start_from_the_snapshot_1m(benchmark, bench_tmp: Path) -> None:
 
 @pytest.mark.slow
 def test_status_with_many_rows(benchmark, bench_tmp: Path) -> None:
-    """`image-search status` over IMAGE_SEARCH_SCALE_ROWS rows (100k by default; 1M takes ~7
-    minutes to write here): the counts are one record the writes keep. Floor: 1 s. Also prints
-    the write rate with 90% of the rows already there (item 5's 5,000 rows/s: not met)."""
+    """`image-search status` over IMAGE_SEARCH_SCALE_ROWS rows (100k by default; 1M takes ~3
+    minutes to write here): the counts are records the writes keep. Floor: 1 s. Also prints
+    the write rate with 90% of the rows already there (item 5's 5,000 rows/s)."""
     import os
 
     from image_search.cli.sources import Local
@@ -86,14 +86,27 @@ def test_status_with_many_rows(benchmark, bench_tmp: Path) -> None:
     url = f"surrealkv://{bench_tmp / 'status'}"
 
     async def fill() -> float:
-        """Writes the rows; the write rate over the last tenth (item 5's floor: 5,000 rows/s)."""
+        """Writes the rows as the indexer does (500-row batches, two in flight); the write rate
+        over the last tenth (item 5's floor: 5,000 rows/s)."""
         async with Store(url) as store:
             vectors = unit_vectors(500)
             batches = n // 500
+            slots = asyncio.Semaphore(2)
+            tasks: list[asyncio.Task[None]] = []
+
+            async def write(i: int) -> None:
+                try:
+                    await store.write(rows(vectors, f"s{i}"))
+                finally:
+                    slots.release()
+
             for i in range(batches):
                 if i == batches - batches // 10:
+                    await asyncio.gather(*tasks)
                     began = time.perf_counter()
-                await store.write(rows(vectors, f"s{i}"))
+                await slots.acquire()
+                tasks.append(asyncio.create_task(write(i)))
+            await asyncio.gather(*tasks)
             return (batches // 10) * 500 / (time.perf_counter() - began)
 
     rate = asyncio.run(fill())
@@ -104,6 +117,7 @@ def test_status_with_many_rows(benchmark, bench_tmp: Path) -> None:
     )
     print(f"status over {n:,} rows: {seconds * 1000:.0f} ms; writes over the last tenth {rate:,.0f} rows/s")
     assert status["total"] == n and seconds <= 1.0, seconds
+    assert rate >= 5000, f"{rate:.0f} rows/s"
 
 
 @pytest.mark.slow
