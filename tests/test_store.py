@@ -210,6 +210,44 @@ async def test_surrealkv_is_closed_and_opened_to_write_its_memory(
         assert s.checkpoints == 0 and (await s.counts()).total == 600
 
 
+async def test_a_big_run_settles_the_database_for_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SurrealKV merges its table files when it opens (here: five or more small ones): after a
+    big run the next opens did the merging (3-14 s each at 1M rows). The same rows written
+    twice: the run that settles leaves tables an opening no longer merges; the other does not."""
+    from image_search.store import connection
+    from image_search.testing import library_rows
+
+    monkeypatch.setattr(connection, "CHECKPOINT_BYTES", 60_000)
+    monkeypatch.setattr(connection, "SETTLE_BYTES", 100_000)
+    vectors = np.random.default_rng(4).normal(size=(3000, 64)).astype(np.float32)
+
+    async def run(folder: Path, settle: bool) -> set[str]:
+        async with Store(f"surrealkv://{folder}") as s:
+            for start in range(0, 3000, 100):
+                await s.write(library_rows(start, vectors[start : start + 100], "/pics", "m1"))
+            if settle:
+                before = s.checkpoints
+                await s.settle()
+                assert s.checkpoints > before
+        return set(os.listdir(folder / "sstables"))
+
+    async def merged_by_an_open(folder: Path, tables: set[str]) -> set[str]:
+        async with Store(f"surrealkv://{folder}") as s:
+            assert (await s.counts()).total == 3000
+        return tables - set(os.listdir(folder / "sstables"))
+
+    plain = await run(tmp_path / "plain", settle=False)
+    settled = await run(tmp_path / "settled", settle=True)
+    assert await merged_by_an_open(tmp_path / "plain", plain)  # the engine merges when it opens
+    assert not await merged_by_an_open(tmp_path / "settled", settled)
+    async with Store(f"surrealkv://{tmp_path / 'small'}") as s:  # a small run is left as it is
+        await s.write(library_rows(0, vectors[:100], "/pics", "m1"))
+        await s.settle()
+        assert s.checkpoints == 0
+
+
 async def test_server_url_needs_credentials() -> None:
     with pytest.raises(StoreError, match="db_user"):
         async with Store("ws://127.0.0.1:9/rpc"):

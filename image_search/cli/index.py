@@ -75,6 +75,7 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
                 summary = await _index_target(config, store, indexer, target, force=args.force)
                 total.add(summary)
                 total.seconds += summary.seconds
+        await store.settle()  # after a big run: the next `status` or start opens at once
     _print_summary(total, args.json)
     return 0
 

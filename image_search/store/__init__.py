@@ -1,10 +1,11 @@
 """SurrealDB, the system of record, and the only module that speaks SurrealQL.
 
 One row per photo, embeddings as float16 bytes (:mod:`.images`); saved albums (:mod:`.albums`);
-the connection, migrations and the model check (:mod:`.connection`); typed rows and their pure
-helpers (:mod:`.rows`). Search does not run in SurrealDB (its vector index measured 50–60x slower
-than an exact in-memory search, see shared/notes/surrealdb-vectors.md): :mod:`image_search.library`
-holds the searchable rows in memory. Writes go in batches, one transaction each.
+the connection, migrations and write lanes (:mod:`.connection`); the model check
+(:mod:`.models`); typed rows and their pure helpers (:mod:`.rows`). Search does not run in
+SurrealDB (its vector index measured 50–60x slower than an exact in-memory search, see
+shared/notes/surrealdb-vectors.md): :mod:`image_search.library` holds the searchable rows in
+memory. Writes go in batches, one transaction each, two at once (the lanes).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from ..config import Config
 from .albums import AlbumConflict, AlbumTable
 from .connection import (
     LOW_SPACE,
-    ModelIdentity,
     ModelMismatch,
     QueryFailed,
     StoreError,
@@ -22,6 +22,7 @@ from .connection import (
     disk_problem,
 )
 from .images import ImageTable
+from .models import ModelIdentity, ModelTable
 from .rows import (
     EMBED_DTYPE,
     FACTS,
@@ -42,7 +43,7 @@ from .rows import (
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 
-class Store(ImageTable, AlbumTable):
+class Store(ImageTable, AlbumTable, ModelTable):
     """The database: images and albums over one connection. Use as an async context manager."""
 
     @classmethod

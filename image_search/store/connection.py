@@ -1,13 +1,11 @@
-"""The SurrealDB connection: open, migrate, run statements, write transactions, and the one check
-that binds a database to the model whose vectors it holds."""
+"""The SurrealDB connection: open, migrate, run statements, write transactions on their lanes,
+and the upkeep the embedded engine needs (reopening it to flush, settling it after a big run)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,12 @@ LOW_SPACE = 64 << 20
 # closed and opened again after this many bytes of written values: the close flushes the
 # memtable into a table file and the log starts empty (~5-15 s, reads and writes wait for it).
 CHECKPOINT_BYTES = 512 << 20
+# SurrealKV also merges its table files when it opens, not in the background: after a million
+# rows written the next two opens took 3-14 s each (whoever opened next: `status`, the web
+# server). A writer that wrote this much since it last opened the database can settle it at the
+# end of its run (:meth:`Connection.settle`): reopened until an opening merges no table.
+SETTLE_BYTES = 64 << 20
+SETTLE_ROUNDS = 4
 
 
 class StoreError(RuntimeError):
@@ -73,41 +77,6 @@ def disk_problem(directory: Path) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class ModelIdentity:
-    """A model as the database knows it: ``name`` (carried by every row it embedded),
-    ``content`` (its weights' digest, :mod:`image_search.weights`; None where unknown) and
-    ``typed`` (what to give ``--model`` to use it again: a hub id or a folder)."""
-
-    name: str
-    content: str | None = None
-    typed: str | None = None
-
-
-def _identity(model: ModelIdentity | str) -> ModelIdentity:
-    return model if isinstance(model, ModelIdentity) else ModelIdentity(model, None, model)
-
-
-def mismatch(stored: dict[str, Any], wanted: ModelIdentity, count: int | None = None) -> ModelMismatch:
-    """The one message for a model change: what the database holds and the commands that fix it."""
-    name = stored["name"]
-    typed = stored.get("typed") or (None if name.startswith(("local:", "random:")) else name)
-    model = typed if typed and typed != "--random-weights" else name
-    held = f"{count} embeddings of model {model!r}" if count else f"embeddings of model {model!r}"
-    if typed == "--random-weights":
-        back = "run with --random-weights (a benchmark's database)"
-    elif typed:
-        back = f"use --model {shlex.quote(typed)}"
-    else:  # written by a version that did not record where the weights were
-        back = f"use --model with the folder of that model (it was called {name.split(':')[1]!r})"
-    new = wanted.typed or wanted.name
-    return ModelMismatch(
-        f"the database holds {held}, not {new!r}. Vectors of two models cannot be searched "
-        f"together: {back}, or run `image-search index --reembed --model {shlex.quote(new)}` "
-        "to embed every photo again with the new model"
-    )
-
-
 class Connection:
     """An open SurrealDB connection with this project's schema. Use as an async context manager."""
 
@@ -139,6 +108,7 @@ class Connection:
         self._idle.set()
         self._running = 0
         self._unflushed = 0  # bytes of values written since the last open
+        self._written = 0  # ... since open() (the reopenings of a checkpoint do not count)
         self.checkpoints = 0
 
     @property
@@ -231,7 +201,9 @@ class Connection:
             for attempt in range(RETRIES):
                 try:
                     result = await self.query(sql, params)
-                    self._unflushed += _size(params)
+                    size = _size(params)
+                    self._unflushed += size
+                    self._written += size
                     if (
                         self._unflushed >= CHECKPOINT_BYTES
                         and self.url.startswith("surrealkv://")
@@ -251,6 +223,27 @@ class Connection:
             raise AssertionError("unreachable")
         finally:
             self._lanes.put_nowait(lane)
+
+    async def settle(self) -> None:
+        """After a big write (``SETTLE_BYTES`` since the last open) into ``surrealkv://``: close
+        and open the database until an opening merges no table file, so that the next process
+        to open it opens at once. For the end of a run (``image-search index``); a no-op else."""
+        if not self.url.startswith("surrealkv://") or self.directory is None:
+            return
+        if self._written < SETTLE_BYTES or self._checkpointing:
+            return
+        tables = self.directory / "sstables"
+        self._written = 0
+        started = asyncio.get_running_loop().time()
+        for _ in range(SETTLE_ROUNDS):
+            before = _names(tables)
+            await self._checkpoint()
+            if not before - _names(tables):
+                break
+        log.info(
+            "database settled for the next start (its files merged, %.1f s)",
+            asyncio.get_running_loop().time() - started,
+        )
 
     async def _checkpoint(self) -> None:
         """Close the embedded database and open it again, the statements waiting meanwhile (see
@@ -282,7 +275,7 @@ class Connection:
         if problem:
             raise Unwritable(f"cannot write to the database at {self.directory}: {problem}") from exc
 
-    # -- schema and model ------------------------------------------------------------------
+    # -- schema --------------------------------------------------------------------------
 
     async def schema_version(self) -> int:
         # Engine 3 refuses to read a table that was never defined: a new database has none.
@@ -306,66 +299,6 @@ class Connection:
                 {"v": number + 1},
             )
 
-    async def stored_model(self) -> str | None:
-        row = await self._model_row()
-        return row["name"] if row else None
-
-    async def _model_row(self) -> dict[str, Any] | None:
-        return await self.first("SELECT * FROM ONLY meta:model")
-
-    def _same(self, stored: dict[str, Any], model: ModelIdentity) -> bool:
-        if stored["name"] == model.name:
-            return True
-        if model.content is not None and stored.get("content") == model.content:
-            log.info(
-                "%s holds the same weights as %r, which the database was built with: no re-embedding",
-                model.typed or model.name,
-                stored["name"],
-            )
-            return True
-        return False
-
-    async def require_model(self, model: ModelIdentity | str) -> str:
-        """For readers (search, the web server, the library commands): the database must hold
-        this model's vectors, or none yet. Returns the name its rows carry, which differs from
-        ``model.name`` for the same weights found elsewhere. Raises :class:`ModelMismatch`."""
-        model = _identity(model)
-        stored = await self._model_row()
-        if stored is None:
-            return model.name
-        if not self._same(stored, model):
-            raise mismatch(stored, model)
-        return str(stored["name"])
-
-    async def check_model(self, model: ModelIdentity | str, *, reembed: bool = False) -> str:
-        """For writers: bind the database to this model; refuse another model's vectors unless
-        re-embedding. With ``reembed`` every embedding of another model is dropped (the files stay
-        listed and are embedded again by the next index run). Returns the name to write rows
-        with (see :meth:`require_model`); records the weights' content and location."""
-        model = _identity(model)
-        stored = await self._model_row()
-        if stored is not None and self._same(stored, model):
-            facts = {"content": model.content or stored.get("content"), "typed": model.typed}
-            if any(stored.get(k) != v for k, v in facts.items()):
-                await self.query("UPDATE meta:model MERGE $f RETURN NONE", {"f": facts})
-            return str(stored["name"])
-        others = await self.first(
-            "SELECT count() AS n FROM image WHERE model != NONE AND model != $m GROUP ALL", {"m": model.name}
-        )
-        if others and others[0]["n"] and not reembed:
-            raise mismatch(stored or {"name": "?"}, model, others[0]["n"])
-        await self.transact(
-            "BEGIN TRANSACTION;"
-            "LET $gone = (SELECT count() FROM image WHERE model != NONE AND model != $m "
-            "AND embedding != NONE AND offline = false GROUP ALL)[0].count ?? 0;"
-            "UPDATE image SET embedding = NONE, model = NONE, hash = NONE, mtime_ns = -1 "
-            "WHERE model != NONE AND model != $m RETURN NONE;"
-            "UPSERT meta:model CONTENT $row; UPSERT $lane SET seq += 1, indexed -= $gone RETURN NONE;"
-            "COMMIT TRANSACTION;",
-            {"m": model.name, "row": {"name": model.name, "content": model.content, "typed": model.typed}},
-        )
-        return model.name
-
     async def change_seq(self) -> int:
         """A counter every write transaction increments (the sum of the lanes'): cheap to poll
         for 'anything new?'."""
@@ -377,6 +310,13 @@ class Connection:
 
     async def get_status(self, name: str) -> dict[str, Any] | None:
         return await self.first("SELECT * FROM ONLY type::record('status', $n)", {"n": name})
+
+
+def _names(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
 
 
 def _size(value: Any) -> int:
