@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 from surrealdb import AsyncSurreal, RecordID
+from surrealdb.data.cbor import decode
 
+from . import wire
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("image_search.store")
@@ -173,7 +176,12 @@ class Connection:
         self._running += 1
         self._idle.clear()
         try:
-            response = await self.db.query_raw(sql, params or {})
+            engine = wire.engine(self.db) if self.embedded else None
+            request = wire.encode(sql, params or {}, str(uuid.uuid4())) if engine is not None else None
+            if engine is not None and request is not None:  # the same request, encoded in C (wire.py)
+                response = decode(await engine.execute(request))
+            else:
+                response = await self.db.query_raw(sql, params or {})
         finally:
             self._running -= 1
             if not self._running:
