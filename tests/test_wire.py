@@ -11,8 +11,7 @@ from surrealdb import Duration, RecordID
 from surrealdb.request_message.message import RequestMessage
 from surrealdb.request_message.methods import RequestMethod
 
-from image_search.store import Store, image_key, path_fields, record_id
-from image_search.store import wire
+from image_search.store import Store, image_key, path_fields, record_id, wire
 
 from .test_store import row, unit
 
