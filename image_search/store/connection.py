@@ -119,6 +119,11 @@ class Connection:
         return not self.url.startswith(("ws://", "wss://", "http://", "https://"))
 
     @property
+    def _surrealkv(self) -> bool:
+        """The engine that flushes only on close and merges on open (the checkpoints, settling)."""
+        return self.url.startswith("surrealkv://")
+
+    @property
     def directory(self) -> Path | None:
         """The embedded database's folder (None for memory and servers)."""
         if self.url.startswith(("surrealkv://", "file://", "rocksdb://")):
@@ -212,11 +217,7 @@ class Connection:
                     size = _size(params)
                     self._unflushed += size
                     self._written += size
-                    if (
-                        self._unflushed >= CHECKPOINT_BYTES
-                        and self.url.startswith("surrealkv://")
-                        and not self._checkpointing
-                    ):
+                    if self._surrealkv and self._unflushed >= CHECKPOINT_BYTES and not self._checkpointing:
                         await self._checkpoint()
                     return result
                 except QueryFailed as exc:
@@ -236,11 +237,9 @@ class Connection:
         """After a big write (``SETTLE_BYTES`` since the last open) into ``surrealkv://``: close
         and open the database until an opening merges no table file, so that the next process
         to open it opens at once. For the end of a run (``image-search index``); a no-op else."""
-        if not self.url.startswith("surrealkv://") or self.directory is None:
+        if not self._surrealkv or self._written < SETTLE_BYTES or self._checkpointing:
             return
-        if self._written < SETTLE_BYTES or self._checkpointing:
-            return
-        tables = self.directory / "sstables"
+        tables = Path(self.url.split("://", 1)[1]) / "sstables"
         self._written = 0
         started = asyncio.get_running_loop().time()
         for _ in range(SETTLE_ROUNDS):
@@ -255,8 +254,8 @@ class Connection:
 
     async def _checkpoint(self) -> None:
         """Close the embedded database and open it again, the statements waiting meanwhile (see
-        ``CHECKPOINT_BYTES``). Runs on a write transaction's lane, after its commit; a write on
-        another lane finishes first."""
+        ``CHECKPOINT_BYTES``), or to settle it. A statement already running (a write on the other
+        lane) finishes first."""
         self._checkpointing = True
         self._gate.clear()
         try:

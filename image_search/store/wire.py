@@ -54,7 +54,9 @@ def _prepared(value: Any) -> Any:
     if value is None:
         return _NONE
     if kind is dict:
-        return {k if type(k) is str else _bad(k): _prepared(v) for k, v in value.items()}
+        if not all(type(k) is str for k in value):
+            raise Unsupported("a key that is not text")
+        return {k: _prepared(v) for k, v in value.items()}
     if kind is list or kind is tuple:
         return [_prepared(v) for v in value]
     if kind is int:
@@ -66,10 +68,6 @@ def _prepared(value: Any) -> Any:
             raise Unsupported("naive datetime")
         return value
     raise Unsupported(kind.__name__)
-
-
-def _bad(key: Any) -> Any:
-    raise Unsupported(f"key {type(key).__name__}")
 
 
 def encode(sql: str, params: dict[str, Any], request_id: str) -> bytes | None:
