@@ -28,8 +28,8 @@ import numpy as np
 
 from . import hashjoin
 from .fingerprint import COLOUR, HASH_BITS, Fingerprints
+from .scoring import float32
 from .vectorjoin import similar_pairs
-from .vectors import float32
 
 if TYPE_CHECKING:
     from .library import Library

@@ -1,9 +1,11 @@
 """The in-memory search index: a matrix of unit vectors, cosine by matmul.
 
-Built from the store at start and kept in step with it (``upsert``/``remove``). 100k x 768
-is 300 MB and an exact query ~20 ms on 2 cores. Past ``approximate_from`` rows (an exact query
-costs ~55 ms at 300k, ~170 ms at 1M) a query first asks compact codes of every row for its best
-few thousand candidates (``coarse.Codes``) and scores only those, exactly; docs/scale.md.
+Built from the store at start and kept in step with it (``upsert``/``remove``). Rows are float16
+(the store's values, 150 MB at 100k x 768) or float32, whichever torch scores faster on this CPU
+(:mod:`.scoring`); an exact query at 100k takes 7-14 ms on 2 cores. Past ``approximate_from`` rows
+(an exact query costs ~55 ms at 300k, ~170 ms at 1M) a query first asks compact codes of every row
+for its best few thousand candidates (``coarse.Codes``) and scores only those, exactly;
+docs/scale.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import coarse
+from . import coarse, scoring
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +57,18 @@ def _mapped_copy_on_write(matrix: np.ndarray) -> bool:
     )
 
 
-def float32(rows: np.ndarray) -> np.ndarray:
-    """Rows as float32 (float16 rows converted by torch: F16C on every core, ~7x numpy's speed)."""
-    if rows.dtype == np.float32:
-        return rows
-    import torch
-
-    out = np.empty(rows.shape, dtype=np.float32)
-    torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(rows)))
-    return out
-
-
 class VectorIndex:
     """Keys and their L2-normalised embeddings; top-k by cosine similarity."""
 
-    def __init__(self, dim: int = 0, approximate_from: int = APPROXIMATE_FROM, depth: int = DEPTH) -> None:
+    def __init__(
+        self,
+        dim: int = 0,
+        approximate_from: int = APPROXIMATE_FROM,
+        depth: int = DEPTH,
+        half: bool | None = None,
+    ) -> None:
+        """``half``: float16 rows (exact all the same: the store holds float16), float32 rows, or
+        None for whichever this CPU scores faster."""
         self.dim = dim
         self.approximate_from = approximate_from
         self.depth = depth
@@ -78,9 +77,10 @@ class VectorIndex:
         # Rows live in fixed-size blocks: adding to 100k rows fills the last block or starts a
         # new one, never copies the 300 MB matrix (a copy stalled searches ~0.8 s under `serve`).
         self._blocks: list[np.ndarray] = []
-        # float32, or float16 for an index that is big when built: what the store holds, so no
-        # less exact, and half the memory (1.5 GB at 1M x 768); made float32 where scored.
-        self._dtype: type[np.floating] = np.float32
+        # float16 (what the store holds, so no less exact; half the memory, 1.5 GB at 1M x 768)
+        # for an index that is big when built or where it scores faster; else float32. Chosen
+        # when first needed, on the thread that builds or searches (the timing runs torch).
+        self._half = half
         self._lock = threading.Lock()
         # The first stage past ``approximate_from`` rows: codes of rows 0..codes.size-1 as they
         # were when made; rows written or moved since (``_stale``) and rows past ``codes.size``
@@ -105,7 +105,11 @@ class VectorIndex:
 
     @classmethod
     def build(
-        cls, keys: Sequence[str], matrix: np.ndarray, approximate_from: int = APPROXIMATE_FROM
+        cls,
+        keys: Sequence[str],
+        matrix: np.ndarray,
+        approximate_from: int = APPROXIMATE_FROM,
+        half: bool | None = None,
     ) -> VectorIndex:
         """From keys and their rows (float16 or float32). A big index built from a file mapped
         copy-on-write (the library's snapshot, ``np.load(mmap_mode="c")``) keeps its rows there:
@@ -114,9 +118,8 @@ class VectorIndex:
         (its page alone), the file is never written. Any other source is copied."""
         import torch
 
-        index = cls(matrix.shape[1] if matrix.size else 0, approximate_from)
-        if len(matrix) >= approximate_from:
-            index._dtype = np.float16
+        big = len(matrix) >= approximate_from
+        index = cls(matrix.shape[1] if matrix.size else 0, approximate_from, half=True if big else half)
         index._keys = list(keys)
         index._pos = {k: i for i, k in enumerate(index._keys)}
         mapped = 0
@@ -131,6 +134,12 @@ class VectorIndex:
                 # torch converts float16 to float32 ~7x faster than numpy (F16C, every core).
                 torch.from_numpy(block[: len(rows)]).copy_(torch.from_numpy(rows))
         return index
+
+    @property
+    def _dtype(self) -> type[np.floating]:
+        if self._half is None:
+            self._half = scoring.half_rows_faster()
+        return np.float16 if self._half else np.float32
 
     def _new_block(self) -> np.ndarray:
         block = np.empty((BLOCK, self.dim), dtype=self._dtype)
@@ -285,13 +294,8 @@ class VectorIndex:
                 for j in exact:
                     results[j] = self._exact_half(queries[j], n)
             elif exact:
-                vectors = np.stack([np.asarray(queries[j].vector, dtype=np.float32) for j in exact], axis=1)
-                all_scores = np.empty((n, len(exact)), dtype=np.float32)
-                for b, block in enumerate(self._blocks):
-                    start = b * BLOCK
-                    np.matmul(block[: min(BLOCK, n - start)], vectors, out=all_scores[start : start + BLOCK])
-                for col, j in enumerate(exact):
-                    scores = np.ascontiguousarray(all_scores[:, col])
+                all_scores = scoring.scores(self._blocks, n, [queries[j].vector for j in exact])
+                for scores, j in zip(all_scores, exact, strict=True):
                     results[j] = self._best(scores, None, queries[j], self._allowed(queries[j], n))
             near = [j for j, d in enumerate(depths) if d is not None]
             if near and self._codes is not None:
@@ -321,17 +325,9 @@ class VectorIndex:
         float32 copy of each block first took ~1.3 s), then the rows that can be among the best
         scored exactly. A float16 score is within ``HALF_ERROR`` of the exact one, so every row of
         the exact top k scores at least the float16 k-th best less twice that: the result is exact."""
-        import torch
-
         if query.k <= 0:
             return []
-        q = torch.from_numpy(np.asarray(query.vector, dtype=np.float32)).half()
-        half = np.empty(n, dtype=np.float16)
-        for b, block in enumerate(self._blocks):
-            start = b * BLOCK
-            rows = torch.from_numpy(block[: min(BLOCK, n - start)])
-            torch.mv(rows, q, out=torch.from_numpy(half[start : start + len(rows)]))
-        scores = half.astype(np.float32)
+        scores = scoring.half_scores(self._blocks, n, query.vector)
         allowed = self._allowed(query, n)
         if allowed is not None:
             scores[~allowed] = -np.inf
@@ -362,7 +358,7 @@ class VectorIndex:
         for b in np.unique(which):
             lo, hi = bounds[b], bounds[b + 1]
             np.take(self._blocks[b], positions[lo:hi] - b * BLOCK, axis=0, out=rows[lo:hi])
-        scores = float32(rows) @ np.asarray(query.vector, dtype=np.float32)
+        scores = scoring.exact(rows, query.vector)
         return self._best(scores, positions, query, None)
 
     def _best(
