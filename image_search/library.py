@@ -8,6 +8,7 @@ when the daemon runs in another process. Searches, albums and near-duplicates al
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import gc
@@ -191,32 +192,34 @@ class Library:
         await library.load(store, snapshot)
         return library
 
-    async def load(self, store: Store, snapshot: Path | None = None) -> None:
+    async def load(
+        self, store: Store, snapshot: Path | None = None, executor: concurrent.futures.Executor | None = None
+    ) -> None:
         """Everything searchable, from ``snapshot`` (:mod:`image_search.snapshot`) when it was
-        written at the store's change counter, else from the store (then written anew, aside)."""
+        written at the store's change counter, else from the store (then written anew, aside).
+        The matrix is built on ``executor`` (the web app's compute thread; None: asyncio's)."""
         self._replay = []
+        loop = asyncio.get_running_loop()
         try:
             seq = await store.change_seq()
             got = await asyncio.to_thread(snapshots.load, snapshot, seq, self.model_id) if snapshot else None
             if got is not None:
                 columns, matrix = got
                 keys = columns["key"]
-                # The float32 blocks on a thread (torch, without the GIL) while the facts are made.
-                building = asyncio.ensure_future(asyncio.to_thread(VectorIndex.build, keys, matrix))
+                # The matrix's blocks on a thread (torch, without the GIL) while the facts are made.
+                building = loop.run_in_executor(executor, VectorIndex.build, keys, matrix)
                 with _bulk():
                     self._from_snapshot(columns)
             else:
                 rows = await store.searchable_rows(self.model_id)
                 keys = [key_of(row) for row in rows]
                 matrix = _matrix(rows)
-                building = asyncio.ensure_future(asyncio.to_thread(VectorIndex.build, keys, matrix))
+                building = loop.run_in_executor(executor, VectorIndex.build, keys, matrix)
                 with _bulk():
                     self.meta = {key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)}
                 if snapshot is not None and len(rows) and await store.change_seq() == seq:
                     metas = list(self.meta.values())  # in the keys' order, as they were loaded
-                    self.saving = asyncio.get_running_loop().run_in_executor(
-                        None, self._save, snapshot, seq, keys, metas, matrix
-                    )
+                    self.saving = loop.run_in_executor(None, self._save, snapshot, seq, keys, metas, matrix)
             self.index = await building
             self.stacks.rebuild(self.meta)
             self.version += 1

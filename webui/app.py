@@ -24,6 +24,7 @@ from image_search.thumbs import Thumbnails
 from image_search.vectors import Query
 
 from .keys import (
+    COMPUTE,
     CONFIG,
     COUNTS,
     DEFAULTS,
@@ -58,7 +59,8 @@ def create_app(
     indexing: Indexing | None = None,
     follow_interval: float = 1.0,
 ) -> web.Application:
-    """The web application. ``store`` and ``text_embedder`` may be given (shared or prebuilt);
+    """The web application. ``store`` and ``text_embedder`` may be given (shared, or prebuilt;
+    a text embedder given unloaded is loaded on the app's compute thread);
     ``indexing`` (under ``serve``) keeps the library in step directly, otherwise the app polls the
     store for changes."""
     configure_pillow()  # uploads and thumbnails decode in this process
@@ -77,6 +79,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [
             _store_ctx(store),
+            _compute_ctx,
             _model_ctx(source, text_embedder, indexing),
             _library_ctx(source, indexing, follow_interval),
             _executors_ctx,
@@ -99,23 +102,34 @@ def _store_ctx(store: Store | None) -> Any:
     return store_ctx
 
 
+async def _compute_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One thread for the CPU's tensor work: the text tower, the searches, the library's matrix
+    and an upload's image tower. torch's OpenMP (libgomp) gives every thread that runs a parallel
+    region a team of its own, and once its teams hold more threads than there are CPUs it lets an
+    idle worker spin only briefly, so each of the text tower's ~900 small regions waits for its
+    workers to wake: a SigLIP 2 query took 22.8 ms on the only team and 27.1 ms once a second
+    thread had run one region (two Xeon cores); CLIP's int8 query 17 against 29-36 ms on the
+    EPYC. On two cores the tower and a search each take every core anyway."""
+    app[COMPUTE] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compute")
+    yield
+    app[COMPUTE].shutdown(wait=False, cancel_futures=True)
+
+
 def _model_ctx(source: ModelSource, text_embedder: TextEmbedder | None, indexing: Indexing | None) -> Any:
     async def model_ctx(app: web.Application) -> AsyncIterator[None]:
-        """The text model on one CPU thread, warmed before the server answers."""
-        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="text-model")
+        """The text model on the compute thread, warmed before the server answers."""
+        executor = app[COMPUTE]
         loop = asyncio.get_running_loop()
-        embedder = text_embedder
-        if embedder is None:
-            embedder = await loop.run_in_executor(executor, TextEmbedder(source, app[CONFIG].text_dtype).load)
+        embedder = text_embedder or TextEmbedder(source, app[CONFIG].text_dtype)
+        if embedder.model is None:  # given unloaded, or made here: loaded on the compute thread
+            await loop.run_in_executor(executor, embedder.load)
         await loop.run_in_executor(executor, embedder.embed_texts, ["warm up"])
         app[DEFAULTS] = await loop.run_in_executor(executor, embedder.source.defaults)
         app[TEXTS] = TextQueries(embedder, executor)
-        app[IMAGES] = ImageQueries(source, indexing)
+        app[IMAGES] = ImageQueries(source, executor, indexing)
         worker = asyncio.create_task(app[TEXTS].batcher.run(), name="text-batcher")
         yield
         await _stop(worker)
-        app[IMAGES].close()
-        executor.shutdown(wait=False, cancel_futures=True)
 
     return model_ctx
 
@@ -123,23 +137,22 @@ def _model_ctx(source: ModelSource, text_embedder: TextEmbedder | None, indexing
 def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval: float) -> Any:
     async def library_ctx(app: web.Application) -> AsyncIterator[None]:
         """The library in memory, kept in step by the indexer's notifications or by polling the
-        store; searches run on their own thread, several per matrix product."""
+        store; searches run on the compute thread, several per matrix product."""
         # The name the database knows these weights by (the same weights may lie elsewhere).
         source.adopt(await app[STORE].require_model(source.identity()))
         library = Library(source.model_id)
         # Subscribed before loading: what is written meanwhile is replayed after the load.
         unsubscribe = indexing.subscribe(library) if indexing is not None else None
         try:
-            await library.load(app[STORE], snapshot_folder(app[CONFIG].database_url))
+            await library.load(app[STORE], snapshot_folder(app[CONFIG].database_url), app[COMPUTE])
         except BaseException:
             if unsubscribe is not None:
                 unsubscribe()
             raise
         app[LIBRARY] = library
         log.info("%d images ready to search", len(library))
-        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="search")
         searcher: Batcher[Query, list[tuple[str, float]]] = Batcher(
-            lambda queries: library.index.search_many(queries), executor
+            lambda queries: library.index.search_many(queries), app[COMPUTE]
         )
         app[SEARCHER] = searcher
         tasks = [asyncio.create_task(searcher.run(), name="search-batcher")]
@@ -150,7 +163,6 @@ def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval
         yield
         for task in tasks:
             await _stop(task)
-        executor.shutdown(wait=False, cancel_futures=True)
         if unsubscribe is not None:
             unsubscribe()
 
@@ -158,12 +170,12 @@ def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval
 
 
 async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Thumbnails on two threads; near-duplicate grouping on its own."""
+    """Thumbnails on two threads (Pillow's, no OpenMP); near-duplicate grouping on a thread of its
+    own each time."""
     app[THUMB_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="thumbs")
     app[FINDER] = DuplicateFinder()
     yield
     app[THUMB_EXECUTOR].shutdown(wait=False, cancel_futures=True)
-    app[FINDER].close()
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:

@@ -21,6 +21,7 @@ from .security import Security
 from .services import AlbumSummaries, CountsCache, DuplicateFinder, ImageQueries
 
 CONFIG = web.AppKey("config", Config)
+COMPUTE = web.AppKey("compute", concurrent.futures.ThreadPoolExecutor)
 SECURITY = web.AppKey("security", Security)
 STORE = web.AppKey("store", Store)
 LIBRARY = web.AppKey("library", Library)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -18,36 +20,64 @@ from image_search.library import Library
 from image_search.model import ImageEmbedder, ModelSource
 from image_search.store import Counts, Store
 
+T = TypeVar("T")
+
+
+async def on_own_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
+    """``fn(*args)`` on a thread started for it, which ends with it: a thread that runs torch's
+    parallel regions keeps an OpenMP team while it lives, and every team beside the compute
+    thread's slows the text tower (webui/app.py, ``_compute_ctx``)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def run() -> None:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
+
 
 class ImageQueries:
     """Uploaded pictures → vectors: on the indexer's model under ``serve``, else on a CPU image
-    tower loaded at first use. Owned by the app's model context, which calls :meth:`close`."""
+    tower loaded at first use (on a thread of its own) and run on the compute thread."""
 
-    def __init__(self, source: ModelSource, indexing: Indexing | None = None) -> None:
+    def __init__(
+        self, source: ModelSource, executor: concurrent.futures.Executor, indexing: Indexing | None = None
+    ) -> None:
         self.source = source
+        self.executor = executor
         self.indexing = indexing
         self._lock = asyncio.Lock()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._embedder: ImageEmbedder | None = None
 
     async def embed(self, image: Image.Image) -> np.ndarray:
         if self.indexing is not None:
             with contextlib.suppress(NotReady):
                 return (await self.indexing.embed_images([image]))[0]
-        loop = asyncio.get_running_loop()
         async with self._lock:
             if self._embedder is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="upload-model")
-                self._embedder = await loop.run_in_executor(self._executor, self._load)
-        vectors = await loop.run_in_executor(self._executor, self._embedder.embed_images, [image])
+                self._embedder = await on_own_thread(self._load, name="upload-model")
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(self.executor, self._embedder.embed_images, [image])
         return vectors[0]
 
     def _load(self) -> ImageEmbedder:
         return ImageEmbedder(self.source, "cpu").load()
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class CountsCache:
@@ -80,11 +110,10 @@ class AlbumSummaries:
 
 
 class DuplicateFinder:
-    """Runs the grouping on its own thread (it takes seconds at 100k photos) and keeps the last
-    result until the library or the settings change. One grouping at a time."""
+    """Runs the grouping on a thread of its own each time (it takes seconds at 100k photos) and
+    keeps the last result until the library or the settings change. One grouping at a time."""
 
     def __init__(self) -> None:
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="duplicates")
         self.lock = asyncio.Lock()
         self.last: Groups | None = None
 
@@ -93,9 +122,5 @@ class DuplicateFinder:
             last = self.last
             if last is not None and last.version == library.version and last.settings == settings:
                 return last
-            loop = asyncio.get_running_loop()
-            self.last = await loop.run_in_executor(self.executor, group_library, library, settings)
+            self.last = await on_own_thread(group_library, library, settings, name="duplicates")
             return self.last
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
