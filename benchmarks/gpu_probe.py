@@ -325,9 +325,87 @@ def httpparts() -> None:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         there = p50(lambda: pool.submit(vectors.search, q, 60).result())
     print("... on an executor thread:", there, "ms", flush=True)
-    t = TextEmbedder(source, "bfloat16").load()
     folder = Path(tempfile.mkdtemp())
-    print("HTTP bfloat16:", measure(folder, source.model_id, t, loads=False), flush=True)
+    print("HTTP bfloat16:", measure(folder, source, "bfloat16", loads=False), flush=True)
+
+
+def searchparts() -> None:
+    """#15: the 100k search's kernels on this host's CPUs (run under taskset with two CPUs): the
+    text tower on a thread of its own before and after another thread ran a parallel region
+    (libgomp spins less once more threads than CPUs are in its teams); the exact float32 scan as
+    it is, torch's float32 / float16 / bfloat16 scans, the codes; one text-then-search thread."""
+    import concurrent.futures
+    import statistics
+
+    from image_search.model import TextEmbedder
+    from image_search.scoring import half_rows_faster
+    from image_search.vectors import Query, VectorIndex
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.conftest import unit_vectors
+
+    def p50(f, n: int = 40) -> float:
+        f()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1000, 2)
+
+    print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
+    source = ModelSource("google/siglip2-base-patch16-224", random_weights=True)
+    texts = iter(f"a photo of a dog number {i}" for i in range(10**6))
+    a = concurrent.futures.ThreadPoolExecutor(1)
+    embed = a.submit(TextEmbedder(source, os.environ.get("TEXT_DTYPE", "bfloat16")).load).result().embed_texts
+    text_only = lambda: a.submit(embed, [next(texts)]).result()  # noqa: E731
+    print(f"text on its thread, the only team: {p50(text_only)} ms", flush=True)
+    x = torch.randn(1000, 1000)
+    torch.mm(x, x)
+    print(f"text on its thread after the main thread ran a parallel region: {p50(text_only)} ms", flush=True)
+    print(f"text on the main thread: {p50(lambda: embed([next(texts)]))} ms", flush=True)
+    n = int(os.environ.get("N", 100_000))
+    m = unit_vectors(n, seed=1)
+    qs = unit_vectors(20, seed=2)
+    q = qs[0]
+    exact = VectorIndex.build([str(i) for i in range(n)], m, half=False)
+    print(f"half rows faster here: {half_rows_faster()}", flush=True)
+    print(f"exact float32 search {n} top 60: {p50(lambda: exact.search(q, 60))} ms", flush=True)
+    t32 = torch.from_numpy(m)
+    for name, dt in (("float32", torch.float32), ("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+        rows = t32.to(dt)
+        tq = torch.from_numpy(q).to(dt)
+        blocks = list(rows.split(16384))
+        out = torch.empty(n, dtype=dt)
+        outs = list(out.split(16384))
+
+        def mv(blocks=blocks, tq=tq, outs=outs):
+            for b, o in zip(blocks, outs, strict=True):
+                torch.mv(b, tq, out=o)
+
+        mm = lambda rows=rows, tq=tq: torch.mm(rows, tq[:, None])  # noqa: E731
+        print(f"torch {name}: mv per block {p50(mv)} ms, mm whole {p50(mm, 10)} ms", flush=True)
+    half = VectorIndex.build([str(i) for i in range(n)], m, half=True)
+    print(f"float16 rows search {n} top 60: {p50(lambda: half.search(q, 60))} ms", flush=True)
+    approx = VectorIndex.build([str(i) for i in range(n)], m, approximate_from=0)
+    approx.search(q, 60)
+    approx.settle()
+    print(f"codes search {n} top 60: {p50(lambda: approx.search(q, 60))} ms", flush=True)
+    for name, index in (("float32", exact), ("float16", half)):
+        for queries in (4, 8):
+            batch = [Query(v, 60) for v in qs[:queries]]
+            took = p50(lambda i=index, b=batch: i.search_many(b), 10)
+            print(f"{name} rows, {queries} queries at once: {took} ms", flush=True)
+    for name, index in (("float32", exact), ("float16", half)):
+        one = lambda i=index: a.submit(lambda: i.search(embed([next(texts)])[0], 60)).result()  # noqa: E731
+        print(f"text then {name} search on the text thread: {p50(one)} ms", flush=True)
+    a.shutdown()
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            embed([next(texts)])
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14), flush=True)
 
 
 def cpu() -> None:
@@ -495,5 +573,6 @@ if __name__ == "__main__":
         "variants": variants,
         "cpu": cpu,
         "httpparts": httpparts,
+        "searchparts": searchparts,
         "dups": dups,
     }[sys.argv[1]]()
