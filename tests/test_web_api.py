@@ -296,3 +296,60 @@ async def test_page_is_served(client: TestClient) -> None:
     html = await page.text()
     assert 'id="grid"' in html and "/static/main.js" in html
     assert (await client.get("/static/main.js")).status == 200
+
+
+async def test_tensor_work_runs_on_the_one_compute_thread(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text tower (loaded and run), searches, the library's matrix and an upload's image tower
+    run on the app's one compute thread: every other thread that keeps an OpenMP team slows the
+    text tower (webui/app.py, ``_compute_ctx``). Loading the upload's tower and grouping
+    near-duplicates run on threads that end with the work."""
+    import threading
+
+    import image_search.webui.services as services
+    from image_search.model import ModelSource
+    from image_search.vectors import VectorIndex
+
+    seen: dict[str, set[str]] = {}
+
+    def spy(owner: object, name: str, bound: bool = False) -> None:
+        original = getattr(owner, name)
+        target = original.__func__ if bound else original
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            seen.setdefault(name, set()).add(threading.current_thread().name)
+            return target(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, classmethod(wrapper) if bound else wrapper)
+
+    spy(TextEmbedder, "load")
+    spy(TextEmbedder, "embed_texts")
+    spy(VectorIndex, "build", bound=True)
+    spy(VectorIndex, "search_many")
+    spy(ImageEmbedder, "load")
+    spy(ImageEmbedder, "embed_images")
+    spy(services, "group_library")
+    store, folder = library
+    unloaded = TextEmbedder(ModelSource(str(tiny_model_dir)))
+    app = create_app(app_config(tmp_path, tiny_model_dir), store=store, text_embedder=unloaded)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        anchor = (await search(client, text="a dog", limit=2))["results"][0]
+        assert (await client.post(f"/api/images/{anchor['id']}/similar", json={"limit": 2})).status == 200
+        form = FormData()
+        form.add_field("image", (folder / "2019" / "summer.jpg").read_bytes(), filename="s.jpg")
+        assert (await client.post("/api/search", data=form)).status == 200
+        assert (await client.get("/api/duplicates")).status == 200
+    compute = {"compute_0"}
+    assert seen == {
+        "load": compute | {"upload-model"},  # the text tower's, then the upload's on its own
+        "embed_texts": compute,
+        "build": compute,
+        "search_many": compute,
+        "embed_images": compute,
+        "group_library": {"duplicates"},
+    }
+    for thread in threading.enumerate():  # they end with their work (and their teams with them)
+        if thread.name in ("upload-model", "duplicates"):
+            thread.join(5)
+            assert not thread.is_alive(), thread.name
