@@ -3,7 +3,7 @@
 Every product runs in torch, on the calling thread's OpenMP team, none in numpy: numpy's BLAS
 keeps threads of its own that spin for a while after each product, and beside the text tower's
 team they took the cores from the next query's text (two Xeon cores: text 22.8 ms, search
-13.9 ms, one thread doing both 90.9 ms; docs/scale.md, "One thread for the CPU's tensors").
+13.9 ms, one thread doing both 90.9 ms; docs/how-it-works.md, "One thread for the CPU's tensors").
 Rows are float16 or float32 (:func:`half_rows_faster`); the index keeps them in blocks.
 """
 
