@@ -408,6 +408,64 @@ def searchparts() -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14), flush=True)
 
 
+def serveparts() -> None:
+    """#15: the server's sequence on one compute thread, the main thread running no torch (as in
+    ``serve``): the text tower alone, the 100k search alone (float32 rows, float16 rows, float16
+    converted to float32 in chunks), each after the other, and the text after reading 300 MB of
+    other memory (does the scan push the tower's weights out of the cache?)."""
+    import concurrent.futures
+    import statistics
+
+    from image_search.model import TextEmbedder
+    from image_search.vectors import VectorIndex
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.conftest import unit_vectors
+
+    def p50(f, n: int = 40) -> float:
+        f()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1000, 2)
+
+    print("CPUs", sorted(os.sched_getaffinity(0)), flush=True)
+    compute = concurrent.futures.ThreadPoolExecutor(1)
+    on = lambda f: lambda: compute.submit(f).result()  # noqa: E731
+    source = ModelSource("google/siglip2-base-patch16-224", random_weights=True)
+    text = compute.submit(TextEmbedder(source, "bfloat16").load).result()
+    texts = iter(f"a photo of a dog number {i}" for i in range(10**6))
+    embed = lambda: text.embed_texts([next(texts)])  # noqa: E731
+    n = 100_000
+    m = unit_vectors(n, seed=1)
+    q = unit_vectors(1, seed=2)[0]
+    f32 = compute.submit(VectorIndex.build, [str(i) for i in range(n)], m, half=False).result()
+    f16 = compute.submit(VectorIndex.build, [str(i) for i in range(n)], m, half=True).result()
+    other = compute.submit(lambda: torch.ones(75_000_000)).result()  # 300 MB
+
+    def chunked(sub: int = 2048) -> None:
+        buf = torch.empty(sub, 768)
+        qq = torch.from_numpy(q)
+        for block in f16._blocks:
+            rows = torch.from_numpy(block)
+            for s in range(0, len(rows), sub):
+                part = rows[s : s + sub]
+                buf[: len(part)].copy_(part)
+                torch.mv(buf[: len(part)], qq)
+
+    print(f"tokens alone {p50(on(lambda: text.tokens([next(texts)])))} ms", flush=True)
+    print(f"text alone {p50(on(embed))} ms", flush=True)
+    print(f"search float32 rows {p50(on(lambda: f32.search(q, 60)))} ms", flush=True)
+    print(f"search float16 rows {p50(on(lambda: f16.search(q, 60)))} ms", flush=True)
+    print(f"scan float16 via float32 chunks {p50(on(chunked))} ms", flush=True)
+    print(f"text then float32 search {p50(on(lambda: f32.search(embed()[0], 60)))} ms", flush=True)
+    print(f"text then 300 MB read {p50(on(lambda: (embed(), other.sum())))} ms", flush=True)
+    print(f"300 MB read alone {p50(on(lambda: other.sum()))} ms", flush=True)
+    print(f"text again alone {p50(on(embed))} ms", flush=True)
+
+
 def cpu() -> None:
     """#15 on this host's CPU (run under taskset with two CPUs): the image towers and SigLIP 2's
     text query in bfloat16: eager with plain layers, eager with prepacked layers (the default,
@@ -574,5 +632,6 @@ if __name__ == "__main__":
         "cpu": cpu,
         "httpparts": httpparts,
         "searchparts": searchparts,
+        "serveparts": serveparts,
         "dups": dups,
     }[sys.argv[1]]()
