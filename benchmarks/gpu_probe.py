@@ -287,12 +287,24 @@ def one() -> None:
     print(index_run(files, Path(tempfile.mkdtemp(dir=folder)), [embedder], 1), flush=True)
 
 
+def p50(f, n: int = 40) -> float:
+    """The median of ``n`` calls of ``f`` after one more, in milliseconds (the CPU probes)."""
+    import statistics
+
+    f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return round(statistics.median(times) * 1000, 2)
+
+
 def httpparts() -> None:
     """#15: where a SigLIP 2 B/16 HTTP search at 100k spends its time (run under taskset with two
     CPUs): the text tower on the calling thread and on an executor thread (as the server runs
     it), each dtype; the 100k search alone; then the whole HTTP search."""
     import concurrent.futures
-    import statistics
 
     from image_search.model import TextEmbedder
     from image_search.vectors import VectorIndex
@@ -300,15 +312,6 @@ def httpparts() -> None:
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.conftest import unit_vectors
     from benchmarks.test_http_search import measure
-
-    def p50(f, n: int = 40) -> float:
-        f()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return round(statistics.median(times) * 1000, 1)
 
     print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
     source = ModelSource("google/siglip2-base-patch16-224", random_weights=True)
@@ -335,7 +338,6 @@ def searchparts() -> None:
     (libgomp spins less once more threads than CPUs are in its teams); the exact float32 scan as
     it is, torch's float32 / float16 / bfloat16 scans, the codes; one text-then-search thread."""
     import concurrent.futures
-    import statistics
 
     from image_search.model import TextEmbedder
     from image_search.scoring import half_rows_faster
@@ -343,15 +345,6 @@ def searchparts() -> None:
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.conftest import unit_vectors
-
-    def p50(f, n: int = 40) -> float:
-        f()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return round(statistics.median(times) * 1000, 2)
 
     print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
     source = ModelSource("google/siglip2-base-patch16-224", random_weights=True)
@@ -414,22 +407,12 @@ def serveparts() -> None:
     converted to float32 in chunks), each after the other, and the text after reading 300 MB of
     other memory (does the scan push the tower's weights out of the cache?)."""
     import concurrent.futures
-    import statistics
 
     from image_search.model import TextEmbedder
     from image_search.vectors import VectorIndex
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.conftest import unit_vectors
-
-    def p50(f, n: int = 40) -> float:
-        f()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return round(statistics.median(times) * 1000, 2)
 
     print("CPUs", sorted(os.sched_getaffinity(0)), flush=True)
     compute = concurrent.futures.ThreadPoolExecutor(1)
