@@ -449,6 +449,35 @@ def serveparts() -> None:
     print(f"text again alone {p50(on(embed))} ms", flush=True)
 
 
+def gelufusion() -> None:
+    """#15: SigLIP 2 B/16's text query with its MLPs' GELU fused into ``fc1`` (image_search.prepack)
+    and without, on one thread of its own, alternating; TEXT_DTYPE (bfloat16) and the towers'
+    outputs compared."""
+    import concurrent.futures
+
+    import image_search.prepack as packing
+    from image_search.model import TextEmbedder
+
+    print("CPUs", sorted(os.sched_getaffinity(0)), flush=True)
+    compute = concurrent.futures.ThreadPoolExecutor(1)
+    source = ModelSource("google/siglip2-base-patch16-224", random_weights=True)
+    dtype = os.environ.get("TEXT_DTYPE", "bfloat16")
+    fused = compute.submit(TextEmbedder(source, dtype).load).result()
+    finder = packing._fusable_gelu
+    packing._fusable_gelu = lambda module: None
+    plain = compute.submit(TextEmbedder(source, dtype).load).result()
+    packing._fusable_gelu = finder
+    texts = iter(f"a photo of a dog number {i}" for i in range(10**6))
+    same = compute.submit(
+        lambda: (fused.embed_texts(["a red car"]) * plain.embed_texts(["a red car"])).sum()
+    ).result()
+    print(f"cosine fused to plain: {same:.6f}", flush=True)
+    for _ in range(3):
+        for name, text in (("fused", fused), ("plain", plain)):
+            took = p50(lambda t=text: compute.submit(t.embed_texts, [next(texts)]).result())
+            print(f"text {dtype} {name}: {took} ms", flush=True)
+
+
 def cpu() -> None:
     """#15 on this host's CPU (run under taskset with two CPUs): the image towers and SigLIP 2's
     text query in bfloat16: eager with plain layers, eager with prepacked layers (the default,
@@ -616,5 +645,6 @@ if __name__ == "__main__":
         "httpparts": httpparts,
         "searchparts": searchparts,
         "serveparts": serveparts,
+        "gelufusion": gelufusion,
         "dups": dups,
     }[sys.argv[1]]()

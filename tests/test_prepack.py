@@ -56,3 +56,25 @@ def test_cpu_towers_are_prepacked(tiny_source: ModelSource) -> None:
     assert any(isinstance(m, PackedLinear) for m in text.model.modules())
     assert any(isinstance(m, PackedLinear) for m in image.model.modules())
     assert not any(isinstance(m, PackedLinear) for m in int8.model.modules())
+
+
+def test_a_gelu_after_fc1_is_fused_into_it() -> None:
+    """SigLIP's MLPs (GELU, tanh approximation) get the GELU as oneDNN's post-op on ``fc1``, and
+    the whole tower gives the same output; CLIP's quick GELU is left where it is."""
+    from transformers import CLIPTextConfig, CLIPTextModel, SiglipTextConfig, SiglipTextModel
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2)
+    small |= dict(vocab_size=99, max_position_embeddings=16)
+    siglip = SiglipTextModel(SiglipTextConfig(**small)).eval()
+    clip = CLIPTextModel(CLIPTextConfig(**small)).eval()
+    ids = torch.randint(0, 99, (3, 16))
+    with torch.inference_mode():
+        for model, fused in ((siglip, True), (clip, False)):
+            want = model(input_ids=ids).pooler_output
+            prepack(model, 16)
+            mlp = getattr(model, "text_model", model).encoder.layers[0].mlp
+            assert isinstance(mlp.fc1, PackedLinear) and isinstance(mlp.fc2, PackedLinear)
+            assert isinstance(mlp.activation_fn, torch.nn.Identity) is fused
+            assert (mlp.fc1.unary == "gelu") is fused
+            assert torch.allclose(model(input_ids=ids).pooler_output, want, atol=1e-5)
