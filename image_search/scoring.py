@@ -31,12 +31,13 @@ def float32(rows: np.ndarray) -> np.ndarray:
 def half_rows_faster() -> bool:
     """Whether torch scores float16 rows at least as fast as float32 ones on this CPU: timed once
     per process, on 16,384 random rows of 768 (50 MB in float32, past most caches), each dtype
-    three times in turn (~60 ms). Where float16 is converted as it loads (F16C; the 2-core EPYC)
-    it reads half the bytes: 7.3 against 18 ms at 100k rows. Where torch hands float16 to oneDNN
-    (CPUs with AVX512-FP16, such as the device host's Xeon) it took 20 against 13.6 ms."""
+    three times in turn (~110 ms on the 2-core EPYC). Where float16 is converted as it loads
+    (F16C; the 2-core EPYC) it reads half the bytes: 7.3 against 18 ms at 100k rows. Where torch
+    hands float16 to oneDNN (CPUs with AVX512-FP16, such as the device host's Xeon) it took 20
+    against 13.6 ms."""
     import torch
 
-    rows = torch.from_numpy(np.random.default_rng(0).standard_normal((16384, 768), dtype=np.float32))
+    rows = torch.rand(16384, 768, generator=torch.Generator().manual_seed(0))  # values do not matter
     kinds = {torch.float32: (rows, rows[0].clone()), torch.float16: (rows.half(), rows[0].half())}
     times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in kinds}
     for _ in range(3):
