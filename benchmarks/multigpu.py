@@ -123,10 +123,15 @@ def decoders_together(files: list[Path], device: Any, spec: CropSpec | None = No
 
 
 def one_and_all(files: list[Path], folder: Path, embedders: list[Any], rounds: int = 2) -> dict[str, Any]:
-    """One GPU, then all of them (automatic choice), alternating, ``rounds`` times each."""
+    """One GPU, then all of them (automatic choice), alternating, ``rounds`` times each; with
+    FORCED=1 also every GPU's model from the start."""
     runs: dict[str, list[dict[str, Any]]] = {"one": [], "all": []}
+    plans = [("one", embedders[:1], 1), ("all", embedders, 0)]
+    if os.environ.get("FORCED") and len(embedders) > 1:  # every GPU's model from the start
+        runs["forced"] = []
+        plans.append(("forced", embedders, len(embedders)))
     for r in range(rounds):
-        for name, chosen, gpus in (("one", embedders[:1], 1), ("all", embedders, 0)):
+        for name, chosen, gpus in plans:
             runs[name].append(index_run(files, folder / f"db-{name}-{r}", chosen, gpus))
             print(name, runs[name][-1], flush=True)
     if os.environ.get("SWITCH_MS"):  # an experiment: a shorter switch interval for nvJPEG's threads
