@@ -173,6 +173,12 @@ class Config:
         help="Text model on the CPU: int8 (dynamic quantisation, ~4x faster), float32, or bfloat16 (fastest "
         "where the CPU has AVX512-BF16 or AMX).",
     )
+    text_compile: str = _opt(
+        "auto",
+        parse=_choice("auto", "on", "off"),
+        help="Compile the server's text model for single queries (torch.compile, on a thread of its own "
+        "after start; eager until then): auto does it for bfloat16 SigLIP text where g++ is found.",
+    )
     batch_size: int = _opt(
         0,
         parse=lambda v: _check_nonneg(int(v)),

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,7 +45,7 @@ from .keys import (
 from .middleware import MAX_UPLOAD, errors, guard, same_origin_only
 from .routes import ROUTES
 from .security import Security
-from .services import AlbumSummaries, CountsCache, DuplicateFinder, ImageQueries
+from .services import AlbumSummaries, CountsCache, DuplicateFinder, ImageQueries, on_own_thread
 
 log = logging.getLogger("image_search.webui")
 
@@ -120,18 +121,31 @@ def _model_ctx(source: ModelSource, text_embedder: TextEmbedder | None, indexing
         """The text model on the compute thread, warmed before the server answers."""
         executor = app[COMPUTE]
         loop = asyncio.get_running_loop()
-        embedder = text_embedder or TextEmbedder(source, app[CONFIG].text_dtype)
+        config = app[CONFIG]
+        embedder = text_embedder or TextEmbedder(source, config.text_dtype, compile=config.text_compile)
         if embedder.model is None:  # given unloaded, or made here: loaded on the compute thread
             await loop.run_in_executor(executor, embedder.load)
         await loop.run_in_executor(executor, embedder.embed_texts, ["warm up"])
         app[DEFAULTS] = await loop.run_in_executor(executor, embedder.source.defaults)
         app[TEXTS] = TextQueries(embedder, executor)
         app[IMAGES] = ImageQueries(source, executor, indexing)
-        worker = asyncio.create_task(app[TEXTS].batcher.run(), name="text-batcher")
+        tasks = [asyncio.create_task(app[TEXTS].batcher.run(), name="text-batcher")]
+        if embedder.compile_state == "pending":
+            tasks.append(asyncio.create_task(_compile_text(embedder), name="text-compile"))
         yield
-        await _stop(worker)
+        for task in tasks:
+            await _stop(task)
 
     return model_ctx
+
+
+async def _compile_text(embedder: TextEmbedder) -> None:
+    """The text model compiled while the server answers with the eager one (the status says
+    which): on a thread that ends, so its OpenMP team ends too."""
+    started = time.monotonic()
+    if await on_own_thread(embedder.compile_now, name="text-compile"):
+        seconds = time.monotonic() - started
+        log.info("text model compiled in %.0f s: single queries take the compiled one", seconds)
 
 
 def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval: float) -> Any:

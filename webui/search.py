@@ -61,6 +61,7 @@ async def status(request: web.Request) -> web.Response:
             "state": daemon.get("state") or ("stopped" if not daemon else "unknown"),
             "errors": daemon.get("errors") or [],
             "model": app[LIBRARY].model_id,
+            "text_compile": getattr(app[TEXTS].embedder, "compile_state", "off"),
             "daemon": daemon or None,
             "albums": {"count": len(album_counts), "new": sum(c["new"] for c in album_counts.values())},
         }
