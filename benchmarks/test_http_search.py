@@ -56,10 +56,22 @@ def measure(tmp_path: Path, source: ModelSource, dtype: str, loads: bool = True)
     """One client's p50/p90 over 100 distinct queries; then 4 and 8 clients for 10 s each. The
     server runs in a process of its own, as ``image-search serve`` does: its text tower loads on
     the app's compute thread, and no other thread of it has run torch (in this process, earlier
-    benchmarks have: the tower's OpenMP team would spin less, webui/app.py ``_compute_ctx``)."""
+    benchmarks have: the tower's OpenMP team would spin less, webui/app.py ``_compute_ctx``). The
+    text tower is compiled as the server's default (``text_compile`` auto) would, and measured
+    once that is done; ``report["compiled"]`` is 1 where it was."""
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         return pool.submit(_measure, tmp_path, source.spec, source.random_weights, dtype, loads).result()
+
+
+async def compiled(http: ClientSession, port: int) -> bool:
+    """Wait while the server compiles its text tower; whether it ended compiled."""
+    while True:
+        async with http.get(f"http://127.0.0.1:{port}/api/status") as response:
+            state = (await response.json())["text_compile"]
+        if state not in ("pending", "compiling"):
+            return state == "compiled"
+        await asyncio.sleep(0.5)
 
 
 def _measure(tmp_path: Path, spec: str, random_weights: bool, dtype: str, loads: bool) -> dict[str, float]:
@@ -70,9 +82,11 @@ def _measure(tmp_path: Path, spec: str, random_weights: bool, dtype: str, loads:
         async with Store("mem://") as store:
             await fill(store, source.model_id)
             config = load_config({"database_url": "mem://", "cache_dir": str(tmp_path)})
-            app = create_app(config, store=store, text_embedder=TextEmbedder(source, dtype))
+            text = TextEmbedder(source, dtype, compile=config.text_compile)
+            app = create_app(config, store=store, text_embedder=text)
             async with TestServer(app, host="127.0.0.1") as server, ClientSession() as http:
                 url = f"http://127.0.0.1:{server.port}/api/search"
+                report["compiled"] = float(await compiled(http, server.port))
                 texts = queries()
 
                 async def one() -> float:

@@ -3,6 +3,7 @@
 thread that ends). For A/B runs of two commits on one host in one session:
 
     python scripts/http-ab.py TREE [MODEL_ID DTYPE]   (TREE holds image_search/ and webui/)
+    TEXT_COMPILE=auto python scripts/http-ab.py ...    (the text tower compiled before timing)
 
 TREE goes first on sys.path; ``webui`` is imported from it by its own name, so an editable
 install of another tree does not answer for it. Prints one JSON line.
@@ -39,9 +40,21 @@ MODEL = sys.argv[2] if len(sys.argv) > 2 else "google/siglip2-base-patch16-224"
 DTYPE = sys.argv[3] if len(sys.argv) > 3 else "bfloat16"
 
 
+# auto, on or off: the text tower compiled before timing (trees that have text_compile)
+COMPILE = os.environ.get("TEXT_COMPILE")
+
+
 def loaded_elsewhere(source: ModelSource) -> TextEmbedder:
     out: list[TextEmbedder] = []
-    thread = threading.Thread(target=lambda: out.append(TextEmbedder(source, DTYPE).load()))
+    options = {"compile": COMPILE} if COMPILE else {}
+
+    def load() -> None:
+        text = TextEmbedder(source, DTYPE, **options).load()
+        if COMPILE:  # as the server does it: on a thread that ends
+            text.compile_now()
+        out.append(text)
+
+    thread = threading.Thread(target=load)
     thread.start()
     thread.join()
     return out[0]
@@ -75,6 +88,7 @@ async def main() -> dict[str, object]:
         "dtype": DTYPE,
         "p50_ms": round(statistics.median(times) * 1000, 1),
         "p90_ms": round(float(np.percentile(times, 90)) * 1000, 1),
+        "text_compile": getattr(text, "compile_state", None),
     }
 
 
