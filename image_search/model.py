@@ -239,6 +239,8 @@ class TextEmbedder:
             # sharing the parameters rather than copying them.
             self._plain = copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
             self.compile_state = "pending"
+        elif self.compile == "auto" and self.bfloat16 and self.family.pad_to_max:
+            log.info("the text model stays eager: no C++ compiler (g++ or $CXX) for torch.compile")
         if not self.quantise:
             prepack(model, self.max_tokens)
         self.model = model

@@ -54,7 +54,10 @@ def test_the_compiled_tower_equals_the_eager_one_and_compiles_once(siglip_dir: P
 
 
 def test_what_is_compiled(
-    siglip_dir: Path, tiny_source: ModelSource, monkeypatch: pytest.MonkeyPatch
+    siglip_dir: Path,
+    tiny_source: ModelSource,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     siglip = ModelSource(str(siglip_dir))
 
@@ -71,7 +74,9 @@ def test_what_is_compiled(
     monkeypatch.setattr(models.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert wants(siglip, "bfloat16", "auto")
     monkeypatch.setattr(models.shutil, "which", lambda name: None)  # no compiler for inductor
-    assert not wants(siglip, "bfloat16", "auto")
+    with caplog.at_level("INFO", logger="image_search.model"):
+        assert not wants(siglip, "bfloat16", "auto")
+    assert "no C++ compiler" in caplog.text  # said, where the compile would have paid
 
 
 def test_a_failed_compile_leaves_the_eager_tower(
