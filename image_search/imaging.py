@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import fingerprint, naflex, raw
 from .exifdate import date_taken
+from .opening import signed64
 
 if TYPE_CHECKING:
     from .thumbs import Thumbnails
@@ -84,6 +85,8 @@ class Prepared:
     path: str
     size: int
     mtime_ns: int
+    dev: int | None = None  # the device and inode read (see image_search.opening)
+    ino: int | None = None
     hash: str | None = None
     width: int | None = None
     height: int | None = None
@@ -256,7 +259,7 @@ def prepare(
         return Prepared(path=path, size=0, mtime_ns=0, error="file no longer exists", vanished=True)
     except OSError as exc:
         return Prepared(path=path, size=0, mtime_ns=0, error=f"cannot stat: {exc.strerror or exc}")
-    result = Prepared(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    result = Prepared(path, st.st_size, st.st_mtime_ns, dev=st.st_dev, ino=signed64(st.st_ino))
     if st.st_size == 0:
         result.error = "empty file"
         return result
@@ -319,11 +322,14 @@ def read_raw(path: str | os.PathLike[str], max_megapixels: float, need: int | No
         raise ImageError(str(exc)) from None
 
 
-def load_upright(path: str | os.PathLike[str], max_megapixels: float, spec: CropSpec) -> Image.Image:
+def load_upright(
+    path: str | os.PathLike[str], max_megapixels: float, spec: CropSpec, name: str | None = None
+) -> Image.Image:
     """The upright RGB picture of any indexed file, decoded no larger than ``spec`` needs
     (JPEG draft mode, a HEIC's or a RAW's embedded rendition): what thumbnails and the lightbox's
-    renditions are made from."""
-    if raw.is_raw(path):
+    renditions are made from. ``name``: the file's own name where ``path`` has none of its
+    suffix (``/proc/self/fd/N`` of a descriptor :mod:`.opening` opened)."""
+    if raw.is_raw(name or path):
         return read_raw(path, max_megapixels, _side(spec)).image
     with open_checked(path, max_megapixels) as image:
         return decode_rgb(image, spec)

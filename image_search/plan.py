@@ -122,6 +122,8 @@ def row_of(ref: FileRef, p: Prepared, stamp: Any) -> dict[str, Any]:
         "root": ref.root,
         "size": p.size,
         "mtime_ns": p.mtime_ns,
+        "dev": p.dev,
+        "ino": p.ino,
         "hash": p.hash,
         "width": p.width,
         "height": p.height,

@@ -35,14 +35,16 @@ class Thumbnails:
         size: int = DEFAULT_SIZE,
         fmt: str = "webp",
         max_megapixels: float = 100.0,
+        name: str | None = None,
     ) -> Path:
-        """The thumbnail file, made on first use (atomically: a crash leaves no half file)."""
+        """The thumbnail file, made on first use (atomically: a crash leaves no half file).
+        ``name``: the file's name where ``source`` is a descriptor's ``/proc/self/fd/N``."""
         target = self.path(content_hash, size, fmt)
         if target.exists():
             return target
         half = size // 2
         rgb = load_upright(
-            source, max_megapixels, CropSpec(shortest_edge=half, crop_height=half, crop_width=half)
+            source, max_megapixels, CropSpec(shortest_edge=half, crop_height=half, crop_width=half), name
         )
         return self._write(rgb, target, size, fmt)
 

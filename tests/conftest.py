@@ -206,10 +206,12 @@ def dated(path: Path, when: str, seed: int) -> Path:
     return make_photo(path, (320, 240), seed=seed, exif=exif)
 
 
-async def index_folder(store: Store, root: Path, embedder: ImageEmbedder, batch_size: int = 8) -> Summary:
+async def index_folder(
+    store: Store, root: Path, embedder: ImageEmbedder, batch_size: int = 8, follow_symlinks: bool = False
+) -> Summary:
     """Index every photo under ``root`` into ``store`` with the tiny model (two workers)."""
     await store.check_model(embedder.source.model_id)
-    files = [FileRef(p, str(root)) for p in walk(str(root), Filter())]
+    files = [FileRef(p, str(root)) for p in walk(str(root), Filter(follow_symlinks=follow_symlinks))]
     async with Indexer(store, embedder, workers=2, batch_size=batch_size) as indexer:
         return await indexer.index(files)
 

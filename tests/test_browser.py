@@ -35,6 +35,9 @@ ARGS = [
     "--disable-quic",
     "--disable-dev-shm-usage",
 ]
+ALL_THUMBNAILS_LOADED = (
+    "() => [...document.querySelectorAll('#grid .tile img')].every(i => i.naturalWidth > 0)"
+)
 ARTIFACTS = Path(os.environ.get("IMAGE_SEARCH_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts"))
 
 
@@ -442,3 +445,67 @@ async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None
     assert await link.text_content() == "DNG file"
     assert image_key(str(pair_raw)) in (await link.get_attribute("href") or "")
     await page.screenshot(path=ARTIFACTS / "09-lightbox-raw-jpeg-pair.png")
+
+
+async def test_with_a_token_nothing_reaches_another_port(
+    tmp_path: Path,
+    photo_dir: Path,
+    image_embedder: ImageEmbedder,
+    text_embedder: TextEmbedder,
+    tiny_model_dir: Path,
+) -> None:
+    """A server that needs its token (it listens beyond loopback), opened once with ?token= as it
+    printed: the page works, after a reload and in a second tab too, and keeps nothing that another
+    port of the same host receives or can read (a page another account serves on 127.0.0.1)."""
+    from aiohttp import web
+    from playwright.async_api import async_playwright
+
+    seen: list[dict[str, str]] = []
+
+    async def other(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        page = "<!doctype html><title>another account's page</title>"
+        return web.Response(text=page, content_type="text/html")
+
+    foreign = web.Application()
+    foreign.router.add_get("/{tail:.*}", other)
+    for i in range(6):
+        make_photo(photo_dir / "generated" / f"{i:02d}.jpg", (320, 240), seed=100 + i)
+    config = app_config(tmp_path, tiny_model_dir, host="0.0.0.0", token="s3cret-token")
+    async with Store("mem://") as store:
+        await index_folder(store, photo_dir, image_embedder, batch_size=16)
+        app = create_app(config, store=store, text_embedder=text_embedder)
+        async with (
+            TestServer(app, host="127.0.0.1") as mine,
+            TestServer(foreign, host="127.0.0.1") as theirs,
+            async_playwright() as p,
+        ):
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            base = f"http://127.0.0.1:{mine.port}"
+            await page.goto(base + "/?token=s3cret-token")
+            await on_page(page, "() => !location.search.includes('token')")
+            for tab in (page, await context.new_page()):
+                if tab is not page:
+                    await tab.goto(base + "/")
+                else:
+                    await tab.reload()
+                await tab.fill("#q", "a photo")
+                await tab.press("#q", "Enter")
+                await tab.wait_for_selector("#grid .tile img")
+                await on_page(tab, ALL_THUMBNAILS_LOADED)
+            assert await context.cookies() == []
+            other_page = await context.new_page()
+            await other_page.goto(f"http://127.0.0.1:{theirs.port}/")
+            assert await other_page.evaluate("document.cookie") == ""
+            assert await other_page.evaluate("localStorage.length") == 0
+            assert seen and not any("Cookie" in h or "Authorization" in h for h in seen), seen
+            # A wrong token says so, on the page.
+            stranger = await (await browser.new_context()).new_page()
+            await stranger.goto(base + "/?token=wrong")
+            await on_page(stranger, "() => document.getElementById('message').textContent.includes('token')")
+            await browser.close()
+    assert not errors, errors

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from image_search.config import load_config
 from image_search.imaging import ImageError, open_checked
@@ -27,7 +27,7 @@ from image_search.webui import create_app
 from webui.peer import _decode, peer_uid
 from webui.security import Security, is_loopback
 
-from .conftest import app_config, index_folder, make_photo
+from .conftest import app_config
 from .test_web_api import client  # noqa: F401  (fixture)
 
 NOBODY = 65534
@@ -149,19 +149,52 @@ async def with_token(
         yield c
 
 
-async def test_the_cookie_is_a_session_derived_from_the_token(with_token: TestClient, tmp_path: Path) -> None:
+async def test_no_cookie_a_session_credential_and_signed_picture_urls(
+    with_token: TestClient, library: tuple[Store, Path], tmp_path: Path
+) -> None:
+    """Nothing a browser keeps for this app is sent to another port: no cookie is ever set (a
+    cookie reaches every port of the host); the page's credential is for its origin's storage, and
+    a picture URL opens one photo for a short time."""
     c = with_token
-    login = await c.get("/?token=s3cret-token", allow_redirects=False)
-    cookie = login.headers["Set-Cookie"]
-    assert "s3cret-token" not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert "Max-Age=2592000" in cookie
-    assert (await c.get("/api/status")).status == 200
-    c.session.cookie_jar.clear()
-    token_as_cookie = await c.get("/api/status", headers={"Cookie": "image_search_session=s3cret-token"})
-    assert token_as_cookie.status == 401
+    page = await c.get("/?token=s3cret-token", allow_redirects=False)
+    assert page.status == 200 and "Set-Cookie" not in page.headers
+    assert (await c.post("/api/session")).status == 401
+    assert (await c.post("/api/session", headers={"Authorization": "Bearer wrong"})).status == 401
+    traded = await c.post("/api/session", headers={"Authorization": "Bearer s3cret-token"})
+    session = (await traded.json())["session"]
+    assert "Set-Cookie" not in traded.headers and "s3cret-token" not in session
+    assert (await c.get("/api/status", headers={"Authorization": f"Bearer {session}"})).status == 200
+    assert (await c.get("/api/status", headers={"Cookie": f"image_search_session={session}"})).status == 401
+    found = await c.post(
+        "/api/search", json={"text": "a photo", "limit": 2}, headers={"Authorization": f"Bearer {session}"}
+    )
+    assert "Set-Cookie" not in found.headers
+    first, second = (await found.json())["results"]
+    for url in (first["thumbnail"], first["image"], first["original"]):
+        assert (await c.get(url)).status == 200, url  # no header: the signature is enough
+    assert first["thumbnail"].split("&e=")[1] == second["thumbnail"].split("&e=")[1].replace(
+        second["thumbnail"].split("&s=")[1], first["thumbnail"].split("&s=")[1]
+    )
+    mark = "&e=" + first["image"].split("&e=")[1]
+    refused = [
+        f"/api/images/{second['id']}{mark.replace('&', '?', 1)}",  # another photo's signature
+        f"/api/images/{first['id']}/meta{mark.replace('&', '?', 1)}",  # not a picture route
+        f"/api/status{mark.replace('&', '?', 1)}",
+        first["image"][:-1] + ("0" if first["image"][-1] != "0" else "1"),  # altered
+        first["image"].split("&e=")[0],  # none
+    ]
+    for url in refused:
+        assert (await c.get(url)).status == 401, url
     config = load_config({"host": "0.0.0.0", "token": "s3cret-token", "cache_dir": str(tmp_path)})
+    security = Security(config)
+    mark = security.sign(first["id"], now=1_000_000)
+    expires = int(mark.split("&e=")[1].split("&")[0])
+    assert 1_000_000 + 3600 <= expires <= 1_000_000 + 7200  # one to two hours
+    request = make_mocked_request("GET", f"/api/images/{first['id']}?v=1{mark}")
+    assert security.signed(request, now=expires - 1) and not security.signed(request, now=expires + 1)
     other = Security(load_config({"host": "0.0.0.0", "token": "another", "cache_dir": str(tmp_path)}))
-    assert other.session() != Security(config).session()  # a new token: old cookies are worthless
+    assert other.session() != security.session()  # a new token: old credentials are worthless
+    assert not other.signed(request, now=expires - 1)
 
 
 def raw_get(port: int, path: str, headers: list[tuple[str, bytes]]) -> int:
@@ -224,30 +257,6 @@ def test_only_the_formats_we_index_are_opened(tmp_path: Path) -> None:
     eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
     with pytest.raises(ImageError, match="not an image in a format"):
         open_checked(eps, 100)
-
-
-async def test_a_symlink_swapped_in_is_not_served(
-    tmp_path: Path, image_embedder: object, tiny_model_dir: Path, text_embedder: TextEmbedder
-) -> None:
-    root = tmp_path / "Pictures"
-    photo = make_photo(root / "a.jpg", seed=1)
-    secret = tmp_path / "secret.txt"
-    secret.write_text("password")
-    twin = tmp_path / "elsewhere.jpg"
-    async with Store("mem://") as store:
-        await index_folder(store, root, image_embedder)  # type: ignore[arg-type]
-        shutil.copy2(photo, twin)  # the same file, outside the root (what a followed link shows)
-        config = app_config(tmp_path, tiny_model_dir, follow_symlinks=True)
-        app = create_app(config, store=store, text_embedder=text_embedder)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-            url = f"/api/images/{image_key(str(photo))}"
-            photo.unlink()
-            photo.symlink_to(twin)
-            assert (await c.get(url)).status == 200  # a link to the very file that was indexed
-            photo.unlink()
-            photo.symlink_to(secret)
-            assert (await c.get(url)).status == 404
-            assert (await c.get(url + "/thumbnail")).status == 404
 
 
 async def test_files_are_private_and_thumbnails_never_collide(

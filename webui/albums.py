@@ -16,7 +16,7 @@ from image_search.library import Filters
 from image_search.queries import session_vector
 
 from . import validate
-from .keys import CONFIG, DEFAULTS, LIBRARY, SEARCHER, STORE, SUMMARIES, TEXTS
+from .keys import CONFIG, DEFAULTS, LIBRARY, SEARCHER, SECURITY, STORE, SUMMARIES, TEXTS
 from .responses import path_list, result
 
 SUMMARY_TTL = 10.0
@@ -51,7 +51,7 @@ def _describe(app: web.Application, album: Album, counts: dict[str, int] | None 
     library = app[LIBRARY]
 
     def pictures(ids: list[str]) -> list[dict[str, Any]]:
-        return [result(k, None, library.meta[k]) for k in ids if k in library.meta]
+        return [result(k, None, library.meta[k], sign=app[SECURITY].sign) for k in ids if k in library.meta]
 
     stamp = lambda t: t.isoformat() if t else None  # noqa: E731
     return {
@@ -146,7 +146,7 @@ async def get_album(request: web.Request) -> web.Response:
     new = [(k, s) for k, s in hits if k in fresh]
     ordered = hits if by_score else new + [(k, s) for k, s in hits if k not in fresh]
     results = [
-        result(k, s, library.meta[k], library.pair(k)) | {"new": k in fresh}
+        result(k, s, library.meta[k], library.pair(k), request.app[SECURITY].sign) | {"new": k in fresh}
         for k, s in ordered[offset : offset + limit]
     ]
     described = _describe(request.app, album, {"count": len(hits), "new": len(new)})

@@ -11,13 +11,13 @@ from image_search.duplicates import Settings
 from image_search.library import Library
 
 from . import validate
-from .keys import CONFIG, DEFAULTS, FINDER, LIBRARY
-from .responses import path_list, result
+from .keys import CONFIG, DEFAULTS, FINDER, LIBRARY, SECURITY
+from .responses import Signer, path_list, result
 
 
-def _item(library: Library, key: str, keep: bool) -> dict[str, Any]:
+def _item(library: Library, key: str, keep: bool, sign: Signer) -> dict[str, Any]:
     meta = library.meta[key]
-    return result(key, None, meta) | {"size": meta.size, "keep": keep, "full_path": meta.path}
+    return result(key, None, meta, sign=sign) | {"size": meta.size, "keep": keep, "full_path": meta.path}
 
 
 async def duplicates(request: web.Request) -> web.Response:
@@ -28,7 +28,10 @@ async def duplicates(request: web.Request) -> web.Response:
     page = [g for g in found.groups[offset : offset + limit] if all(k in library.meta for k in g)]
     extra = sum(len(g) - 1 for g in found.groups)
     extra_bytes = sum(library.meta[k].size or 0 for g in found.groups for k in g[1:] if k in library.meta)
-    groups = [{"keep": g[0], "items": [_item(library, k, i == 0) for i, k in enumerate(g)]} for g in page]
+    sign = request.app[SECURITY].sign
+    groups = [
+        {"keep": g[0], "items": [_item(library, k, i == 0, sign) for i, k in enumerate(g)]} for g in page
+    ]
     return web.json_response(
         {
             "groups": groups,

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 from pathlib import Path
 
 from aiohttp import web
 
 from image_search.imaging import ImageError
 from image_search.library import Meta
-from image_search.scan import is_under
+from image_search.opening import Indexed, NotServable, open_indexed, read_at
 from image_search.store import ImageRow, key_of, real_path
 from image_search.thumbs import FORMATS
 
 from . import validate
-from .keys import CONFIG, LIBRARY, STORE, THUMB_EXECUTOR, THUMBS
+from .keys import CONFIG, LIBRARY, SECURITY, STORE, THUMB_EXECUTOR, THUMBS
 from .responses import result
 
 STATIC = Path(__file__).parent / "static"
-MAX_SERVED = 1 << 30  # no photo is larger; a link swapped to a disk image is
+SEND_CHUNK = 256 * 1024
 CONTENT_TYPES = {
     "JPEG": "image/jpeg",
     "MPO": "image/jpeg",
@@ -51,6 +50,12 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def session(request: web.Request) -> web.Response:
+    """The page's credential, for a request the guard let in (with the token): kept in the
+    origin's storage and sent as ``Authorization: Bearer``; null where no token is in use."""
+    return web.json_response({"session": request.app[SECURITY].session()})
+
+
 async def index_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
@@ -63,23 +68,17 @@ async def _record(request: web.Request) -> ImageRow:
     return row
 
 
-def _servable(request: web.Request, row: ImageRow) -> str:
-    """The file of an indexed record, checked again as it is now: a regular file, not too large,
-    inside its picture folder. A symbolic link swapped in after indexing is refused; with
-    follow_symlinks on, a link may lead out of the folder only to the very file that was indexed
-    (same size and modification time)."""
-    path = real_path(row)
+def _open(request: web.Request, row: ImageRow) -> tuple[int, os.stat_result]:
+    """The indexed file, opened once as :mod:`image_search.opening` says (beneath its folder,
+    no link the configuration does not allow, the same device, inode, size and time as indexed);
+    404 with the reason otherwise. The caller closes the descriptor."""
+    indexed = Indexed(
+        real_path(row), row["root"], row.get("size"), row.get("mtime_ns"), row.get("dev"), row.get("ino")
+    )
     try:
-        st = os.stat(path)
-    except OSError:
-        raise web.HTTPNotFound(text="the file is gone (moved, deleted, or its disk is offline)") from None
-    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SERVED:
-        raise web.HTTPNotFound(text="the file is not a photo image-search serves")
-    if not is_under(path, row["root"], real=True):
-        same = (st.st_size, st.st_mtime_ns) == (row.get("size"), row.get("mtime_ns"))
-        if not (request.app[CONFIG].follow_symlinks and same):
-            raise web.HTTPNotFound(text="the file is outside its picture folder")
-    return path
+        return open_indexed(indexed, follow_symlinks=request.app[CONFIG].follow_symlinks)
+    except NotServable as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
 
 
 async def image(request: web.Request) -> web.StreamResponse:
@@ -87,22 +86,41 @@ async def image(request: web.Request) -> web.StreamResponse:
     TIFF and camera RAW a WebP rendition (long side 2048, upright), made once and cached by content. The
     original with its own content type: ``?original=1`` (a download for formats browsers lack)."""
     row = await _record(request)
-    path = _servable(request, row)
+    path = real_path(row)
     fmt = (row.get("format") or "").upper()
     headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
     original = validate.flag(request, "original")
-    if fmt in BROWSER_FORMATS or original:
-        name = Path(path).stem + EXTENSIONS.get(fmt, Path(path).suffix.lower())
-        shown = fmt in BROWSER_FORMATS
-        disposition = "inline" if shown else f'attachment; filename="{_header_safe(name)}"'
-        content_type = CONTENT_TYPES.get(fmt, "application/octet-stream")
-        return web.FileResponse(
-            path, headers={**headers, "Content-Type": content_type, "Content-Disposition": disposition}
-        )
-    file = await _cached(request, path, row, RENDITION, "webp", "cannot show this photo")
+    fd, st = await asyncio.to_thread(_open, request, row)
+    try:
+        if fmt in BROWSER_FORMATS or original:
+            name = Path(path).stem + EXTENSIONS.get(fmt, Path(path).suffix.lower())
+            shown = fmt in BROWSER_FORMATS
+            disposition = "inline" if shown else f'attachment; filename="{_header_safe(name)}"'
+            content_type = CONTENT_TYPES.get(fmt, "application/octet-stream")
+            headers |= {"Content-Type": content_type, "Content-Disposition": disposition}
+            return await _send(request, fd, st.st_size, headers)
+        file = await _cached(request, fd, row, RENDITION, "webp", "cannot show this photo")
+    finally:
+        os.close(fd)
     return web.FileResponse(
         file, headers={**headers, "Content-Type": "image/webp", "Content-Disposition": "inline"}
     )
+
+
+async def _send(request: web.Request, fd: int, size: int, headers: dict[str, str]) -> web.StreamResponse:
+    """The bytes of the open file, read from its descriptor (never from its path again)."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = size
+    await response.prepare(request)
+    offset = 0
+    while request.method != "HEAD" and offset < size:
+        chunk = await asyncio.to_thread(read_at, fd, offset, min(SEND_CHUNK, size - offset))
+        if not chunk:  # cut short since it was opened: the client sees a short body
+            break
+        await response.write(chunk)
+        offset += len(chunk)
+    await response.write_eof()
+    return response
 
 
 def _header_safe(name: str) -> str:
@@ -114,7 +132,8 @@ async def image_meta(request: web.Request) -> web.Response:
     row = await _record(request)
     key = key_of(row)
     pair = request.app[LIBRARY].pair(key)
-    return web.json_response({**result(key, None, Meta.from_row(row), pair), "size": row.get("size")})
+    described = result(key, None, Meta.from_row(row), pair, request.app[SECURITY].sign)
+    return web.json_response({**described, "size": row.get("size")})
 
 
 async def thumbnail(request: web.Request) -> web.StreamResponse:
@@ -124,23 +143,29 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     headers = {"ETag": etag, "Cache-Control": "private, max-age=604800", "X-Content-Type-Options": "nosniff"}
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers=headers)
-    file = await _cached(request, _servable(request, row), row, size, fmt, "no thumbnail")
+    fd, _ = await asyncio.to_thread(_open, request, row)
+    try:
+        file = await _cached(request, fd, row, size, fmt, "no thumbnail")
+    finally:
+        os.close(fd)
     return web.FileResponse(file, headers={**headers, "Content-Type": FORMATS[fmt][1]})
 
 
-async def _cached(request: web.Request, path: str, row: ImageRow, size: int, fmt: str, failure: str) -> Path:
+async def _cached(request: web.Request, fd: int, row: ImageRow, size: int, fmt: str, failure: str) -> Path:
     """The photo at ``size`` in ``fmt`` from the content-keyed cache, made on the thumbnail
-    thread the first time (never on the event loop)."""
+    thread the first time (never on the event loop), from the open descriptor ``fd``: its
+    ``/proc/self/fd`` name reaches the very inode opened, whatever happens to the path."""
     app = request.app
     try:
         return await asyncio.get_running_loop().run_in_executor(
             app[THUMB_EXECUTOR],
             app[THUMBS].get,
-            path,
+            f"/proc/self/fd/{fd}",
             str(row["hash"]),
             size,
             fmt,
             app[CONFIG].max_megapixels,
+            real_path(row),
         )
     except (ImageError, OSError) as exc:
         raise web.HTTPNotFound(text=f"{failure}: {exc}") from None

@@ -62,12 +62,6 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     if not security.host_allowed(request):
         return json_error(403, "this Host is not allowed; open image-search at http://127.0.0.1")
-    if request.path == "/" and "token" in request.query and security.token:
-        if not security.token_matches(request.query["token"]):
-            return json_error(401, "wrong token")
-        response = web.HTTPFound("/")
-        security.set_cookie(request, response)
-        raise response
     protected = request.path.startswith("/api/")
     if protected and request.headers.get("Sec-Fetch-Site") in FOREIGN:
         return json_error(403, "cross-site request refused")

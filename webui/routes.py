@@ -10,6 +10,7 @@ from .images import STATIC
 ROUTES = [
     web.get("/", images.index_page),
     web.get("/api/health", images.health),
+    web.post("/api/session", images.session),
     web.get("/api/status", search.status),
     web.post("/api/search", search.search),
     web.get("/api/folders", search.folders),

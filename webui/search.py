@@ -22,7 +22,7 @@ from image_search.vectors import Query
 
 from . import validate
 from .albums import summaries
-from .keys import CONFIG, COUNTS, IMAGES, INDEXING, LIBRARY, SEARCHER, STORE, TEXTS, UPLOAD_SLOTS
+from .keys import CONFIG, COUNTS, IMAGES, INDEXING, LIBRARY, SEARCHER, SECURITY, STORE, TEXTS, UPLOAD_SLOTS
 from .responses import result
 
 DATE_CANDIDATES = 5000
@@ -109,6 +109,7 @@ async def ranked(
     min_score = validate.min_score(body)
     allowed = library.mask(validate.filters(body), exclude)
     searcher = request.app[SEARCHER]
+    sign = request.app[SECURITY].sign
     if by == "score":
         hits = (await searcher.submit(Query(query, offset + limit, allowed, min_score)))[offset:]
     else:
@@ -116,7 +117,9 @@ async def ranked(
         candidates.sort(key=lambda hit: -library.meta[hit[0]].taken_or_oldest)
         hits = candidates[offset : offset + limit]
     results = [
-        result(key, score, library.meta[key], library.pair(key)) for key, score in hits if key in library.meta
+        result(key, score, library.meta[key], library.pair(key), sign)
+        for key, score in hits
+        if key in library.meta
     ]
     return {
         "results": results,
@@ -150,7 +153,7 @@ async def timeline(
         if not months or months[-1]["month"] != label:
             months.append({"month": label, "count": 0, "results": []})
         months[-1]["count"] += 1
-        months[-1]["results"].append(result(key, score, meta, library.pair(key)))
+        months[-1]["results"].append(result(key, score, meta, library.pair(key), request.app[SECURITY].sign))
     years: dict[str, int] = {}
     for group in months:
         year = group["month"][:4] if group["month"] else "undated"

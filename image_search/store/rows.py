@@ -17,8 +17,8 @@ EMBED_DTYPE = np.float16
 
 # Every column of an image row but the embedding: what listings and the indexer's plan read.
 FACTS = (
-    "id, path, path_bytes, root, size, mtime_ns, hash, width, height, taken_at, format, model, error, "
-    "offline, indexed_at, fingerprint"
+    "id, path, path_bytes, root, size, mtime_ns, dev, ino, hash, width, height, taken_at, format, model, "
+    "error, offline, indexed_at, fingerprint"
 )
 ROW_FIELDS = (
     "path",
@@ -26,6 +26,8 @@ ROW_FIELDS = (
     "root",
     "size",
     "mtime_ns",
+    "dev",
+    "ino",
     "hash",
     "width",
     "height",
@@ -53,6 +55,8 @@ class ImageRow(TypedDict, total=False):
     root: str
     size: int
     mtime_ns: int
+    dev: int | None  # the file's device and inode when it was read (schema 5)
+    ino: int | None
     hash: str | None
     width: int | None
     height: int | None

@@ -74,5 +74,12 @@ MIGRATIONS: list[str] = [
     DELETE meta:changes, meta:counts RETURN NONE;
     REMOVE INDEX IF EXISTS image_path ON image;
     """,
+    # 5: the device and inode of the file as it was read, so the web app serves only that very file
+    # (a link swapped in later, or a decoy indexed then re-pointed, is refused). Rows stored before
+    # have none until their file is indexed again; see image_search.opening.
+    """
+    DEFINE FIELD IF NOT EXISTS dev ON image TYPE option<int>;
+    DEFINE FIELD IF NOT EXISTS ino ON image TYPE option<int>;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,7 +1,7 @@
 // image-search's page: the search (search.js) and the pages beside it (pages.js), and the status
 // line every page shows.
 
-import { api } from "./api.js";
+import { api, signIn } from "./api.js";
 import { $ } from "./dom.js";
 import { initPages, loadAlbums } from "./pages.js";
 import { initSearch, loadFolders } from "./search.js";
@@ -33,6 +33,12 @@ async function pollStatus() {
 }
 
 // Module scripts run once the document is parsed.
+try {
+  await signIn();
+} catch (error) {
+  $("message").textContent = error.message;
+  $("message").classList.add("error");
+}
 initSearch();
 initPages();
 loadFolders();

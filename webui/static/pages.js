@@ -1,6 +1,6 @@
 // image-search: the pages beside the search: albums (saved searches), one album, near-duplicates.
 // Routes are the URL's hash: #/ (search), #/albums, #/albums/ID, #/duplicates.
-import { api } from "./api.js";
+import { api, download } from "./api.js";
 import { $, bytes, el, when } from "./dom.js";
 import { PAGE, filters, minScore, state } from "./state.js";
 import { drawControls, drawTray, run } from "./search.js";
@@ -226,6 +226,12 @@ export function initPages() {
   $("links-form").addEventListener("submit", exportLinks);
   $("album-more").addEventListener("click", () => pages.album && openAlbum(pages.album.id, true));
   $("dup-more").addEventListener("click", () => loadDuplicates(true));
+  for (const [id, note] of [["album-export", "album-note"], ["dup-export", "dup-summary"]]) {
+    $(id).addEventListener("click", (event) => {
+      event.preventDefault();
+      download($(id).href).catch((error) => { $(note).textContent = error.message; });
+    });
+  }
   window.addEventListener("hashchange", route);
   route();
 }
