@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from .errors import UnknownImage, UserError
-from .library import Filters, Library
+from .facts import Filters
+from .library import Library
 from .queries import Session, TextQueries, session_vector
 from .refine import EmptyQuery
 from .scan import is_under

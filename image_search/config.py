@@ -227,6 +227,11 @@ class Config:
         parse=_bool,
         help="Follow symbolic links inside the picture folders (loops are detected).",
     )
+    file_times: bool = _opt(
+        False,
+        parse=_bool,
+        help="Date photos that record no date taken by their file's modification time (else Undated).",
+    )
     settle: float = _opt(
         2.0,
         parse=_positive(float),

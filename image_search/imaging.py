@@ -284,8 +284,6 @@ def prepare(
         result.error = f"cannot read: {exc.strerror or exc}"
     except Exception as exc:  # a decoder bug must cost one file, not the batch
         result.error = f"cannot decode: {type(exc).__name__}: {exc}"
-    if result.taken_at is None and result.error is None:
-        result.taken_at = EPOCH + dt.timedelta(microseconds=st.st_mtime_ns // 1000)  # exact, no float
     return result
 
 
@@ -333,6 +331,26 @@ def load_upright(
         return read_raw(path, max_megapixels, _side(spec)).image
     with open_checked(path, max_megapixels) as image:
         return decode_rgb(image, spec)
+
+
+def camera(path: str | os.PathLike[str], name: str | None = None) -> str | None:
+    """The camera that took the photo (EXIF Make and Model), from the header alone; None for a
+    RAW file or a picture without them."""
+    if raw.is_raw(name or path):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=open_formats()) as image:
+                exif = image.getexif()
+    except Exception:  # no picture, or a broken EXIF block: no camera to tell
+        return None
+    make = str(exif.get(0x010F) or "").strip("\x00 ")
+    model = str(exif.get(0x0110) or "").strip("\x00 ")
+    if model.lower().startswith(make.lower()):  # "Canon" + "Canon EOS R5"
+        make = ""
+    text = " ".join(part for part in (make, model) if part)
+    return "".join(c for c in text if c.isprintable())[:100] or None
 
 
 def _side(spec: CropSpec) -> int:

@@ -13,138 +13,20 @@ import contextlib
 import datetime as dt
 import gc
 import logging
-import math
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from . import snapshot as snapshots
-from .errors import BadValue, UnknownImage
+from .errors import UnknownImage
+from .facts import Filters, Meta
 from .stacks import Stacks, is_raw_format
-from .store import ImageRow, ModelIdentity, Store, from_bytes, key_of, real_path
+from .store import ImageRow, ModelIdentity, Store, from_bytes, key_of
 from .vectors import VectorIndex
 
 log = logging.getLogger(__name__)
-
-
-class Meta(NamedTuple):
-    """One photo's facts (a tuple: a million of them are made at start, 5x faster than a frozen
-    dataclass)."""
-
-    path: str
-    root: str
-    taken_at: float  # epoch seconds, NaN when unknown
-    width: int | None
-    height: int | None
-    format: str | None
-    hash: str | None
-    size: int | None = None
-    fingerprint: bytes | None = None
-
-    @property
-    def rel(self) -> str:
-        return os.path.relpath(self.path, self.root)
-
-    @property
-    def folder(self) -> str:
-        return os.path.dirname(self.rel)
-
-    @property
-    def taken_or_oldest(self) -> float:
-        """For sorting newest first: undated photos last."""
-        return -math.inf if math.isnan(self.taken_at) else self.taken_at
-
-    @classmethod
-    def from_row(cls, row: ImageRow | dict[str, Any]) -> Meta:
-        taken = row.get("taken_at")
-        return cls(
-            path=real_path(row),
-            root=row["root"],
-            taken_at=taken.timestamp() if isinstance(taken, dt.datetime) else float("nan"),
-            width=row.get("width"),
-            height=row.get("height"),
-            format=row.get("format"),
-            hash=row.get("hash"),
-            size=row.get("size"),
-            fingerprint=row.get("fingerprint"),
-        )
-
-
-def _date(value: Any, name: str) -> float | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise BadValue(f"{name} must be a date like 2024-07-31")
-    try:
-        stamp = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise BadValue(f"{name} must be a date like 2024-07-31") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return stamp.timestamp()
-
-
-MAX_FILTER_TEXT = 4096
-MAX_FORMATS = 16
-FILTER_KEYS = ("root", "folder", "taken_from", "taken_to", "formats")
-
-
-@dataclass(frozen=True)
-class Filters:
-    root: str | None = None
-    folder: str | None = None  # relative to its root; matches the folder and everything below
-    taken_from: float | None = None
-    taken_to: float | None = None
-    formats: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.root
-            or self.folder
-            or self.taken_from is not None
-            or self.taken_to is not None
-            or self.formats
-        )
-
-    @classmethod
-    def parse(cls, raw: Any) -> Filters:
-        """From a search body's or a saved album's ``filters`` object; :class:`BadValue` if wrong."""
-        raw = raw or {}
-        if not isinstance(raw, dict):
-            raise BadValue("filters must be an object")
-        for name in ("root", "folder"):
-            value = raw.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > MAX_FILTER_TEXT):
-                raise BadValue(f"filters.{name} must be text of at most {MAX_FILTER_TEXT} characters")
-        formats = raw.get("formats") or []
-        if (
-            not isinstance(formats, list)
-            or len(formats) > MAX_FORMATS
-            or not all(isinstance(f, str) and len(f) <= 16 for f in formats)
-        ):
-            raise BadValue('filters.formats must be a list like ["JPEG", "PNG"]')
-        taken_to = _date(raw.get("taken_to"), "filters.taken_to")
-        if taken_to is not None and len(raw["taken_to"]) == 10:  # a date: through the end of that day
-            taken_to += 86399.999
-        return cls(
-            root=raw.get("root") or None,
-            folder=raw.get("folder") or None,
-            taken_from=_date(raw.get("taken_from"), "filters.taken_from"),
-            taken_to=taken_to,
-            formats=tuple(formats),
-        )
-
-    @staticmethod
-    def clean(raw: Any) -> dict[str, Any]:
-        """A ``filters`` object checked and cut to the keys that mean something, as saved with an
-        album (a 15 MB object of anything was saved and echoed before)."""
-        Filters.parse(raw)
-        return {k: v for k, v in (raw or {}).items() if k in FILTER_KEYS and v not in (None, "", [])}
 
 
 @contextlib.contextmanager
@@ -170,8 +52,9 @@ def _matrix(rows: Sequence[ImageRow]) -> np.ndarray:
 class Library:
     """What can be searched, and the facts shown with each result."""
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, *, file_times: bool = False) -> None:
         self.model_id = model_id
+        self.file_times = file_times  # undated photos dated by their file's time (an option)
         self.index = VectorIndex()
         self.meta: dict[str, Meta] = {}
         self.stacks = Stacks()  # RAW + JPEG pairs: searches show each shot once
@@ -181,6 +64,11 @@ class Library:
         # Changes that arrive while load() reads the store are replayed after it.
         self._replay: list[tuple[str, Any, Any]] | None = None
         self.saving: asyncio.Future[None] | None = None  # the snapshot being written after a load
+
+    @property
+    def _snapshot_tag(self) -> str:
+        """What a snapshot was made for: the model, and whether undated photos took file times."""
+        return self.model_id + ("|file-times" if self.file_times else "")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -202,7 +90,11 @@ class Library:
         loop = asyncio.get_running_loop()
         try:
             seq = await store.change_seq()
-            got = await asyncio.to_thread(snapshots.load, snapshot, seq, self.model_id) if snapshot else None
+            got = (
+                await asyncio.to_thread(snapshots.load, snapshot, seq, self._snapshot_tag)
+                if snapshot
+                else None
+            )
             if got is not None:
                 columns, matrix = got
                 keys = columns["key"]
@@ -216,7 +108,9 @@ class Library:
                 matrix = _matrix(rows)
                 building = loop.run_in_executor(executor, VectorIndex.build, keys, matrix)
                 with _bulk():
-                    self.meta = {key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)}
+                    self.meta = {
+                        key: Meta.from_row(row, self.file_times) for key, row in zip(keys, rows, strict=True)
+                    }
                 if snapshot is not None and len(rows) and await store.change_seq() == seq:
                     metas = list(self.meta.values())  # in the keys' order, as they were loaded
                     self.saving = loop.run_in_executor(None, self._save, snapshot, seq, keys, metas, matrix)
@@ -253,7 +147,7 @@ class Library:
             columns: dict[str, Any] = {"key": keys, "taken": [m.taken_at for m in metas]}
             for name in ("path", "root", "format", "hash", "width", "height", "size", "fingerprint"):
                 columns[name] = [getattr(m, name) for m in metas]
-            snapshots.save(folder, seq, self.model_id, columns, matrix)
+            snapshots.save(folder, seq, self._snapshot_tag, columns, matrix)
             log.info("library snapshot written: %d photos", len(keys))
         except Exception as exc:  # a full disk: the next start loads from the store again
             log.warning("could not write the library snapshot %s: %s", folder, exc)
@@ -266,7 +160,7 @@ class Library:
         if found:
             vectors = np.stack([from_bytes(r["embedding"]).astype(np.float32) for r in found.values()])  # type: ignore[arg-type]
             self.index.upsert(list(found), vectors)
-            self.meta.update({k: Meta.from_row(r) for k, r in found.items()})
+            self.meta.update({k: Meta.from_row(r, self.file_times) for k, r in found.items()})
             self.stacks.changed(self.meta, found)
             self.version += 1
 
@@ -278,7 +172,9 @@ class Library:
         if rows:
             keys = [str(row["key"]) if "key" in row else key_of(row) for row in rows]
             self.index.upsert(keys, vectors)
-            self.meta.update({key: Meta.from_row(row) for key, row in zip(keys, rows, strict=True)})
+            self.meta.update(
+                {key: Meta.from_row(row, self.file_times) for key, row in zip(keys, rows, strict=True)}
+            )
             self.stacks.changed(self.meta, keys)
             self.version += 1
 

@@ -30,7 +30,7 @@ from .config import beside_database
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: undated photos are NaN (their file time is no longer their date)
 TEXT = ("key", "path", "root", "format", "hash")
 FEW = ("root", "format")  # a handful of values among a million rows: each kept once, rows by number
 NUMBERS = ("width", "height", "size")

@@ -242,14 +242,17 @@ async def test_album_export_stays_in_its_folder(client: TestClient, tmp_path: Pa
 async def test_timeline_groups_by_month(client: TestClient) -> None:  # noqa: F811
     page = await search(client, text="photo", timeline=True, min_score=-1, limit=500)
     months = [m["month"] for m in page["months"]]
+    assert months[-1] is None, "photos without a date taken come last, as one Undated group"
+    months = months[:-1]
     assert months == sorted(months, reverse=True) and "2021-01" in months and "2019-07" in months
     assert months.index("2021-01") < months.index("2019-07")
     july = page["months"][months.index("2019-07")]
     assert [r["path"] for r in july["results"]] == ["2019/summer.jpg"] and july["count"] == 1
     assert sum(m["count"] for m in page["months"]) == page["total"] == sum(y["count"] for y in page["years"])
     years = [y["year"] for y in page["years"]]
-    assert years == sorted(years, reverse=True) and {"2019", "2021"} <= set(years)
-    for month in page["months"]:
+    assert years[-1] == "undated" and years[:-1] == sorted(years[:-1], reverse=True)
+    assert {"2019", "2021"} <= set(years)
+    for month in page["months"][:-1]:
         stamps = [r["taken_at"] for r in month["results"]]
         assert stamps == sorted(stamps, reverse=True) and all(s.startswith(month["month"]) for s in stamps)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from image_search.facts import taken_at
 from image_search.imaging import CropSpec, is_candidate, prepare
 from image_search.model import ImageEmbedder
 
@@ -82,16 +84,25 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert bottom[0] < 60, bottom
 
 
-def test_taken_at_from_exif_else_mtime(tmp_path: Path) -> None:
+def test_taken_at_from_exif_else_undated_unless_file_times(tmp_path: Path) -> None:
+    """A photo without a date taken is undated (a copied file's time is the day it was copied),
+    unless the user asks for file times; rows indexed before held the file time as their date
+    (to the microsecond): those read as undated too."""
     exif = Image.Exif()
     exif.get_ifd(0x8769)[0x9003] = "2019:07:14 18:30:05"
     with_date = make_photo(tmp_path / "dated.jpg", exif=exif)
-    assert prepare(str(with_date), SPEC, 100).taken_at == dt.datetime(2019, 7, 14, 18, 30, 5, tzinfo=dt.UTC)
+    taken = dt.datetime(2019, 7, 14, 18, 30, 5, tzinfo=dt.UTC)
+    assert prepare(str(with_date), SPEC, 100).taken_at == taken
     plain = make_photo(tmp_path / "plain.png")
     os.utime(plain, ns=(0, 1_563_129_005_123_456_789))  # 2019-07-14 18:30:05.123456789
-    assert prepare(str(plain), SPEC, 100).taken_at == dt.datetime(
-        2019, 7, 14, 18, 30, 5, 123456, tzinfo=dt.UTC
-    )
+    facts = prepare(str(plain), SPEC, 100)
+    assert facts.taken_at is None
+    row = {"taken_at": None, "mtime_ns": facts.mtime_ns}
+    assert math.isnan(taken_at(row)) and taken_at(row, file_times=True) == 1_563_129_005.123456789
+    old = {"taken_at": dt.datetime(2019, 7, 14, 18, 30, 5, 123456, tzinfo=dt.UTC), "mtime_ns": facts.mtime_ns}
+    assert math.isnan(taken_at(old)) and taken_at(old, file_times=True) == 1_563_129_005.123456789
+    exif_dated = {"taken_at": taken, "mtime_ns": facts.mtime_ns}
+    assert taken_at(exif_dated) == taken_at(exif_dated, file_times=True) == taken.timestamp()
 
 
 @pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "CMYK", "L", "I;16", "1"])

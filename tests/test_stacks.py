@@ -145,7 +145,7 @@ async def test_a_pair_is_not_a_duplicate(
 
 def test_a_library_without_raw_files_stacks_its_first_raw() -> None:
     """Without a RAW file nothing is grouped at load; the first RAW groups the library then."""
-    from image_search.library import Meta
+    from image_search.facts import Meta
     from image_search.stacks import Stacks
 
     def meta(path: str, fmt: str) -> Meta:

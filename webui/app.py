@@ -154,7 +154,7 @@ def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval
         store; searches run on the compute thread, several per matrix product."""
         # The name the database knows these weights by (the same weights may lie elsewhere).
         source.adopt(await app[STORE].require_model(source.identity()))
-        library = Library(source.model_id)
+        library = Library(source.model_id, file_times=app[CONFIG].file_times)
         # Subscribed before loading: what is written meanwhile is replayed after the load.
         unsubscribe = indexing.subscribe(library) if indexing is not None else None
         try:

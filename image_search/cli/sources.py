@@ -38,7 +38,7 @@ class Local:
         return await Library.open(store, ModelSource(self.config.model).identity(), snapshot)
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
-        from ..library import Filters
+        from ..facts import Filters
         from ..model import ModelSource, TextEmbedder
         from ..queries import Session, TextQueries, session_vector
         from ..store import Store

@@ -48,7 +48,8 @@ _KEEP = (
 )
 # What the in-memory library keeps of a searchable row.
 LIBRARY_FIELDS = (
-    "id, path, path_bytes, root, taken_at, width, height, format, hash, size, fingerprint, embedding"
+    "id, path, path_bytes, root, taken_at, mtime_ns, width, height, format, hash, size, fingerprint, "
+    "embedding"
 )
 
 
