@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import albums, duplicates, images, search
+from . import albums, duplicates, images, rounds, search
 from .images import STATIC
 
 ROUTES = [
@@ -14,6 +14,10 @@ ROUTES = [
     web.get("/api/status", search.status),
     web.post("/api/search", search.search),
     web.get("/api/folders", search.folders),
+    web.get("/api/rounds/{id}", rounds.get_rounds),
+    web.put("/api/rounds/{id}", rounds.put_rounds),
+    web.post("/api/pictures", rounds.post_picture),
+    web.get("/api/pictures/{id}", rounds.get_picture),
     web.get("/api/images/{id}", images.image),
     web.get("/api/images/{id}/meta", images.image_meta),
     web.get("/api/images/{id}/thumbnail", images.thumbnail),

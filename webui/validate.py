@@ -12,8 +12,8 @@ from aiohttp import web
 from image_search.config import Config
 from image_search.duplicates import Settings
 from image_search.errors import BadValue
-from image_search.library import Filters
-from image_search.queries import Session
+from image_search.facts import FILTER_KEYS, Filters
+from image_search.queries import MAX_QUERY_CHARS, Session
 from image_search.thumbs import DEFAULT_SIZE, FORMATS, SIZES
 
 MAX_LIMIT = 500
@@ -160,3 +160,96 @@ def folder(body: dict[str, Any]) -> str:
     if not isinstance(value, str) or not value.strip() or "\0" in value or len(value) > 1024:
         raise BadValue("folder must be a folder name (up to 1,024 characters)")
     return value.strip()
+
+
+MAX_ROUNDS = 100
+HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(c in HEX for c in value)
+
+
+def hex_id(request: web.Request, name: str) -> str:
+    """A 32-hex-digit id from the path (an image, a search, a picture); 404 otherwise."""
+    value = request.match_info[name]
+    if not _is_hex_id(value):
+        raise web.HTTPNotFound(text="no such id")
+    return value
+
+
+def optional_hex(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not _is_hex_id(value):
+        raise BadValue(f"{name} must be an id of 32 hexadecimal digits")
+    return str(value)
+
+
+def _hex_ids(value: Any, what: str) -> list[str]:
+    value = value or []
+    if not isinstance(value, list) or not all(_is_hex_id(v) for v in value):
+        raise BadValue(f"{what} must be a list of image ids")
+    if len(value) > MAX_IDS:
+        raise BadValue(f"{what} holds more than {MAX_IDS} ids")
+    return list(dict.fromkeys(value))
+
+
+def _view(value: Any) -> dict[str, Any]:
+    """A round's view: how its results are shown (sort, filters, minimum score, grid or
+    timeline, justified or square tiles), checked as a search checks them."""
+    value = json_object(value or {}, "view")
+    view: dict[str, Any] = {"sort": sort(value)}
+    Filters.parse(value.get("filters"))
+    view["filters"] = {k: v for k, v in (value.get("filters") or {}).items() if k in FILTER_KEYS}
+    view["min_score"] = min_score(value)
+    layout = value.get("layout", "grid")
+    if layout not in ("grid", "timeline"):
+        raise BadValue("layout must be grid or timeline")
+    view["layout"] = layout
+    return view
+
+
+def one_round(value: Any) -> dict[str, Any]:
+    """One round of the refine page: its query (text, the ids liked and rejected, a picture or a
+    photo it searched like), its view, and ``marks``: the judgements made while looking at it
+    (the next round's liked and rejected)."""
+    value = json_object(value, "a round")
+    text = value.get("text") or ""
+    if not isinstance(text, str) or len(text) > MAX_QUERY_CHARS:
+        raise BadValue(f"a round's text must be a string of at most {MAX_QUERY_CHARS} characters")
+    marks = json_object(value.get("marks") or {}, "marks")
+    return {
+        "text": text,
+        "liked": _hex_ids(value.get("liked"), "liked"),
+        "rejected": _hex_ids(value.get("rejected"), "rejected"),
+        "picture": optional_hex(value, "picture"),
+        "similar": optional_hex(value, "similar"),
+        "view": _view(value.get("view")),
+        "marks": {
+            "liked": _hex_ids(marks.get("liked"), "marks.liked"),
+            "rejected": _hex_ids(marks.get("rejected"), "marks.rejected"),
+        },
+    }
+
+
+def rounds(body: dict[str, Any]) -> list[dict[str, Any]]:
+    value = body.get("rounds")
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_ROUNDS:
+        raise BadValue(f"rounds must be a list of 1 to {MAX_ROUNDS} rounds")
+    return [one_round(r) for r in value]
+
+
+def round_images(value: dict[str, Any]) -> set[str]:
+    """Every image id a stored round names."""
+    marks = value.get("marks") or {}
+    named = {
+        *value.get("liked", []),
+        *value.get("rejected", []),
+        *marks.get("liked", []),
+        *marks.get("rejected", []),
+    }
+    if value.get("similar"):
+        named.add(value["similar"])
+    return named

@@ -23,6 +23,7 @@ from .connection import (
 )
 from .images import ImageTable
 from .models import ModelIdentity, ModelTable
+from .rounds import RoundTable
 from .rows import (
     EMBED_DTYPE,
     FACTS,
@@ -43,7 +44,7 @@ from .rows import (
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 
-class Store(ImageTable, AlbumTable, ModelTable):
+class Store(ImageTable, AlbumTable, ModelTable, RoundTable):
     """The database: images and albums over one connection. Use as an async context manager."""
 
     @classmethod

@@ -81,5 +81,19 @@ MIGRATIONS: list[str] = [
     DEFINE FIELD IF NOT EXISTS dev ON image TYPE option<int>;
     DEFINE FIELD IF NOT EXISTS ino ON image TYPE option<int>;
     """,
+    # 6: the refine page's searches in progress (their rounds) and the pictures searched with
+    # (image_search.store.rounds), so that a round has a URL that a reload or a second tab opens.
+    """
+    DEFINE TABLE IF NOT EXISTS rounds SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS rounds ON rounds TYPE array<object> FLEXIBLE;
+    DEFINE FIELD IF NOT EXISTS updated_at ON rounds TYPE datetime;
+    DEFINE INDEX IF NOT EXISTS rounds_updated ON rounds FIELDS updated_at;
+    DEFINE TABLE IF NOT EXISTS picture SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS vector ON picture TYPE bytes;
+    DEFINE FIELD IF NOT EXISTS preview ON picture TYPE bytes;
+    DEFINE FIELD IF NOT EXISTS model ON picture TYPE string;
+    DEFINE FIELD IF NOT EXISTS used_at ON picture TYPE datetime;
+    DEFINE INDEX IF NOT EXISTS picture_used ON picture FIELDS used_at;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
