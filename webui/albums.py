@@ -12,7 +12,7 @@ from aiohttp import web
 
 from image_search import albums
 from image_search.albums import Album
-from image_search.library import Filters
+from image_search.facts import Filters
 from image_search.queries import session_vector
 
 from . import validate
@@ -115,6 +115,13 @@ async def list_albums(request: web.Request) -> web.Response:
     for album in await albums.list_albums(request.app[STORE]):
         described = _describe(request.app, album, counts.get(album.id, {"count": 0, "new": 0}))
         described["cover"] = described["liked"][0]["thumbnail"] if described["liked"] else None
+        if described["cover"] is None and described["count"]:  # no liked photo: its best match
+            library = request.app[LIBRARY]
+            best = next((k for k, _ in await members(request.app, album) if k in library.meta), None)
+            if best is not None:
+                described["cover"] = result(best, None, library.meta[best], sign=request.app[SECURITY].sign)[
+                    "thumbnail"
+                ]
         out.append(described)
     return web.json_response({"albums": out})
 

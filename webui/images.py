@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from image_search.imaging import ImageError
-from image_search.library import Meta
+from image_search.facts import Meta
+from image_search.imaging import ImageError, camera
 from image_search.opening import Indexed, NotServable, open_indexed, read_at
 from image_search.store import ImageRow, key_of, real_path
 from image_search.thumbs import FORMATS
@@ -35,7 +35,7 @@ CONTENT_TYPES = {
 }
 # What every browser shows; other formats (HEIC/HEIF, TIFF, camera RAW) get a rendition (see image()).
 BROWSER_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "AVIF"})
-RENDITION = 2048  # the long side of a rendition, in pixels
+RENDITION = 2560  # the long side of a rendition, in pixels: a screen's
 EXTENSIONS = {"HEIF": ".heic", "TIFF": ".tif"}
 PAGE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -82,17 +82,20 @@ def _open(request: web.Request, row: ImageRow) -> tuple[int, os.stat_result]:
 
 
 async def image(request: web.Request) -> web.StreamResponse:
-    """The photo for the lightbox: the file itself where every browser can show it; for HEIC/HEIF,
-    TIFF and camera RAW a WebP rendition (long side 2048, upright), made once and cached by content. The
-    original with its own content type: ``?original=1`` (a download for formats browsers lack)."""
+    """The photo for the lightbox: the file itself where every browser can show it and it is no
+    larger than a screen needs (long side RENDITION); otherwise (a larger photo; HEIC/HEIF, TIFF,
+    camera RAW) a WebP rendition, long side RENDITION, upright, made once and cached by content
+    (a 5640x3172 JPEG of 16.4 MB is sent as about 1 MB). The original with its own content type:
+    ``?original=1`` (a download for formats browsers lack)."""
     row = await _record(request)
     path = real_path(row)
     fmt = (row.get("format") or "").upper()
     headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
     original = validate.flag(request, "original")
+    small = max(row.get("width") or 0, row.get("height") or 0) <= RENDITION
     fd, st = await asyncio.to_thread(_open, request, row)
     try:
-        if fmt in BROWSER_FORMATS or original:
+        if original or (fmt in BROWSER_FORMATS and small):
             name = Path(path).stem + EXTENSIONS.get(fmt, Path(path).suffix.lower())
             shown = fmt in BROWSER_FORMATS
             disposition = "inline" if shown else f'attachment; filename="{_header_safe(name)}"'
@@ -129,11 +132,28 @@ def _header_safe(name: str) -> str:
 
 
 async def image_meta(request: web.Request) -> web.Response:
+    """Its facts as JSON, with its file size and the camera that took it (read from the file's
+    header, opened as any served file is; None where the file cannot be served now)."""
     row = await _record(request)
     key = key_of(row)
     pair = request.app[LIBRARY].pair(key)
-    described = result(key, None, Meta.from_row(row), pair, request.app[SECURITY].sign)
-    return web.json_response({**described, "size": row.get("size")})
+    meta = Meta.from_row(row, request.app[LIBRARY].file_times)
+    described = result(key, None, meta, pair, request.app[SECURITY].sign)
+    return web.json_response({**described, "size": row.get("size"), "camera": await _camera(request, row)})
+
+
+async def _camera(request: web.Request, row: ImageRow) -> str | None:
+    def read() -> str | None:
+        try:
+            fd, _ = _open(request, row)
+        except web.HTTPNotFound:
+            return None
+        try:
+            return camera(f"/proc/self/fd/{fd}", real_path(row))
+        finally:
+            os.close(fd)
+
+    return await asyncio.to_thread(read)
 
 
 async def thumbnail(request: web.Request) -> web.StreamResponse:

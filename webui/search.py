@@ -17,12 +17,24 @@ from PIL import Image
 from image_search.imaging import CropSpec, ImageError, decode_rgb, open_checked
 from image_search.queries import parse_query, session_vector
 from image_search.refine import refine_query
-from image_search.store import real_path
+from image_search.store import from_bytes, real_path
 from image_search.vectors import Query
 
 from . import validate
 from .albums import summaries
-from .keys import CONFIG, COUNTS, IMAGES, INDEXING, LIBRARY, SEARCHER, SECURITY, STORE, TEXTS, UPLOAD_SLOTS
+from .keys import (
+    CONFIG,
+    COUNTS,
+    DEFAULTS,
+    IMAGES,
+    INDEXING,
+    LIBRARY,
+    SEARCHER,
+    SECURITY,
+    STORE,
+    TEXTS,
+    UPLOAD_SLOTS,
+)
 from .responses import result
 
 DATE_CANDIDATES = 5000
@@ -61,6 +73,8 @@ async def status(request: web.Request) -> web.Response:
             "state": daemon.get("state") or ("stopped" if not daemon else "unknown"),
             "errors": daemon.get("errors") or [],
             "model": app[LIBRARY].model_id,
+            "roots": [str(root) for root in app[CONFIG].roots],
+            "match_threshold": app[DEFAULTS].album_min_score,
             "text_compile": getattr(app[TEXTS].embedder, "compile_state", "off"),
             "daemon": daemon or None,
             "albums": {"count": len(album_counts), "new": sum(c["new"] for c in album_counts.values())},
@@ -75,7 +89,10 @@ async def search(request: web.Request) -> web.Response:
     else:
         body = await validate.json_body(request)
     session = validate.session(body)
+    picture = validate.optional_hex(body, "picture")
     extra = None if upload is None else (await request.app[IMAGES].embed(upload))[None]
+    if picture is not None and extra is None:
+        extra = (await picture_vector(request, picture))[None]
     query = await session_vector(request.app[LIBRARY], request.app[TEXTS], session, extra)
     exclude = set(session.liked) | set(session.rejected) | set(validate.ids(body, "exclude"))
     if body.get("timeline"):
@@ -168,8 +185,8 @@ async def timeline(
     }
 
 
-async def _multipart(request: web.Request) -> tuple[dict[str, Any], Image.Image]:
-    """``query`` (a JSON object, optional) and ``image`` (the picture to search with)."""
+async def _parts(request: web.Request) -> tuple[dict[str, Any], bytes]:
+    """``query`` (a JSON object, optional) and ``image`` (the picture's bytes) of a multipart body."""
     body: dict[str, Any] = {}
     data: bytes | None = None
     try:
@@ -196,12 +213,37 @@ async def _multipart(request: web.Request) -> tuple[dict[str, Any], Image.Image]
         raise validate.BadValue(f"cannot read the upload: {exc}") from None
     if not data:
         raise validate.BadValue("no image part in the upload")
+    return body, data
+
+
+async def _decoded(request: web.Request, data: bytes) -> Image.Image:
     try:
         async with request.app[UPLOAD_SLOTS]:
-            image = await asyncio.to_thread(_decode_upload, data, request.app[CONFIG].max_megapixels)
+            return await asyncio.to_thread(_decode_upload, data, request.app[CONFIG].max_megapixels)
     except ImageError as exc:
         raise web.HTTPUnsupportedMediaType(text=f"the upload is not a usable image: {exc}") from None
-    return body, image
+
+
+async def _multipart(request: web.Request) -> tuple[dict[str, Any], Image.Image]:
+    body, data = await _parts(request)
+    return body, await _decoded(request, data)
+
+
+async def read_upload(request: web.Request) -> tuple[bytes, Image.Image]:
+    """The picture of a multipart upload, as bytes and decoded (reduced for the model)."""
+    if request.content_type != "multipart/form-data":
+        raise validate.BadValue("send the picture as multipart/form-data with an image part")
+    _, data = await _parts(request)
+    return data, await _decoded(request, data)
+
+
+async def picture_vector(request: web.Request, picture_id: str) -> np.ndarray:
+    """The embedding of a picture searched with before (``POST /api/pictures``), by the library's
+    model; 404 when it is no longer kept."""
+    row = await request.app[STORE].picture(picture_id)
+    if row is None or row.get("model") != request.app[LIBRARY].model_id:
+        raise web.HTTPNotFound(text="that picture is no longer kept: search with it again")
+    return from_bytes(row["vector"]).astype(np.float32)
 
 
 def _decode_upload(data: bytes, max_megapixels: float) -> Image.Image:

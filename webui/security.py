@@ -36,8 +36,8 @@ from image_search.running import is_loopback
 from .peer import TABLES, peer_uid
 
 SIGNED_FOR = 3600  # a signed picture URL lasts until the end of the next full hour
-# The routes a signed URL opens: one photo's file and its thumbnail.
-SIGNED_ROUTE = re.compile(r"^/api/images/([0-9a-f]{32})(/thumbnail)?$")
+# The routes a signed URL opens: one photo's file and its thumbnail, a picture searched with.
+SIGNED_ROUTE = re.compile(r"^/api/(?:images|pictures)/([0-9a-f]{32})(/thumbnail)?$")
 
 
 def _text_bytes(value: str) -> bytes:

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ..config import Config
@@ -85,6 +86,7 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from ..systemd import Notifier
 
     roots = all_roots(config, args)
+    config.roots = list(dict.fromkeys([*config.roots, *(Path(r) for r in roots)]))  # the page names them
     notifier = Notifier()
     async with Store.from_config(config) as store:
         daemon = Daemon(

@@ -40,8 +40,8 @@ async function answer(response) {
   return data;
 }
 
-export async function api(method, url, payload) {
-  const options = { method, headers: withAuth() };
+export async function api(method, url, payload, { keepalive = false } = {}) {
+  const options = { method, headers: withAuth(), keepalive };
   if (payload !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(payload);
@@ -52,7 +52,7 @@ export async function api(method, url, payload) {
 // A search with a picture: the query as JSON beside the image, in one multipart body.
 export async function postPicture(url, payload, file) {
   const form = new FormData();
-  form.append("query", JSON.stringify(payload));
+  if (payload !== undefined) form.append("query", JSON.stringify(payload));
   form.append("image", file, file.name || "upload");
   return answer(await fetch(url, { method: "POST", body: form, headers: withAuth() }));
 }

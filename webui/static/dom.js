@@ -29,5 +29,5 @@ export function bytes(n) {
 }
 
 export function when(iso) {
-  return iso ? new Date(iso).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" }) : "no date";
+  return iso ? new Date(iso).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" }) : "Undated";
 }

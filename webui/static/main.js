@@ -1,10 +1,42 @@
-// image-search's page: the search (search.js) and the pages beside it (pages.js), and the status
-// line every page shows.
+// image-search's page: the routes (the address's hash), the status line every page shows, and
+// the start: #/ (a new search), #/search/ID/N (a round), #/albums, #/albums/ID, #/duplicates.
 
 import { api, signIn } from "./api.js";
 import { $ } from "./dom.js";
-import { initPages, loadAlbums } from "./pages.js";
-import { initSearch, loadFolders } from "./search.js";
+import { closeLightbox, initLightbox } from "./lightbox.js";
+import { initPages, loadAlbums, loadDuplicates, openAlbum } from "./pages.js";
+import { editSearch, flush, initSearch, loadFolders, show, showRound, startOver, statusChanged } from "./search.js";
+import { state } from "./state.js";
+
+function route() {
+  flush();
+  closeLightbox();
+  const hash = location.hash || "#/";
+  const album = hash.match(/^#\/albums\/([0-9a-f]{16})$/);
+  const round = hash.match(/^#\/search\/([0-9a-f]{32})\/([0-9]{1,3})$/);
+  const page = album ? "album" : hash === "#/albums" ? "albums" : hash === "#/duplicates" ? "duplicates" : "search";
+  document.body.dataset.page = page;
+  for (const id of ["search-page", "albums-page", "album-page", "duplicates-page"]) {
+    $(id).hidden = id !== `${page}-page`;
+  }
+  for (const [id, name] of [["nav-search", "search"], ["nav-albums", "albums"], ["nav-duplicates", "duplicates"]]) {
+    if (name === page || (name === "albums" && page === "album")) $(id).setAttribute("aria-current", "page");
+    else $(id).removeAttribute("aria-current");
+  }
+  document.title = { search: "image-search", albums: "Albums · image-search", album: "Album · image-search", duplicates: "Near-duplicates · image-search" }[page];
+  if (page === "albums") loadAlbums();
+  else if (page === "album") openAlbum(album[1]);
+  else if (page === "duplicates") loadDuplicates();
+  else if (state.pendingEdit) {
+    const album = state.pendingEdit;
+    state.pendingEdit = null;
+    editSearch(album);
+  } else if (round) showRound(round[1], Number(round[2]));
+  else if (state.searchId) startOver();
+}
+
+// Indexing progress that only goes down while a run lasts, with its rate and time left.
+const progress = { shown: null };
 
 async function pollStatus() {
   try {
@@ -23,23 +55,36 @@ async function pollStatus() {
       const last = s.errors.length ? s.errors[s.errors.length - 1].error : "";
       $("progress-text").textContent = `Indexing paused: ${last}`;
     } else if (busy) {
-      const done = s.indexed, total = s.indexed + s.queue;
+      progress.shown = progress.shown === null ? s.queue : Math.min(progress.shown, s.queue);
+      const done = s.searchable, total = s.searchable + progress.shown;
       $("progress-fill").style.width = `${Math.round((100 * done) / Math.max(total, 1))}%`;
-      const eta = s.eta ? `, about ${Math.ceil(s.eta / 60)} min left` : "";
-      $("progress-text").textContent = `Indexing: ${s.queue} to go, ${s.rate.toFixed(1)} img/s${eta}`;
+      const rate = s.rate > 0 ? `, ${s.rate.toFixed(1)} photos/s` : "";
+      const eta = s.rate > 0 ? `, about ${Math.max(1, Math.ceil(progress.shown / s.rate / 60))} min left` : "";
+      $("progress-text").textContent = `Indexing: ${progress.shown} to go${rate}${eta}`;
+    } else {
+      progress.shown = null;
     }
+    statusChanged(s);
   } catch (error) { /* the server restarts: try again */ }
   setTimeout(pollStatus, 3000);
 }
+
+// The bar stays on screen: what scrolls into view (a focused tile) stops below it.
+new ResizeObserver(([entry]) => {
+  document.documentElement.style.scrollPaddingTop = `${entry.target.offsetHeight + 8}px`;
+}).observe(document.querySelector(".bar"));
 
 // Module scripts run once the document is parsed.
 try {
   await signIn();
 } catch (error) {
-  $("message").textContent = error.message;
-  $("message").classList.add("error");
+  show(error.message, true);
 }
+initLightbox();
 initSearch();
 initPages();
+window.addEventListener("hashchange", route);
+route();
 loadFolders();
 pollStatus();
+if (document.body.dataset.page === "search" && !location.hash.startsWith("#/search/")) $("q").focus();

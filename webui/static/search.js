@@ -1,117 +1,322 @@
-// The search page: type, like and reject, refine; the grid, the timeline, the tray and the lightbox.
+// The search page: type, like and reject, refine. Each Search (Enter) and each Refine is a round
+// with its own address (#/search/ID/N, kept by the server): reload, Back and Forward, a bookmark
+// or a second tab show it again. Filters, sort and view change the round shown, not the count.
 
 import { api, postPicture } from "./api.js";
-import { $, button, el } from "./dom.js";
-import { shortcut } from "./keys.js";
-import { PAGE, TIMELINE, filters, minScore, state } from "./state.js";
+import { $, el } from "./dom.js";
+import { describe, justify, rove, tile, wireArrows } from "./grid.js";
+import { closeLightbox, lightboxOpen, openLightbox, redrawLightbox } from "./lightbox.js";
+import { PAGE, TIMELINE, adopt, currentRound, filters, isSearching, pictureURL, rememberPicture, state } from "./state.js";
 
 // ---------------------------------------------------------------- requests
 
-function body(offset) {
-  const payload = {
-    text: state.text,
-    liked: [...state.liked.keys()],
-    rejected: [...state.rejected.keys()],
-    limit: state.view === "timeline" ? TIMELINE : PAGE,
-    offset,
-    sort: state.sort,
-    filters: filters(),
+function query() {
+  const round = currentRound();
+  return {
+    text: round.text,
+    liked: round.liked,
+    rejected: round.rejected,
+    picture: round.picture,
+    similar: round.similar,
   };
-  if (minScore() !== null) payload.min_score = minScore();
-  if (state.view === "timeline") { payload.timeline = true; delete payload.offset; }
-  return payload;
 }
 
 function ask(offset) {
-  if (state.similarTo) {
-    return api("POST", `/api/images/${state.similarTo}/similar`, {
-      limit: PAGE, offset, sort: state.sort, filters: filters(),
-      exclude: [...state.liked.keys(), ...state.rejected.keys()], min_score: minScore(),
+  const q = query();
+  const v = state.view;
+  const exclude = [...q.liked, ...q.rejected];
+  if (q.similar && !q.text.trim() && !q.liked.length && !q.picture) {
+    return api("POST", `/api/images/${q.similar}/similar`, {
+      limit: PAGE, offset, sort: v.sort, filters: filters(), exclude, min_score: v.min_score,
     });
   }
-  return state.upload ? postPicture("/api/search", body(offset), state.upload) : api("POST", "/api/search", body(offset));
+  const payload = {
+    text: q.text,
+    liked: q.similar ? [...new Set([q.similar, ...q.liked])] : q.liked,
+    rejected: q.rejected,
+    sort: v.sort,
+    filters: filters(),
+  };
+  if (q.picture) payload.picture = q.picture;
+  if (v.min_score !== null) payload.min_score = v.min_score;
+  if (v.layout === "timeline") {
+    payload.timeline = true;
+    payload.limit = TIMELINE;
+  } else {
+    payload.limit = PAGE;
+    payload.offset = offset;
+  }
+  return api("POST", "/api/search", payload);
 }
 
-export function nothingToAsk() {
-  return !state.text.trim() && !state.liked.size && !state.upload && !state.similarTo;
-}
-
-export async function run({ append = false, record = true } = {}) {
-  if (nothingToAsk()) {
-    show("Type what you are looking for, or drop a picture.");
+// The round shown, searched again (a new round, a changed filter, Back or Forward, a reload).
+export async function run({ append = false, focusGrid = false } = {}) {
+  if (!isSearching()) return;
+  const problem = checkDates();
+  if (problem) {
+    ++state.seq;  // what is still on its way is for the filters before
+    state.results = [];
+    $("grid").replaceChildren();
+    show(problem, true);
     return;
   }
   const seq = ++state.seq;
   const offset = append ? state.results.length : 0;
   state.loading = true;
+  if (!append) $("grid").setAttribute("aria-busy", "true");
   try {
-    const timeline = state.view === "timeline" && !state.similarTo;
+    const timeline = state.view.layout === "timeline" && !onlySimilar();
     const data = await ask(offset);
     if (seq !== state.seq) return;  // a newer request has been made
+    state.indexedAt = data.indexed;
+    $("fresh").hidden = true;
     if (timeline) {
       state.results = data.months.flatMap((m) => m.results);
       state.more = false;
-      if (record) remember();
       renderTimeline(data);
       const cut = data.truncated ? ` (the best ${data.total}: raise the minimum score to see fewer)` : "";
       show(state.results.length ? `${data.total} pictures${cut}` : "Nothing matches above this minimum score.");
-      return;
+    } else {
+      state.results = append ? state.results.concat(data.results) : data.results;
+      state.more = data.more;
+      render(append ? data.results : null);
+      show(state.results.length ? "" : emptyMessage());
     }
-    state.results = append ? state.results.concat(data.results) : data.results;
-    state.more = data.more;
-    if (record && !append) remember();
-    render(append ? data.results : null);
-    show(state.results.length ? "" : "Nothing matches. Try other words or fewer filters.");
+    for (const r of state.results) state.known.set(r.id, r);
+    if (focusGrid) focusFirst();
   } catch (error) {
     if (seq === state.seq) show(error.message, true);
   } finally {
-    if (seq === state.seq) state.loading = false;
+    if (seq === state.seq) {
+      state.loading = false;
+      $("grid").removeAttribute("aria-busy");
+    }
   }
 }
 
-// ---------------------------------------------------------------- rounds (history)
+function onlySimilar() {
+  const q = currentRound();
+  return q && q.similar && !q.text.trim() && !q.liked.length && !q.picture;
+}
 
-function snapshot() {
-  return {
-    text: state.text, liked: [...state.liked.values()], rejected: [...state.rejected.values()],
-    upload: state.upload, uploadURL: state.uploadURL, similarTo: state.similarTo,
-    sort: state.sort, folder: state.folder, from: state.from, to: state.to,
-    view: state.view, minScore: state.minScore,
+function checkDates() {
+  const f = state.view.filters;
+  if (f.taken_from && f.taken_to && f.taken_from > f.taken_to) {
+    return `“From” (${f.taken_from}) is after “To” (${f.taken_to}): no photo can be in between.`;
+  }
+  return null;
+}
+
+function emptyMessage() {
+  if (!library.indexed) return libraryMessage();
+  const f = state.view.filters;
+  const narrowed = f.root || f.taken_from || f.taken_to || state.view.min_score !== null;
+  return narrowed ? "Nothing matches within these filters: widen them (Filters)." : "Nothing matches. Try other words.";
+}
+
+// ---------------------------------------------------------------- the library's state (status)
+
+const library = { indexed: null, queue: 0, roots: [], state: "" };
+
+export function libraryMessage() {
+  const folders = library.roots.length ? library.roots.join(", ") : "none yet";
+  if (library.queue) return `No photos are searchable yet: indexing ${library.queue} in ${folders}. Results appear as they are indexed.`;
+  return `The library is empty. Watched folders: ${folders}. Add photos there (or start the daemon: image-search daemon PATH).`;
+}
+
+// Called with every /api/status answer.
+export function statusChanged(s) {
+  library.indexed = s.searchable;
+  library.queue = s.queue;
+  library.roots = s.roots || [];
+  if (typeof s.match_threshold === "number") state.threshold = s.match_threshold;
+  if (!isSearching()) {
+    if (!s.searchable) show(libraryMessage());
+    return;
+  }
+  if (state.indexedAt !== null && s.searchable > state.indexedAt && !state.loading) {
+    const n = s.searchable - state.indexedAt;
+    $("fresh-text").textContent = `${n} photo${n === 1 ? "" : "s"} indexed since this search.`;
+    $("fresh").hidden = false;
+  }
+}
+
+// ---------------------------------------------------------------- rounds and the address
+
+function newId() {
+  return crypto.randomUUID().replaceAll("-", "");
+}
+
+// The rounds go to the server a moment after each change (one PUT for a burst of judgements),
+// one PUT at a time and in order: two in flight could land the older one last.
+let saving = null;
+let waiting = null;  // the PUT a timer holds back
+let sent = Promise.resolve();
+function save(now = false) {
+  clearTimeout(saving);
+  const id = state.searchId, rounds = structuredClone(state.rounds);
+  const put = (keepalive = false) => {
+    waiting = null;
+    sent = sent.then(() => api("PUT", `/api/rounds/${id}`, { rounds }, { keepalive }))
+      .catch((error) => show(`Could not keep this round: ${error.message}`, true));
+    return sent;
   };
+  if (now) return put();
+  waiting = put;
+  saving = setTimeout(put, 300);
+  return null;
 }
 
-function remember() {
-  state.history = state.history.slice(0, state.pos + 1);
-  state.history.push(snapshot());
-  state.pos = state.history.length - 1;
-  drawHistory();
+// What a timer still holds back goes now: before another round is shown, and as the page goes
+// away (a reload, a closed tab: keepalive lets the request outlive the page).
+export function flush(keepalive = false) {
+  clearTimeout(saving);
+  if (waiting) waiting(keepalive);
 }
 
-function restore(pos) {
-  const round = state.history[pos];
-  state.pos = pos;
-  Object.assign(state, {
-    text: round.text, upload: round.upload, uploadURL: round.uploadURL, similarTo: round.similarTo,
-    sort: round.sort, folder: round.folder, from: round.from, to: round.to, view: round.view, minScore: round.minScore,
-    liked: new Map(round.liked.map((r) => [r.id, r])),
-    rejected: new Map(round.rejected.map((r) => [r.id, r])),
-  });
+// A new round from what the page holds now: the box's text, the tray, the picture or photo
+// searched like, the view. Enter and Refine both make one.
+export async function nextRound({ similar = undefined } = {}) {
+  const marks = { liked: [...state.liked.keys()], rejected: [...state.rejected.keys()] };
+  const round = {
+    text: $("q").value,
+    liked: marks.liked,
+    rejected: marks.rejected,
+    picture: state.picture ? state.picture.id : null,
+    similar: similar !== undefined ? similar : null,  // the photo is in the tray after its own round
+    view: structuredClone(state.view),
+    marks: structuredClone(marks),
+  };
+  if (similar) {  // "more like this": the photo itself is liked in the rounds after
+    round.text = "";
+    if (!round.marks.liked.includes(similar)) round.marks.liked.unshift(similar);
+  }
+  if (!round.text.trim() && !round.liked.length && !round.picture && !round.similar) {
+    show("Type what you are looking for, or drop a picture.", true);
+    return;
+  }
+  if (!state.searchId) state.searchId = newId();
+  state.rounds = state.rounds.slice(0, state.pos + 1).concat([round]).slice(-100);
+  adopt(state.rounds.length - 1);
+  await save(true);
+  history.pushState({ search: state.searchId, pos: state.pos }, "", `#/search/${state.searchId}/${state.pos + 1}`);
+  drawAll();
+  run({ focusGrid: similar !== undefined });
+}
+
+// #/search/ID/N: that round, from this page's copy or from the server.
+export async function showRound(id, n) {
+  if (id !== state.searchId || !state.rounds[n - 1]) {
+    try {
+      const data = await api("GET", `/api/rounds/${id}`);
+      for (const [key, r] of Object.entries(data.pictures)) state.known.set(key, r);
+      for (const [key, url] of Object.entries(data.previews || {})) rememberPicture(key, url);
+      state.searchId = id;
+      state.rounds = data.rounds;
+    } catch (error) {
+      show(error.message, true);
+      return;
+    }
+  }
+  if (!state.rounds[n - 1]) {
+    show(`This search has ${state.rounds.length} rounds.`, true);
+    return;
+  }
+  adopt(n - 1);
+  drawAll();
+  await run();
+}
+
+// #/ : no search yet (or a new one).
+export function startOver() {
+  Object.assign(state, { searchId: null, rounds: [], pos: -1, text: "", picture: null, similar: null, editing: null, results: [], more: false, indexedAt: null });
+  state.liked = new Map();
+  state.rejected = new Map();
+  state.view = { ...state.view, filters: {}, min_score: null };
+  $("grid").replaceChildren();
+  $("years").hidden = true;
+  $("fresh").hidden = true;
+  drawAll();
+  show(library.indexed === 0 ? libraryMessage() : "Type what you are looking for, then press Enter. Like (L) and reject (X) pictures, then Refine. Arrow keys move between pictures.");
+}
+
+function go(pos) {
+  if (pos < 0 || pos >= state.rounds.length) return;
+  location.hash = `#/search/${state.searchId}/${pos + 1}`;
+}
+
+// ---------------------------------------------------------------- drawing the page's parts
+
+// A round shown: its text in the box too (a change of view leaves what is being typed alone).
+function drawAll() {
+  $("q").value = state.text;
   drawControls();
   drawTray();
-  drawHistory();
-  run({ record: false });
+  drawJudgements();
 }
 
-export function drawControls() {
-  $("q").value = state.text; $("sort").value = state.sort; $("folder").value = state.folder;
-  $("from").value = state.from; $("to").value = state.to;
-  $("view").value = state.view; $("min-score").value = state.minScore;
-}
-
-function drawHistory() {
+function drawControls() {
+  const f = state.view.filters;
+  $("sort").value = state.view.sort;
+  $("folder").value = f.root ? JSON.stringify(f.folder ? { root: f.root, folder: f.folder } : { root: f.root }) : "";
+  $("from").value = f.taken_from || "";
+  $("to").value = f.taken_to || "";
+  $("view").value = state.view.layout;
+  $("tiles").value = state.tiles;
+  $("min-score").value = state.view.min_score === null ? "" : String(state.view.min_score);
+  const active = [f.root, f.taken_from, f.taken_to, state.view.min_score !== null, state.view.sort !== "score", state.view.layout !== "grid"].filter(Boolean).length;
+  $("filters-count").textContent = active ? ` (${active})` : "";
+  const chip = state.picture ? { src: state.picture.preview || pictureURL(state.picture.id), text: "this picture", label: "Stop searching with this picture" }
+    : state.similar ? { src: state.similar.thumbnail ? `${state.similar.thumbnail}&size=128` : "", text: `like ${(state.similar.path || "this photo").split("/").pop()}`, label: "Stop searching like this photo" }
+    : null;
+  $("query-chip").hidden = !chip;
+  if (chip) {
+    $("chip-img").src = chip.src;
+    $("chip-text").textContent = chip.text;
+    $("chip-clear").setAttribute("aria-label", chip.label);
+  }
   $("back").disabled = state.pos <= 0;
-  $("forward").disabled = state.pos >= state.history.length - 1;
-  $("round").textContent = `round ${Math.max(state.pos, 0)}`;
+  $("forward").disabled = state.pos >= state.rounds.length - 1;
+  $("round").replaceChildren(...(isSearching() ? [el("span", { class: "word", textContent: "Round " }), `${state.pos + 1} of ${state.rounds.length}`] : []));
+  $("tray").hidden = !isSearching();
+}
+
+function trayItem(entry, list) {
+  const name = entry.path.split("/").pop();
+  return el("li", { "data-id": entry.id },
+    el("img", { src: `${entry.thumbnail}&size=128`, alt: name, title: entry.path }),
+    el("button", { type: "button", class: "icon", textContent: "×", "aria-label": `Remove ${name} from ${list}`, onclick: () => unjudge(entry.id) }));
+}
+
+export function drawTray() {
+  $("liked-list").replaceChildren(...[...state.liked.values()].map((e) => trayItem(e, "liked")));
+  $("rejected-list").replaceChildren(...[...state.rejected.values()].map((e) => trayItem(e, "rejected")));
+  $("liked-count").textContent = state.liked.size;
+  $("rejected-count").textContent = state.rejected.size;
+  const round = currentRound();
+  const changed = round && (round.text !== $("q").value || !same(round.liked, [...state.liked.keys()]) || !same(round.rejected, [...state.rejected.keys()]));
+  $("refine").disabled = !isSearching() || !changed;
+  $("copy-paths").disabled = !state.liked.size;
+  $("save-album").disabled = !($("q").value.trim() || state.liked.size) || !!state.picture;
+  $("save-album").textContent = state.editing ? `Save album “${state.editing.name}”…` : "Save as album…";
+}
+
+function same(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export function drawJudgements() {
+  for (const t of document.querySelectorAll("#grid .tile")) {
+    const id = t.dataset.id;
+    const liked = state.liked.has(id), rejected = state.rejected.has(id);
+    t.classList.toggle("liked", liked);
+    t.classList.toggle("rejected", rejected);
+    t.querySelector(".like").setAttribute("aria-pressed", String(liked));
+    t.querySelector(".reject").setAttribute("aria-pressed", String(rejected));
+    const r = state.known.get(id);
+    if (r) t.querySelector(".open").setAttribute("aria-label", describe(r));
+  }
+  redrawLightbox();
 }
 
 // ---------------------------------------------------------------- judging (the tray)
@@ -123,96 +328,71 @@ function judge(result, kind) {
     mine.delete(result.id);
   } else {
     other.delete(result.id);
-    mine.set(result.id, { id: result.id, thumbnail: result.thumbnail, path: result.path, root: result.root });
+    mine.set(result.id, result);
   }
-  drawTray();
-  drawJudgements();
+  state.known.set(result.id, result);
+  marksChanged();
 }
 
 function unjudge(id) {
+  const items = [...document.querySelectorAll("#tray-lists li")];
+  const at = items.findIndex((li) => li.dataset.id === id);
   state.liked.delete(id);
   state.rejected.delete(id);
+  marksChanged();
+  // Focus stays in the tray: on the next item's button, else the tray's own button.
+  const rest = [...document.querySelectorAll("#tray-lists li button")];
+  (rest[Math.min(at, rest.length - 1)] || $("tray-toggle")).focus();
+}
+
+function marksChanged() {
+  const round = currentRound();
+  if (round) {
+    round.marks = { liked: [...state.liked.keys()], rejected: [...state.rejected.keys()] };
+    save();
+  }
   drawTray();
   drawJudgements();
-}
-
-function trayItem(entry, list) {
-  return el("li", { "data-id": entry.id },
-    el("img", { src: entry.thumbnail + "&size=128", alt: entry.path, title: entry.path }),
-    el("button", { type: "button", textContent: "×", "aria-label": `Remove ${entry.path} from ${list}`, onclick: () => unjudge(entry.id) }));
-}
-
-export function drawTray() {
-  $("liked-list").replaceChildren(...[...state.liked.values()].map((e) => trayItem(e, "liked")));
-  $("rejected-list").replaceChildren(...[...state.rejected.values()].map((e) => trayItem(e, "rejected")));
-  $("liked-count").textContent = state.liked.size;
-  $("rejected-count").textContent = state.rejected.size;
-  $("refine").disabled = !(state.liked.size || state.rejected.size || state.text.trim() || state.upload);
-  $("copy-paths").disabled = !state.liked.size;
-  $("save-album").disabled = !(state.text.trim() || state.liked.size) || !!state.upload;
-  $("save-album").textContent = state.editing ? `Save album “${state.editing.name}”…` : "Save as album…";
-  $("upload-chip").hidden = !state.upload;
-  if (state.upload) $("upload-preview").src = state.uploadURL;
-}
-
-export function drawJudgements() {
-  for (const tile of tiles()) {
-    const id = tile.dataset.id;
-    const liked = state.liked.has(id), rejected = state.rejected.has(id);
-    tile.classList.toggle("liked", liked);
-    tile.classList.toggle("rejected", rejected);
-    tile.querySelector(".like").setAttribute("aria-pressed", String(liked));
-    tile.querySelector(".reject").setAttribute("aria-pressed", String(rejected));
-  }
-  if (state.lightbox >= 0) drawLightbox();
 }
 
 // ---------------------------------------------------------------- grid
 
-// What a shortcut does to one result: the same for a focused tile and the open lightbox.
-function act(action, result, index) {
-  if (action === "like") judge(result, "like");
-  else if (action === "reject") judge(result, "reject");
-  else if (action === "similar") similar(result.id);
-  else if (action === "open") openLightbox(index);
-  else return false;
-  return true;
-}
+const handlers = {
+  open: (index) => openLightbox(() => state.results, index, lightboxHandlers, back),
+  judge,
+  similar: (result) => nextRound({ similar: result.id }),
+};
 
-function tile(result, index) {
-  const li = el("li", { class: "tile", "data-id": result.id, tabIndex: 0, "aria-label": `${result.path}, score ${result.score}` },
-    el("img", { loading: "lazy", decoding: "async", src: result.thumbnail, alt: result.path, onclick: () => openLightbox(index) }),
-    el("span", { class: "score", textContent: result.score.toFixed(3) }),
-    ...stackBadge(result),
-    el("div", { class: "actions" },
-      button("✓ Like", "like", `Like ${result.path} (L)`, () => judge(result, "like")),
-      button("✕ Reject", "reject", `Reject ${result.path} (X)`, () => judge(result, "reject")),
-      button("≈", "similar", `More like ${result.path} (S)`, () => similar(result.id))));
-  li.addEventListener("keydown", (event) => {
-    if (event.target === li && act(shortcut(event), result, index)) event.preventDefault();
-  });
-  return li;
-}
+const lightboxHandlers = {
+  judge,
+  similar: (result) => nextRound({ similar: result.id }),
+  judged: (id) => (state.liked.has(id) ? "like" : state.rejected.has(id) ? "reject" : null),
+  near: (index) => {
+    if (index >= state.results.length - 3 && state.more && !state.loading) run({ append: true });
+  },
+};
 
-// A RAW + JPEG pair of one shot shows once; the badge says the RAW is there too.
-function stackBadge(result) {
-  const pair = result.pair || [];
-  if (!pair.length) return [];
-  const formats = [result.format, ...pair.map((p) => p.format)].join(" + ");
-  return [el("span", { class: "stack", textContent: formats, title: pair.map((p) => p.path).join("\n") })];
+function back(result) {
+  const t = result && document.querySelector(`#grid .tile[data-id="${result.id}"] .open`);
+  if (t) rove($("grid"), t);
+  return t;
 }
 
 function render(appended) {
   const grid = $("grid");
   grid.classList.remove("timeline");
+  grid.classList.toggle("justified", state.tiles === "justified");
+  grid.classList.toggle("square", state.tiles === "square");
   $("years").hidden = true;
   if (appended) {
     const start = state.results.length - appended.length;
-    grid.append(...appended.map((r, i) => tile(r, start + i)));
+    grid.append(...appended.map((r, i) => tile(r, start + i, handlers)));
   } else {
-    grid.replaceChildren(...state.results.map(tile));
+    grid.replaceChildren(...state.results.map((r, i) => tile(r, i, handlers)));
     window.scrollTo({ top: 0 });
   }
+  justify(grid);
+  rove(grid);
   drawJudgements();
 }
 
@@ -226,10 +406,12 @@ function monthName(month) {
 function renderTimeline(data) {
   const grid = $("grid");
   grid.classList.add("timeline");
+  grid.classList.remove("justified", "square");
   let index = 0;
   grid.replaceChildren(...data.months.map((month) => el("li", { class: "month", id: `month-${month.month || "undated"}` },
-    el("h2", { textContent: `${monthName(month.month)} · ${month.count}` }),
-    el("ul", { class: "grid", "aria-label": monthName(month.month) }, ...month.results.map((r) => tile(r, index++))))));
+    el("h3", { textContent: `${monthName(month.month)} · ${month.count}` }),
+    el("ul", { class: `grid ${state.tiles}`, "aria-label": monthName(month.month) }, ...month.results.map((r) => tile(r, index++, handlers))))));
+  for (const section of grid.querySelectorAll(".month > .grid")) justify(section);
   const years = $("years");
   years.replaceChildren(...data.years.map((y) => {
     const first = data.months.find((m) => (m.month ? m.month.slice(0, 4) : "undated") === y.year);
@@ -239,95 +421,74 @@ function renderTimeline(data) {
       const target = document.getElementById(anchor);
       if (target) target.scrollIntoView({ block: "start" });
     };
-    return el("li", {}, el("a", { href: `#${anchor}`, textContent: `${y.year} · ${y.count}`, onclick: jump }));
+    return el("li", {}, el("a", { href: `#${anchor}`, textContent: `${y.year === "undated" ? "Undated" : y.year} · ${y.count}`, onclick: jump }));
   }));
   years.hidden = !data.years.length;
   window.scrollTo({ top: 0 });
+  rove(grid);
   drawJudgements();
 }
 
-function tiles() {
-  return document.querySelectorAll("#grid .tile");
+function focusFirst() {
+  const first = rove($("grid"));
+  if (first) first.focus();
 }
 
 export function show(text, error = false) {
   $("message").textContent = text;
   $("message").classList.toggle("error", error);
+  $("message").setAttribute("role", error ? "alert" : "status");
+  $("message").hidden = !text;
 }
 
-function similar(id) {
-  state.similarTo = id;
-  state.text = "";
-  $("q").value = "";
-  closeLightbox();
+// ---------------------------------------------------------------- view changes
+
+function viewChanged() {
+  const round = currentRound();
+  if (round) {
+    round.view = structuredClone(state.view);
+    save();
+  }
+  drawControls();
   run();
 }
 
-// ---------------------------------------------------------------- lightbox
-
-function openLightbox(index) {
-  state.lightbox = index;
-  $("lightbox").hidden = false;
-  drawLightbox();
-  $("lb-close").focus();
+function readControls(id) {
+  const v = state.view;
+  if (id === "sort") v.sort = $("sort").value;
+  else if (id === "view") v.layout = $("view").value;
+  else if (id === "min-score") {
+    const value = parseFloat($("min-score").value);
+    v.min_score = Number.isFinite(value) ? value : null;
+  } else if (id === "folder") {
+    const f = { ...v.filters };
+    delete f.root; delete f.folder;
+    v.filters = { ...f, ...($("folder").value ? JSON.parse($("folder").value) : {}) };
+  } else if (id === "from" || id === "to") {
+    const key = id === "from" ? "taken_from" : "taken_to";
+    v.filters = { ...v.filters };
+    if ($(id).value) v.filters[key] = $(id).value;
+    else delete v.filters[key];
+  }
 }
 
-function closeLightbox() {
-  if (state.lightbox < 0) return;
-  const tileEl = tiles()[state.lightbox];
-  state.lightbox = -1;
-  $("lightbox").hidden = true;
-  if (tileEl) tileEl.focus();
-}
+// ---------------------------------------------------------------- a picture to search with
 
-function drawLightbox() {
-  const r = state.results[state.lightbox];
-  if (!r) return closeLightbox();
-  $("lb-img").src = r.image;  // a WebP rendition where the browser cannot show the file (HEIC, TIFF)
-  $("lb-original").href = r.original;
-  $("lb-pair").replaceChildren(...(r.pair || []).flatMap((p) => [
-    " · ", el("a", { href: p.original, download: "", textContent: `${p.format} file`, title: p.path })]));
-  $("lb-img").alt = r.path;
-  const taken = r.taken_at ? new Date(r.taken_at).toLocaleString() : "";
-  $("lb-caption").textContent = `${r.path} · ${r.width}×${r.height} · ${taken} · score ${r.score}`;
-  $("lb-like").setAttribute("aria-pressed", String(state.liked.has(r.id)));
-  $("lb-reject").setAttribute("aria-pressed", String(state.rejected.has(r.id)));
-  $("lb-prev").disabled = state.lightbox <= 0;
-  $("lb-next").disabled = state.lightbox >= state.results.length - 1;
-}
-
-function step(delta) {
-  const next = state.lightbox + delta;
-  if (next < 0 || next >= state.results.length) return;
-  state.lightbox = next;
-  drawLightbox();
-  if (next >= state.results.length - 3 && state.more && !state.loading) run({ append: true });
-}
-
-function onLightboxKey(event) {
-  if (state.lightbox < 0) return;
-  const action = shortcut(event);
-  const current = state.results[state.lightbox];
-  if (action === "close") closeLightbox();
-  else if (action === "previous") step(-1);
-  else if (action === "next") step(1);
-  else if (action === "open" || !act(action, current, state.lightbox)) return;
-  event.preventDefault();
-}
-
-// ---------------------------------------------------------------- upload and copy
-
-function setUpload(file) {
+async function setUpload(file) {
   if (!file || !file.type.startsWith("image/")) {
     show("That is not a picture.", true);
     return;
   }
-  if (state.uploadURL) URL.revokeObjectURL(state.uploadURL);
-  state.upload = file;
-  state.uploadURL = URL.createObjectURL(file);
-  state.similarTo = null;
-  drawTray();
-  run();
+  show("Reading the picture…");
+  try {
+    const picture = await postPicture("/api/pictures", undefined, file);
+    rememberPicture(picture.id, picture.preview);
+    state.picture = { id: picture.id, preview: picture.preview };
+    state.similar = null;
+    await nextRound({});
+  } catch (error) {
+    show(error.message, true);
+  }
 }
 
 async function copyPaths() {
@@ -359,44 +520,76 @@ function wireDrop() {
   });
 }
 
+function toggle(button, panel) {
+  const open = $(panel).hidden;
+  $(panel).hidden = !open;
+  $(button).setAttribute("aria-expanded", String(open));
+}
+
 export function initSearch() {
+  window.addEventListener("pagehide", () => flush(true));
+  const saved = localStorage.getItem("image-search-tiles");
+  if (saved === "square" || saved === "justified") state.tiles = saved;
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    state.text = $("q").value;
-    state.similarTo = null;
-    drawTray();
-    run();
+    nextRound();
   });
-  $("q").addEventListener("input", () => { state.text = $("q").value; drawTray(); });
-  $("refine").addEventListener("click", () => { state.text = $("q").value; state.similarTo = null; run(); });
+  $("q").addEventListener("input", drawTray);
+  $("q").addEventListener("keydown", (event) => {  // ↓ from the box goes to the first photo
+    if (event.key === "ArrowDown" && state.results.length && !event.altKey) {
+      event.preventDefault();
+      focusFirst();
+    }
+  });
+  $("refine").addEventListener("click", () => nextRound());
   $("clear").addEventListener("click", () => {
-    Object.assign(state, { upload: null, similarTo: null, editing: null });
-    state.liked.clear(); state.rejected.clear();
-    drawTray(); drawJudgements();
+    closeLightbox();
+    history.pushState(null, "", "#/");
+    startOver();
+    $("q").focus();
+  });
+  $("chip-clear").addEventListener("click", () => {
+    state.picture = null;
+    state.similar = null;
+    drawControls();
+    drawTray();
+    $("q").focus();
   });
   $("copy-paths").addEventListener("click", copyPaths);
-  $("back").addEventListener("click", () => state.pos > 0 && restore(state.pos - 1));
-  $("forward").addEventListener("click", () => state.pos < state.history.length - 1 && restore(state.pos + 1));
-  for (const [id, key] of [["sort", "sort"], ["folder", "folder"], ["from", "from"], ["to", "to"], ["view", "view"], ["min-score", "minScore"]]) {
-    $(id).addEventListener("change", () => { state[key] = $(id).value; if (!nothingToAsk()) run(); });
+  $("back").addEventListener("click", () => go(state.pos - 1));
+  $("forward").addEventListener("click", () => go(state.pos + 1));
+  $("filters-toggle").addEventListener("click", () => toggle("filters-toggle", "controls"));
+  $("tray-toggle").addEventListener("click", () => toggle("tray-toggle", "tray-lists"));
+  for (const id of ["sort", "folder", "from", "to", "view", "min-score"]) {
+    $(id).addEventListener("change", () => { readControls(id); viewChanged(); });
   }
+  $("tiles").addEventListener("change", () => {
+    state.tiles = $("tiles").value;
+    localStorage.setItem("image-search-tiles", state.tiles);
+    if (state.view.layout === "timeline") run(); else render(null);
+  });
+  $("fresh-show").addEventListener("click", () => run());
   $("upload").addEventListener("change", () => setUpload($("upload").files[0]));
-  $("upload-clear").addEventListener("click", () => { state.upload = null; drawTray(); });
-  $("lb-close").addEventListener("click", closeLightbox);
-  $("lb-prev").addEventListener("click", () => step(-1));
-  $("lb-next").addEventListener("click", () => step(1));
-  $("lb-like").addEventListener("click", () => judge(state.results[state.lightbox], "like"));
-  $("lb-reject").addEventListener("click", () => judge(state.results[state.lightbox], "reject"));
-  $("lb-similar").addEventListener("click", () => similar(state.results[state.lightbox].id));
-  document.addEventListener("keydown", onLightboxKey);
   wireDrop();
+  wireArrows($("grid"));
+  let pending = 0;
+  new ResizeObserver(() => {
+    cancelAnimationFrame(pending);
+    pending = requestAnimationFrame(() => {
+      if ($("grid").classList.contains("timeline")) for (const g of document.querySelectorAll("#grid .month > .grid")) justify(g);
+      else justify($("grid"));
+    });
+  }).observe($("grid"));
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting) && state.more && !state.loading && state.results.length) {
       run({ append: true });
     }
   }, { rootMargin: "800px" }).observe($("sentinel"));
-  drawTray();
-  drawHistory();
+  drawAll();
+}
+
+export function lightboxIsOpen() {
+  return lightboxOpen();
 }
 
 export async function loadFolders() {
@@ -407,5 +600,20 @@ export async function loadFolders() {
       select.append(new Option(root, JSON.stringify({ root })));
       for (const folder of folders) select.append(new Option(`  ${folder}`, JSON.stringify({ root, folder })));
     }
+    drawControls();
   } catch (error) { /* filters stay at "all" */ }
+}
+
+// An album's search, opened for editing: a new search whose first round is the album's.
+export async function editSearch(album) {
+  const f = album.filters || {};
+  for (const r of [...album.liked, ...album.rejected]) state.known.set(r.id, r);
+  startOver();
+  state.view = { sort: "score", filters: { ...f }, min_score: album.min_score, layout: "grid" };
+  state.liked = new Map(album.liked.map((r) => [r.id, r]));
+  state.rejected = new Map(album.rejected.map((r) => [r.id, r]));
+  $("q").value = album.text;
+  await nextRound();
+  state.editing = { id: album.id, name: album.name };
+  drawTray();
 }
