@@ -70,15 +70,24 @@ class DaemonStatus:
 
 
 class RateMeter:
-    """Files done per second over the last 30 s, from the indexer's progress callbacks."""
+    """Files done per second over the last 30 s, from the indexer's progress callbacks. Each
+    index run counts ``done`` from zero: the meter adds up what every run did, so a new batch of
+    events does not read as a rate of zero (it did in 4 of 5 readings)."""
 
     def __init__(self) -> None:
         self.last_progress = time.monotonic()
         self._window: deque[tuple[float, int]] = deque(maxlen=64)
+        self._total = 0
+        self._run: tuple[float, int] = (0.0, 0)  # the run reporting (its start) and its done
 
     def __call__(self, progress: Progress) -> None:
         self.last_progress = time.monotonic()
-        self._window.append((self.last_progress, progress.done))
+        started, done = self._run
+        if progress.started != started:  # another index run: it counts from zero
+            done = 0
+        self._total += max(0, progress.done - done)
+        self._run = (progress.started, progress.done)
+        self._window.append((self.last_progress, self._total))
 
     def rate(self, moment: float, busy: bool) -> float | None:
         """The rate now; None to keep the last one (busy, but too few points yet)."""

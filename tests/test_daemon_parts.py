@@ -85,6 +85,21 @@ def test_the_rate_is_what_was_done_in_the_last_30_seconds() -> None:
     assert meter._window[-1][1] == 0
 
 
+def test_the_rate_adds_up_index_runs_that_each_count_from_zero() -> None:
+    """Every batch of watched events is an index run of its own, its ``done`` from zero: the rate
+    read 0.0 img/s in 4 of 5 readings while photos were being indexed."""
+    meter = RateMeter()
+    for run in range(3):
+        progress = Progress(total=20, started=float(run))
+        for done in (5, 10, 20):
+            progress.done = done
+            meter(progress)
+            meter._window[-1] = (run * 2 + done / 10, meter._window[-1][1])
+    totals = [total for _, total in meter._window]
+    assert totals == sorted(totals) and totals[-1] == 60
+    assert meter.rate(meter._window[-1][0], busy=True) > 0
+
+
 def test_the_status_snapshot_counts_and_lists_failures() -> None:
     status = DaemonStatus(state="indexing", queue=10, rate=5.0)
     status.count(Summary(indexed=3, reused=2, failed=[("/p/bad.jpg", "not an image")]))
