@@ -100,6 +100,32 @@ class Prepared:
     gpu: bool = False  # facts only: the pixels are decoded on the GPU (nvJPEG)
 
 
+MAX_FILE = 1 << 30  # the largest file indexed (and served): no photo is larger
+# The first bytes of every format Pillow opens for us (HEIF and AVIF: an ISO box "ftyp" at 4).
+MAGIC = (
+    b"\xff\xd8\xff",  # JPEG, MPO
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF, little- and big-endian, and BigTIFF
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+)
+
+
+def looks_like_an_image(path: str | os.PathLike[str]) -> bool:
+    """Whether the file starts as a format image-search reads does (camera RAW files aside: their
+    formats are LibRaw's to know)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return True  # the read that follows says why
+    return head.startswith(MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:8] == b"ftyp"
+
+
 def _hash_and_tail(path: str | os.PathLike[str]) -> tuple[str, bytes]:
     """The content hash and the file's last bytes (a complete JPEG ends with its EOI marker)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -262,6 +288,12 @@ def prepare(
     result = Prepared(path, st.st_size, st.st_mtime_ns, dev=st.st_dev, ino=signed64(st.st_ino))
     if st.st_size == 0:
         result.error = "empty file"
+        return result
+    if st.st_size > MAX_FILE:  # before a byte is hashed: a 6 GiB sparse ".jpg" took 12.7 s
+        result.error = f"file is {st.st_size / 2**30:.1f} GiB, above the {MAX_FILE >> 30} GiB a photo can be"
+        return result
+    if not raw.is_raw(path) and not looks_like_an_image(path):
+        result.error = "not an image in a format image-search reads (its first bytes say so)"
         return result
     try:
         result.hash, tail = _hash_and_tail(path)

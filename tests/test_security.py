@@ -238,7 +238,7 @@ async def test_hostile_headers_and_bodies_are_400s_not_500s(
     junk = json.dumps({"name": "Huge", "text": "x", "filters": {"folder": "a" * 5_000_000}}).encode()
     json_headers = {**auth, "Content-Type": "application/json"}
     huge = await c.post("/api/albums", data=io.BytesIO(junk), headers=json_headers)
-    assert huge.status == 400
+    assert huge.status == 413  # an album's body needs kilobytes: 5 MB is refused unread
     low = await c.get("/api/duplicates?similarity=0.5&hash_bits=32", headers=auth)
     assert low.status == 400
 
@@ -296,3 +296,121 @@ def test_the_units_expose_little(name: str) -> None:
         "SystemCallFilter=@system-service",
     ):
         assert option in text
+
+
+async def test_text_that_is_not_unicode_is_a_400_and_fails_no_one_else(client: TestClient) -> None:  # noqa: F811
+    """A lone surrogate (JSON's "\\ud800") gave 500s from the tokenizer and the store, and failed
+    every search batched with it: 15 of 24 ordinary searches, three rounds in a row."""
+    hostile = b'{"text": "dog \\ud800"}'
+    headers = {"Content-Type": "application/json"}
+    assert (await client.post("/api/search", data=hostile, headers=headers)).status == 400
+    album = b'{"name": "x\\ud800", "text": "dog"}'
+    assert (await client.post("/api/albums", data=album, headers=headers)).status == 400
+    for _ in range(3):
+        answers = await asyncio.gather(
+            client.post("/api/search", data=hostile, headers=headers),
+            *(client.post("/api/search", json={"text": f"a photo {n}", "limit": 3}) for n in range(24)),
+        )
+        assert [a.status for a in answers] == [400] + [200] * 24
+
+
+async def test_a_batch_that_fails_fails_only_the_request_that_broke_it() -> None:
+    """The batcher runs each request alone when their batch fails: one bad input costs one answer."""
+    import concurrent.futures
+
+    from image_search.queries import Batcher
+
+    def double(items: list[str]) -> list[int]:
+        if "bad" in items:
+            raise ValueError("bad input")
+        return [2 * len(i) for i in items]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        batcher: Batcher[str, int] = Batcher(double, pool)
+        runner = asyncio.create_task(batcher.run())
+        answers = await asyncio.gather(
+            *(batcher.submit(i) for i in ["a", "bb", "bad", "ccc"] * 4), return_exceptions=True
+        )
+        runner.cancel()
+    assert [a if isinstance(a, int) else "error" for a in answers] == [2, 4, "error", 6] * 4
+
+
+async def test_weights_are_bounded(client: TestClient) -> None:  # noqa: F811
+    for weights in ({"text": 1e300}, {"liked": -1}, {"rejected": 101}):
+        answer = await client.post("/api/search", json={"text": "dog", "weights": weights})
+        assert answer.status == 400 and "from 0 to 100" in (await answer.json())["error"]
+    fine = await client.post("/api/search", json={"text": "dog", "weights": {"text": 100, "liked": 0}})
+    assert fine.status == 200
+    assert all(np.isfinite(r["score"]) for r in (await fine.json())["results"])
+
+
+async def test_bodies_are_judged_by_their_size_before_they_are_read(client: TestClient) -> None:  # noqa: F811
+    """A search body needs kilobytes: 256 KB is its ceiling (1 MB for a search's rounds, 20 MB for
+    an upload), refused from its Content-Length, and from its bytes when it comes without one."""
+    big = json.dumps({"text": "dog", "liked": ["0" * 32] * 9000}).encode()
+    assert len(big) > 256 * 1024
+    answer = await client.post("/api/search", data=big, headers={"Content-Type": "application/json"})
+    assert answer.status == 413 and "256 KB" in (await answer.json())["error"]
+
+    async def chunked():  # type: ignore[no-untyped-def]
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    answer = await client.post("/api/search", data=chunked(), headers={"Content-Type": "application/json"})
+    assert answer.status == 413
+    rounds = {"rounds": [{"text": "dog", "marks": {"liked": ["a" * 32] * 2000}}] * 5}
+    assert (await client.put(f"/api/rounds/{'b' * 32}", json=rounds)).status == 204  # 330 KB
+
+
+def test_trees_made_before_the_private_defaults_are_made_private_at_start(tmp_path: Path) -> None:
+    """An install from before 0.14 kept 0755 folders and 0644 thumbnails after an upgrade."""
+    from image_search.private import make_private
+
+    cache = tmp_path / "cache"
+    thumb = cache / "thumbs" / "ab" / "abcd-256.webp"
+    thumb.parent.mkdir(parents=True)
+    thumb.write_bytes(b"x")
+    tool = cache / "bin" / "tool"
+    tool.parent.mkdir()
+    tool.write_bytes(b"#!/bin/sh\n")
+    for path, mode in ((cache, 0o755), (cache / "thumbs", 0o755), (thumb, 0o644), (tool, 0o755)):
+        path.chmod(mode)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not ours to change")
+    outside.chmod(0o644)
+    (cache / "link").symlink_to(outside)
+    assert make_private(cache) == 6  # cache, thumbs, ab, bin and the two files
+    assert {p.stat().st_mode & 0o777 for p in (cache, cache / "thumbs", thumb.parent)} == {0o700}
+    assert thumb.stat().st_mode & 0o777 == 0o600 and tool.stat().st_mode & 0o777 == 0o700  # still runs
+    assert outside.stat().st_mode & 0o777 == 0o644  # a link's target is left alone
+    assert make_private(cache) == 0  # walked once: the marker says so
+    thumb.chmod(0o644)
+    cache.chmod(0o755)
+    assert make_private(cache) == 1  # the tree's own folder is checked every time
+
+
+async def test_a_huge_or_foreign_file_is_refused_before_it_is_hashed(
+    tmp_path: Path, image_embedder: object
+) -> None:
+    """A 6 GiB sparse ".jpg" took 12.7 s to hash before its format was known (a terabyte one
+    would outlast the stuck-indexer watchdog): refused from its size, recorded with the reason; a
+    text file named .png from its first bytes."""
+    from image_search.imaging import CropSpec, prepare
+
+    from .conftest import index_folder, make_photo
+
+    root = tmp_path / "Pictures"
+    make_photo(root / "fine.jpg", seed=1)
+    huge = root / "huge.jpg"
+    with open(huge, "wb") as fh:
+        fh.truncate(6 << 30)
+    (root / "notes.png").write_text("not a picture at all\n" * 100)
+    facts = prepare(str(huge), CropSpec(), 100)
+    assert facts.hash is None and "6.0 GiB" in (facts.error or "")
+    async with Store("mem://") as store:
+        summary = await index_folder(store, root, image_embedder)  # type: ignore[arg-type]
+        reasons = dict(summary.failed)
+        assert summary.indexed == 1 and "GiB" in reasons[str(huge)]
+        assert "first bytes" in reasons[str(root / "notes.png")]
+        recorded = {row["path"]: row["error"] for row in await store.failures()}
+        assert recorded[str(huge)] == reasons[str(huge)]

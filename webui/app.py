@@ -42,10 +42,11 @@ from .keys import (
     THUMBS,
     UPLOAD_SLOTS,
 )
-from .middleware import MAX_UPLOAD, errors, guard, same_origin_only
+from .middleware import errors, guard, same_origin_only
 from .routes import ROUTES
 from .security import Security
 from .services import AlbumSummaries, CountsCache, DuplicateFinder, ImageQueries, on_own_thread
+from .validate import MAX_UPLOAD
 
 log = logging.getLogger("image_search.webui")
 

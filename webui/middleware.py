@@ -15,10 +15,9 @@ from image_search.refine import EmptyQuery
 
 from .keys import SECURITY
 from .responses import json_error
+from .validate import body_limit
 
 log = logging.getLogger("image_search.webui")
-
-MAX_UPLOAD = 20 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # The core's errors a user can act on, and the status each gets (the first match wins).
@@ -73,8 +72,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             return json_error(403, "cross-site request refused")
         if request.body_exists and request.content_type not in ("application/json", "multipart/form-data"):
             return json_error(415, "send JSON (Content-Type: application/json)")
-        if (request.content_length or 0) > MAX_UPLOAD:  # refused before a byte of it is read
-            return json_error(413, f"the upload is larger than {MAX_UPLOAD >> 20} MB")
+        limit = body_limit(request)
+        if (request.content_length or 0) > limit:  # refused before a byte of it is read
+            return json_error(413, f"the body is larger than {limit >> 10:,} KB, the most this route takes")
     return await handler(request)
 
 

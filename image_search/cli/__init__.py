@@ -12,12 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..config import ConfigError
+from ..config import ConfigError, data_home
 from ..errors import UserError
 from ..imaging import configure_pillow
+from ..private import make_private
 from ..store import StoreError
 from . import index, library, serve, setup
 from .options import config_from_args, config_parent
+from .output import OneLine
 
 log = logging.getLogger("image_search")
 
@@ -47,6 +49,8 @@ def setup_logging(verbose: bool) -> None:
         logging.basicConfig(
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
         )
+    for installed in logging.getLogger().handlers:
+        installed.addFilter(OneLine())
     for noisy in ("apscheduler", "watchdog", "PIL", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -58,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)  # the database, thumbnails and exports are this user's alone
     try:
         config = config_from_args(args)
+        for tree in dict.fromkeys((data_home(), config.cache_dir, config.export_dir)):
+            make_private(tree)
         return asyncio.run(args.run(config, args))
     except (UserError, ConfigError, StoreError) as exc:
         print(f"image-search: error: {exc}", file=sys.stderr)
