@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -217,3 +218,51 @@ def test_serve_stops_cleanly_on_sigterm_while_the_model_loads(photo_dir: Path, e
     rest = proc.communicate(timeout=120)[1]
     assert proc.returncode == 0, "".join(seen) + rest
     assert "Traceback" not in rest, rest
+
+
+def test_paths_print_safely_or_exactly_with_null(tmp_path: Path, env: dict[str, str]) -> None:
+    """A file named "orig.jpg\\nz.jpg" printed raw reads as two paths (one naming another file):
+    lines escape it; -0 prints its exact bytes, NUL after each path. A name that is not UTF-8
+    keeps its bytes too."""
+    import shutil
+
+    from .conftest import make_photo
+
+    root = tmp_path / "Pictures"
+    original = make_photo(root / "orig.jpg", (400, 300), seed=5)
+    tricky = root / "orig.jpg\nz.jpg"
+    shutil.copy(original, tricky)
+    latin = root / os.fsdecode(b"caf\xe9.jpg")
+    with Image.open(original) as image:
+        image.resize((200, 150)).save(latin)
+    cli("index", str(root), env=env)
+    lines = cli("duplicates", "--smaller", env=env).stdout.splitlines()
+    assert len(lines) == 2 and {str(root / "orig.jpg\\nz.jpg"), str(root / "caf\\xe9.jpg")} == set(lines)
+    raw = subprocess.run(
+        [sys.executable, "-m", "image_search", "duplicates", "--null"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    ).stdout
+    assert raw.endswith(b"\0") and set(raw.split(b"\0")[:-1]) == {os.fsencode(tricky), os.fsencode(latin)}
+    found = subprocess.run(
+        [sys.executable, "-m", "image_search", "search", "a photo", "-0"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    ).stdout
+    assert set(found.split(b"\0")[:-1]) == {os.fsencode(p) for p in (original, tricky, latin)}
+    listed = cli("search", "a photo", env=env).stdout
+    assert "orig.jpg\\nz.jpg" in listed and len(listed.splitlines()) == 3
+
+
+def test_log_lines_stay_one_line() -> None:
+    import logging
+
+    from image_search.cli.output import OneLine, printable
+
+    assert printable("a\nb\x1b[31m\udce9") == "a\\nb\\x1b[31m\\xe9"
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "skipping %s: %s", ("a.jpg\nFAKE LINE", "bad"), None
+    )
+    assert OneLine().filter(record) and record.getMessage() == "skipping a.jpg\\nFAKE LINE: bad"

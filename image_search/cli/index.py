@@ -11,6 +11,7 @@ from typing import Any
 from ..config import Config
 from ..errors import UserError
 from .options import json_flag, paths_argument
+from .output import printable
 from .progress import Bar
 
 log = logging.getLogger("image_search")
@@ -115,4 +116,4 @@ def _print_summary(total: Any, as_json: bool) -> None:
         f"in {total.seconds:.1f} s ({rate:.1f} img/s)"
     )
     for failed_path, reason in total.failed:
-        print(f"  failed: {failed_path}: {reason}")
+        print(f"  failed: {printable(failed_path)}: {printable(reason)}")

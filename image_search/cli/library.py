@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import Config
 from .options import json_flag
+from .output import null_flag, print_paths, printable
 from .sources import source
 
 
@@ -26,6 +27,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, default=20, help="How many results (default 20).")
     json_flag(p, "JSON: a list of {path, score, id}.")
+    null_flag(p)
     p.set_defaults(run=cmd_search)
 
     p = sub.add_parser(
@@ -39,6 +41,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
         help="Print only the smaller copies' paths, one per line (to review, move or delete yourself).",
     )
     json_flag(p)
+    null_flag(p)
     p.set_defaults(run=cmd_duplicates)
 
     p = sub.add_parser("albums", parents=[parent], help="Saved albums with their photo counts.")
@@ -54,6 +57,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
         help="Create DIR (new or empty, outside the picture folders) with a symbolic link to each photo.",
     )
     json_flag(p, "Print JSON: a list of {path, score, id}.")
+    null_flag(p)
     p.set_defaults(run=cmd_album)
 
     p = sub.add_parser("status", parents=[parent], help="Counts, model, database location and failed files.")
@@ -69,8 +73,11 @@ async def cmd_search(config: Config, args: argparse.Namespace) -> int:
 
     limit = max(args.limit, 0)
     results = await source(config).search(args.text, limit) if parse_query(args.text) and limit else []
+    if args.null:
+        print_paths([r["path"] for r in results], null=True)
+        return 0
     empty = "no results (is anything indexed? see `image-search status`)"
-    _print_rows(results, args.json, empty, lambda r: f"{r['score']:.4f}  {r['path']}")
+    _print_rows(results, args.json, empty, lambda r: f"{r['score']:.4f}  {printable(r['path'])}")
     return 0
 
 
@@ -100,7 +107,7 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
     for line in _service_lines(status["service"]):
         print(line)
     for f in status["failed_files"]:
-        print(f"  {f['path']}: {f['error']}")
+        print(f"  {printable(f['path'])}: {printable(f['error'])}")
     return 0
 
 
@@ -137,17 +144,16 @@ def _duration(seconds: float) -> str:
 async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
     found = await source(config).duplicates()
     groups, missing, images = found["groups"], found["without_fingerprint"], found["images"]
-    if args.smaller:
-        for members in groups:
-            for copy in members[1:]:
-                print(copy["path"])
+    if args.smaller or args.null:
+        print_paths((copy["path"] for members in groups for copy in members[1:]), args.null)
     elif args.json:
         print(json.dumps({"groups": groups, "images": images, "without_fingerprint": missing}, indent=2))
     else:
         for members in groups:
             for n, copy in enumerate(members):
                 label = "keep " if n == 0 else "  copy"
-                print(f"{label} {copy['width']}x{copy['height']} {copy['size'] or 0:>10} B  {copy['path']}")
+                size = f"{copy['width']}x{copy['height']} {copy['size'] or 0:>10} B"
+                print(f"{label} {size}  {printable(copy['path'])}")
             print()
         copies, seconds = sum(len(g) - 1 for g in groups), found["seconds"]
         print(
@@ -166,7 +172,9 @@ async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
 async def cmd_albums(config: Config, args: argparse.Namespace) -> int:
     rows = await source(config).albums()
     empty = "no albums yet: save a search as an album in the web UI"
-    _print_rows(rows, args.json, empty, lambda r: f"{r['count']:>7} photos  {r['new']:>5} new  {r['name']}")
+    _print_rows(
+        rows, args.json, empty, lambda r: f"{r['count']:>7} photos  {r['new']:>5} new  {printable(r['name'])}"
+    )
     return 0
 
 
@@ -183,6 +191,5 @@ async def cmd_album(config: Config, args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps(rows, indent=2))
     else:
-        for path in paths:
-            print(path)
+        print_paths(paths, args.null)
     return 0
