@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-DEFAULT_EXEC = "%h/.local/share/image-search/venv/bin/image-search"
+DEFAULT_EXEC = "%h/.local/lib/image-search/venv/bin/image-search"
 
 _COMMON_SERVICE = """\
 Restart=on-failure

@@ -147,6 +147,10 @@ def test_the_container_runs_as_a_user_would(
         f"--name={NAME}",
         "--network=host",
         f"--secret={SECRET},type=env,target=IMAGE_SEARCH_TOKEN",
+        # As the Quadlet runs it: no new privileges, no capabilities, a read-only root.
+        "--security-opt=no-new-privileges",
+        "--cap-drop=all",
+        "--read-only",
         f"-e=IMAGE_SEARCH_PORT={port}",
         "-e=IMAGE_SEARCH_MODEL=/model",
         f"-v={pictures}:/pictures:ro",

@@ -51,7 +51,7 @@ def test_units_say_what_the_issue_asks() -> None:
     serve = units.render("image-search.service")
     for line in (
         "Type=notify",
-        "ExecStart=%h/.local/share/image-search/venv/bin/image-search serve",
+        "ExecStart=%h/.local/lib/image-search/venv/bin/image-search serve",
         "Restart=on-failure",
         "WatchdogSec=60",
         "TimeoutStopSec=",
@@ -151,6 +151,9 @@ def test_quadlet_and_containerfile_agree() -> None:
     assert "/api/health" in containerfile and "/api/health" in quadlet
     # It listens on all interfaces inside, so it must be given (or generate) a token.
     assert "IMAGE_SEARCH_HOST=0.0.0.0" in containerfile and "target=IMAGE_SEARCH_TOKEN" in quadlet
+    # The service cannot write its own code (tests/test_container.py runs it with the same options).
+    for hardening in ("ReadOnly=true", "NoNewPrivileges=true", "DropCapability=all"):
+        assert re.search(rf"^{hardening}$", quadlet, re.MULTILINE), hardening
     assert re.search(r"^USER \d+", containerfile, re.MULTILINE)
 
 
