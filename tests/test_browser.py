@@ -744,3 +744,34 @@ async def test_duplicates_page(page, served: Served) -> None:  # type: ignore[no
         await page.click("#dup-export")
     smaller = Path(await (await download.value).path()).read_text().splitlines()
     assert len(smaller) == copies and str(served.root / "exports" / "meadow-small.jpg") in smaller
+
+
+async def test_every_page_on_a_phone_is_accessible(browser, server: str) -> None:  # type: ignore[no-untyped-def]
+    """axe-core finds nothing on a 390x844 touch screen: results with the tray and the filters
+    open, the timeline, the albums, an album, the near-duplicates; and nothing scrolls sideways."""
+    page = await open_page(browser, server, PHONE)
+    await search(page, "a photo")
+    await page.locator("#grid .tile").nth(0).locator("button.like").tap()
+    await page.tap("#tray-toggle")
+    await page.tap("#filters-toggle")
+    await accessible(page, "phone: tray and filters open")
+    await page.select_option("#view", "timeline")
+    await page.wait_for_selector("#grid .month .tile")
+    await accessible(page, "phone: timeline")
+    await page.tap("#save-album")
+    await page.fill("#album-name", "Phone album")
+    await page.tap("#album-save")
+    await on_page(page, "() => document.getElementById('tray-note').textContent.startsWith('Saved')")
+    await page.goto(server + "/#/albums")
+    await page.wait_for_selector(".album-card")
+    await accessible(page, "phone: albums")
+    await page.tap(".album-card a")
+    await page.wait_for_selector("#album-grid .tile")
+    await accessible(page, "phone: an album")
+    await page.screenshot(path=ARTIFACTS / "11-phone-album.png")
+    await page.goto(server + "/#/duplicates")
+    await page.wait_for_selector(".dup-group")
+    await accessible(page, "phone: near-duplicates")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.screenshot(path=ARTIFACTS / "12-phone-duplicates.png")
+    assert not page.errors

@@ -33,6 +33,8 @@ export function closeLightbox() {
 }
 
 function onClose() {
+  // The close event comes a moment after close(): a photo opened meanwhile keeps its lightbox.
+  if ($("lightbox").open) return;
   const was = current;
   current = null;
   $("lb-img").removeAttribute("src");
