@@ -177,7 +177,9 @@ async def test_heic_and_tiff_reach_the_browser_as_renditions(
             shown = await client.get(f"/api/images/{image_key(str(phone))}")
             assert shown.status == 200 and shown.content_type == "image/webp"
             with Image.open(io.BytesIO(await shown.read())) as rendition:
-                assert max(rendition.size) == 2560 and rendition.width < rendition.height  # upright, a screen's
+                assert (
+                    max(rendition.size) == 2560 and rendition.width < rendition.height
+                )  # upright, a screen's
             original = await client.get(f"/api/images/{image_key(str(phone))}?original=1")
             assert original.content_type == "image/heif" and await original.read() == phone.read_bytes()
             assert original.headers["Content-Disposition"] == 'attachment; filename="IMG_0001.heic"'

@@ -64,7 +64,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     protected = request.path.startswith("/api/")
     if protected and request.headers.get("Sec-Fetch-Site") in FOREIGN:
         return json_error(403, "cross-site request refused")
-    if protected and not security.authorised(request):
+    if protected and not await security.authorised(request):
         return json_error(401, "a token is required: open the address the server printed, with ?token=")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         origin = request.headers.get("Origin")

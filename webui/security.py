@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -33,7 +34,7 @@ from aiohttp import web
 from image_search.config import Config
 from image_search.running import is_loopback
 
-from .peer import TABLES, peer_uid
+from .peer import TABLES, owner
 
 SIGNED_FOR = 3600  # a signed picture URL lasts until the end of the next full hour
 # The routes a signed URL opens: one photo's file and its thumbnail, a picture searched with.
@@ -76,7 +77,7 @@ class Security:
     def token_matches(self, given: str) -> bool:
         return bool(self.token) and secrets.compare_digest(_text_bytes(given), _text_bytes(self.token or ""))
 
-    def authorised(self, request: web.Request) -> bool:
+    async def authorised(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             given = header[7:]
@@ -87,7 +88,7 @@ class Security:
                 return True
         if self.signed(request):
             return True
-        return self.peer_check and self.from_owner(request)
+        return self.peer_check and await self.from_owner(request)
 
     def _signature(self, key: str, expires: int) -> str:
         assert self.token
@@ -115,9 +116,9 @@ class Security:
         wanted = self._signature(match.group(1), int(expires))
         return secrets.compare_digest(_text_bytes(signature), wanted.encode())
 
-    def from_owner(self, request: web.Request) -> bool:
+    async def from_owner(self, request: web.Request) -> bool:
         """Whether this connection's socket belongs to the server's own account (asked of the
-        kernel once per connection)."""
+        kernel once per connection, for that one socket, on a thread)."""
         transport = request.transport
         if transport is None:
             return False
@@ -126,7 +127,7 @@ class Security:
             peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
             uid = None
             if peer and local and is_loopback(str(peer[0])):
-                uid = peer_uid((peer[0], peer[1]), (local[0], local[1]), self.tables)
+                uid = await asyncio.to_thread(owner, (peer[0], peer[1]), (local[0], local[1]), self.tables)
             known = self._owner[transport] = uid == self.uid
         return known
 
