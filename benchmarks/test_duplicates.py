@@ -103,3 +103,29 @@ def test_group_1m(benchmark) -> None:
     )
     print(f"\nnear-duplicates at 1M: {result.seconds:.1f} s, {len(result.groups):,} groups ({result.first})")
     assert result.seconds < 300, f"grouping 1M took {result.seconds:.1f} s (floor: 5 minutes)"
+
+
+def test_4000_identical_copies(benchmark) -> None:
+    """4,000 copies of one photo (#33 item 3): ≤ 2 s and ≤ 100 MB more; they made 7,998,000
+    candidate pairs (36 s, 1.29 GB) before identical files skipped the pair search."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    vector = _unit(rng.normal(size=(1, D)))
+    matrix = np.repeat(vector, n, axis=0)
+    prints = [_print(rng)] * n
+
+    def run():  # type: ignore[no-untyped-def]
+        tracemalloc.start()
+        try:
+            grouping = group(matrix, prints, ["same"] * n)
+            return grouping, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    grouping, peak = benchmark.pedantic(run, rounds=3, iterations=1)
+    benchmark.extra_info.update(seconds=round(grouping.seconds, 3), peak_mb=round(peak / 2**20, 1))
+    print(f"\n4,000 identical copies: {grouping.seconds * 1000:.1f} ms, peak {peak / 2**20:.1f} MB")
+    assert grouping.groups == [list(range(n))] and grouping.candidates == 0
+    assert grouping.seconds <= 2 and peak <= 100 * 2**20

@@ -125,10 +125,14 @@ def group(
     prints = Fingerprints(fingerprints)
     union = _Union(n)
     first_of: dict[str, int] = {}
-    for i, content in enumerate(content_hashes):  # identical files
+    copy = np.zeros(n, dtype=bool)
+    for i, content in enumerate(content_hashes):  # identical files: one group without a comparison
         if content:
             union.join(first_of.setdefault(content, i), i)
-    rows = np.flatnonzero(prints.textured)
+            copy[i] = first_of[content] != i
+    # One of each set of identical files looks for the others' near-duplicates: 4,000 copies of
+    # one photo made 7,998,000 candidate pairs (36 s, 1.29 GB), now none.
+    rows = np.flatnonzero(prints.textured & ~copy)
     by_prints = _pairs_from_prints(matrix, prints, rows, settings, on_progress) if len(rows) > 1 else None
     first = "fingerprints"
     if by_prints is not None:
