@@ -440,3 +440,52 @@ def test_the_owner_is_asked_of_the_kernel_for_one_socket() -> None:
                     assert owner(peer[:2], local, ["/nonexistent"]) == os.getuid()
                     assert client.getsockname()[1] == peer[1]
         assert owner(("127.0.0.1", 1), ("127.0.0.1", port), ["/nonexistent"]) is None
+
+
+MEASURE_DECODE = r"""
+import resource, sys
+from image_search.imaging import CropSpec, configure_pillow, load_upright
+configure_pillow()
+path, small, side = sys.argv[1], sys.argv[2], int(sys.argv[3])
+load_upright(small, 1000, CropSpec(side, side, side))  # the same kind of file, 64x64: imports warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+picture = load_upright(path, 1000, CropSpec(shortest_edge=side, crop_height=side, crop_width=side))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, picture.mode, *picture.size)
+"""
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16-tiff", "F", "1", "CMYK", "P", "LA"])
+def test_decoding_any_mode_costs_at_most_twice_its_8_bit_rgb(tmp_path: Path, mode: str) -> None:
+    """A 16-bit or float picture was widened to float64 whole (a 212 KB 16-bit PNG of 100 MP cost
+    2.7 GB): it is brought to 8 bits a band of rows at a time, then reduced. Growth while a 16 MP
+    picture of each mode is decoded for a thumbnail, in a process of its own (peak RSS): at most
+    twice its 8-bit RGB size, decoded picture included."""
+    import sys
+
+    from PIL import Image
+
+    size = 4000
+
+    def picture(n: int) -> Image.Image:
+        ramp = np.add.outer(np.arange(n), np.arange(n)) * (size // n)
+        if mode.startswith("I;16"):
+            return Image.fromarray((ramp * 8).astype(np.uint16))
+        if mode == "F":
+            return Image.fromarray((ramp / (2 * size)).astype(np.float32))
+        return Image.fromarray((ramp % 256).astype(np.uint8)).convert("RGB").convert(mode)
+
+    suffix = ".tif" if mode in ("F", "CMYK", "I;16-tiff") else ".png"
+    path, small = tmp_path / f"x{suffix}", tmp_path / f"small{suffix}"
+    picture(size).save(path)
+    picture(64).save(small)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE_DECODE, str(path), str(small), "128"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown_kb, shown, width, height = out.stdout.split()
+    assert shown == "RGB" and min(int(width), int(height)) >= 128
+    rgb_kb = size * size * 3 // 1024
+    assert int(grown_kb) <= 2 * rgb_kb, f"{mode}: {int(grown_kb) >> 10} MB for a {rgb_kb >> 10} MB picture"
