@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from image_search.library import Library
+from image_search.model import TextEmbedder
 from image_search.snapshot import folder_for
 from image_search.store import Store, image_key, path_fields, to_bytes
 
@@ -130,3 +131,38 @@ async def test_a_damaged_or_foreign_snapshot_means_a_full_load(tmp_path: Path, d
         again = await Library.open(store, "m", folder)
         assert reads.n == 2
         same(first, again)
+
+
+async def test_the_web_app_reads_the_snapshot_of_the_database_it_has_open(
+    tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    """A store given to the app (mem://) beside a configured embedded database whose snapshot has
+    the same change counter and model: that snapshot is another library's, never loaded (the
+    screenshots script served ids its database did not have)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from image_search.snapshot import folder_for
+    from image_search.testing import library_rows
+    from image_search.webui import create_app
+
+    from .conftest import app_config
+
+    model_id = text_embedder.source.model_id
+    vectors = np.eye(16, dtype=np.float32)[:4]
+    configured = f"surrealkv://{tmp_path / 'db'}"
+    async with Store("mem://") as other:
+        await other.check_model(model_id)
+        await other.write(library_rows(0, vectors, "/elsewhere", model_id))
+        stale = Library(model_id)
+        await stale.load(other, folder_for(configured))  # a snapshot beside the configured database
+        if stale.saving is not None:
+            await stale.saving
+    assert folder_for(configured) is not None and folder_for(configured).exists()  # type: ignore[union-attr]
+    async with Store("mem://") as store:
+        await store.check_model(model_id)
+        await store.write(library_rows(0, vectors, "/photos", model_id))
+        config = app_config(tmp_path, tiny_model_dir, database_url=configured)
+        app = create_app(config, store=store, text_embedder=text_embedder)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+            found = await (await c.post("/api/search", json={"text": "x", "limit": 4})).json()
+            assert {r["root"] for r in found["results"]} == {"/photos"}

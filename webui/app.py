@@ -159,7 +159,9 @@ def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval
         # Subscribed before loading: what is written meanwhile is replayed after the load.
         unsubscribe = indexing.subscribe(library) if indexing is not None else None
         try:
-            await library.load(app[STORE], snapshot_folder(app[CONFIG].database_url), app[COMPUTE])
+            # Beside the database actually open (a store given to the app may not be the configured
+            # one: another database's snapshot at the same change counter held other photos).
+            await library.load(app[STORE], snapshot_folder(app[STORE].url), app[COMPUTE])
         except BaseException:
             if unsubscribe is not None:
                 unsubscribe()
