@@ -266,3 +266,23 @@ def test_log_lines_stay_one_line() -> None:
         "x", logging.INFO, __file__, 1, "skipping %s: %s", ("a.jpg\nFAKE LINE", "bad"), None
     )
     assert OneLine().filter(record) and record.getMessage() == "skipping a.jpg\\nFAKE LINE: bad"
+    # A request line that is not UTF-8: aiohttp logs its parser's error with a traceback.
+    from aiohttp.http_exceptions import BadStatusLine
+
+    try:
+        raise BadStatusLine(b"G\xffT / HTTP/1.1")
+    except BadStatusLine:
+        import sys
+
+        bad = logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("127.0.0.1",),
+            sys.exc_info(),
+        )
+    assert OneLine().filter(bad) and bad.exc_info is None
+    line = logging.Formatter().format(bad)
+    assert "\n" not in line and line.startswith("Error handling request from 127.0.0.1: ")
