@@ -87,3 +87,13 @@ def test_default_weights_are_the_measured_best(benchmark) -> None:
     print(f"  text only: {no_feedback:.3f}")
     assert table[default] >= table[best] - 0.01
     assert table[default] > no_feedback + 0.1
+
+
+def test_the_worst_query_parses_in_linear_time(benchmark) -> None:
+    """1,000 queries of 400 operators: ~0.1 s when parsing is linear (floor 5 s; it was quadratic
+    once, and a 40 KB query took 9 s)."""
+    from image_search.queries import parse_query
+
+    worst = "+ " * 400 + "x"
+    benchmark.pedantic(lambda: [parse_query(worst) for _ in range(1000)], rounds=3, iterations=1)
+    assert benchmark.stats.stats.max < 5.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import time
 
 import numpy as np
 import pytest
@@ -126,7 +125,5 @@ def test_parse_query_is_bounded_and_linear() -> None:
         parse_query("9" * 400 + ":dog")
     assert parse_query("a" + " " * 990 + "b") == [(1.0, "a b")]
     assert len(parse_query(" + ".join(["dog"] * 16))) == 16
-    started = time.perf_counter()
-    for _ in range(1000):
-        parse_query("+ " * 400 + "x")
-    assert time.perf_counter() - started < 5.0  # 1,000 worst cases: ~0.1 s when linear
+    worst = "+ " * 400 + "x"  # 400 operators: parsed in one pass (its time: benchmarks/test_refine.py)
+    assert parse_query(worst) == [(1.0, "x")]
