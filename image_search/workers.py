@@ -4,6 +4,7 @@ whole-file reads for nvJPEG and the GPU path's thumbnail encoding (threads)."""
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 
@@ -19,6 +20,9 @@ def worker_start(decoder_threads: int = 1) -> None:
     desktop first. A niced worker still takes every idle cycle, so indexing alone runs as fast as
     before."""
     configure_pillow(heif_threads=decoder_threads)
+    # Ctrl-C reaches the whole process group: the parent stops its workers itself. A worker that
+    # took the KeyboardInterrupt printed "Process ForkServerProcess-N: Traceback ..." on exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(WORKER_NICENESS)
     except OSError:  # pragma: no cover - a sandbox may forbid it

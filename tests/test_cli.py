@@ -286,3 +286,41 @@ def test_log_lines_stay_one_line() -> None:
     assert OneLine().filter(bad) and bad.exc_info is None
     line = logging.Formatter().format(bad)
     assert "\n" not in line and line.startswith("Error handling request from 127.0.0.1: ")
+
+
+def test_no_traceback_for_bad_bytes_a_closed_pipe_or_ctrl_c(tmp_path: Path, env: dict[str, str]) -> None:
+    """A query that is not UTF-8 is a usage error (2); output into a reader that stopped ends
+    quietly (141, as SIGPIPE would); Ctrl-C reaches the decoding workers too, and none of them
+    prints a traceback (130)."""
+    import signal
+
+    command = [sys.executable, "-m", "image_search"]
+    bad = subprocess.run(
+        [*command, "search", os.fsdecode(b"dog\xff")], env=env, capture_output=True, timeout=300
+    )
+    assert bad.returncode == 2 and b"not UTF-8" in bad.stderr and b"Traceback" not in bad.stderr
+    closed = subprocess.Popen([*command, "status"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert closed.stdout is not None and closed.stderr is not None
+    closed.stdout.close()  # the reader is gone before a line is written
+    errors = closed.stderr.read()
+    closed.stderr.close()
+    assert closed.wait(timeout=300) == 141 and b"Traceback" not in errors, errors
+    root = tmp_path / "Pictures"
+    for i in range(1000):
+        make_photo(root / f"{i:04d}.jpg", (320, 240), seed=i)
+    running = subprocess.Popen(
+        [*command, "index", str(root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+    )
+    assert running.stderr is not None
+    seen = b""
+    while b"indexing: " not in seen:  # the workers are decoding
+        line = running.stderr.readline()
+        assert line, seen.decode()
+        seen += line
+    os.killpg(running.pid, signal.SIGINT)
+    _, err = running.communicate(timeout=120)
+    assert running.returncode == 130 and b"Traceback" not in err, err.decode()[-3000:]

@@ -76,11 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console entry point. Exits with ``os._exit`` once everything is closed: the embedded
     SurrealDB engine (surrealdb-embedded 3.0.0b10) can abort with a Rust panic when its runtime
-    threads meet Python's interpreter finalisation (intermittently, exit status 134)."""
+    threads meet Python's interpreter finalisation (intermittently, exit status 134). Output piped
+    into a reader that stops early (``| head``) ends quietly with 141, as tools killed by SIGPIPE
+    do (it ended in a BrokenPipeError traceback)."""
     import os
 
-    code = main()
-    sys.stdout.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to write
+        code = 141
     sys.stderr.flush()
     logging.shutdown()
     os._exit(code)

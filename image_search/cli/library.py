@@ -69,8 +69,13 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 
 async def cmd_search(config: Config, args: argparse.Namespace) -> int:
+    from ..config import ConfigError
     from ..queries import parse_query
 
+    try:
+        args.text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line (a traceback before)
+        raise ConfigError(f"the query is not UTF-8 text: {printable(args.text)}") from None
     limit = max(args.limit, 0)
     results = await source(config).search(args.text, limit) if parse_query(args.text) and limit else []
     if args.null:
