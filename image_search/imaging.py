@@ -24,7 +24,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import fingerprint, naflex, raw
 from .exifdate import date_taken
+from .modes import WIDE, eight_bits, to_rgb, with_orientation
 from .opening import signed64
+from .sniff import MAX_FILE, looks_like_an_image
 
 if TYPE_CHECKING:
     from .thumbs import Thumbnails
@@ -100,32 +102,6 @@ class Prepared:
     gpu: bool = False  # facts only: the pixels are decoded on the GPU (nvJPEG)
 
 
-MAX_FILE = 1 << 30  # the largest file indexed (and served): no photo is larger
-# The first bytes of every format Pillow opens for us (HEIF and AVIF: an ISO box "ftyp" at 4).
-MAGIC = (
-    b"\xff\xd8\xff",  # JPEG, MPO
-    b"\x89PNG\r\n\x1a\n",
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",
-    b"II*\x00",  # TIFF, little- and big-endian, and BigTIFF
-    b"MM\x00*",
-    b"II+\x00",
-    b"MM\x00+",
-)
-
-
-def looks_like_an_image(path: str | os.PathLike[str]) -> bool:
-    """Whether the file starts as a format image-search reads does (camera RAW files aside: their
-    formats are LibRaw's to know)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return True  # the read that follows says why
-    return head.startswith(MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:8] == b"ftyp"
-
-
 def _hash_and_tail(path: str | os.PathLike[str]) -> tuple[str, bytes]:
     """The content hash and the file's last bytes (a complete JPEG ends with its EOI marker)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -150,43 +126,6 @@ def taken_at(image: Image.Image) -> dt.datetime | None:
     except Exception:  # a broken EXIF block must not fail the photo
         return None
     return date_taken(exif)
-
-
-WIDE = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # 16-bit, 32-bit and float greyscale
-BAND_PIXELS = 1 << 22
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB for every mode: palette, alpha, CMYK, 16-bit and float greyscale included."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in WIDE:
-        image = eight_bits(image)
-    if image.mode in ("P", "PA", "LA"):
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
-def eight_bits(image: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit or float greyscale picture as 8-bit greyscale, scaled to its range
-    (16-bit: 0-65535; else 0-255, or 0-65535 where values pass 255), a band of rows at a time: a
-    whole 100 MP 16-bit PNG widened to float64 took 800 MB more, 2.7 GB with what followed."""
-    width, height = image.size
-    rows = max(1, BAND_PIXELS // max(width, 1))
-    bands = [(0, y, width, min(height, y + rows)) for y in range(0, height, rows)]
-    top = 65535.0
-    if not image.mode.startswith("I;16"):
-        top = 255.0
-        for box in bands:
-            if np.nanmax(np.asarray(image.crop(box), dtype=np.float32), initial=0.0) > 255:
-                top = 65535.0
-                break
-    out = np.empty((height, width), dtype=np.uint8)
-    for box in bands:
-        part = np.asarray(image.crop(box), dtype=np.float32)
-        part = np.nan_to_num(part * (255.0 / top) + 0.5, nan=0.0, posinf=255.0, neginf=0.0)
-        out[box[1] : box[3]] = np.clip(part, 0, 255)
-    return Image.fromarray(out, "L")
 
 
 # The formats this project indexes and serves. Pillow is asked to try these plugins alone: never
@@ -245,21 +184,12 @@ def decode_rgb(image: Image.Image, spec: CropSpec, *, draft: bool = True) -> Ima
                 factor = min(narrow.size) // (2 * side) if draft else 0
                 if factor >= 2:
                     narrow = narrow.reduce(factor)
-                upright = ImageOps.exif_transpose(_with_orientation(narrow, _orientation(image)))
+                upright = ImageOps.exif_transpose(with_orientation(narrow, _orientation(image)))
             else:
                 upright = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot decode: {exc}") from None
     return to_rgb(upright)
-
-
-def _with_orientation(image: Image.Image, orientation: int) -> Image.Image:
-    """``image`` carrying the EXIF orientation of the picture it was made from."""
-    if orientation != 1:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        image.info["exif"] = exif.tobytes()
-    return image
 
 
 def model_input(image: Image.Image, spec: CropSpec) -> np.ndarray:

@@ -25,7 +25,8 @@ from PIL import Image
 from .checkpoint import DEFAULT_MODEL, MAX_TOKENS, RANDOM_CONFIG, RANDOM_CONFIGS, ModelSource
 from .errors import ModelUnavailable
 from .families import CLIP
-from .imaging import model_input, to_rgb
+from .imaging import model_input
+from .modes import to_rgb
 from .naflex import HEADER, blank
 from .prepack import prepack
 from .vit import VisionTower
