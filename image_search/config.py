@@ -170,7 +170,7 @@ class Config:
     text_dtype: str = _opt(
         "int8",
         parse=_choice("int8", "float32", "bfloat16"),
-        help="Text model on the CPU: int8 (dynamic quantisation, ~4x faster), float32, or bfloat16 (fastest "
+        help="Text model on the CPU: int8 (dynamic quantisation, ~5x faster), float32, or bfloat16 (fastest "
         "where the CPU has AVX512-BF16 or AMX).",
     )
     text_compile: str = _opt(
@@ -214,13 +214,15 @@ class Config:
         factory=list,
         parse=_patterns,
         metavar="GLOB",
-        help="Only index files whose path relative to its root matches one of these globs (comma-separated).",
+        help="Only index files whose path relative to its root matches one of these globs, at any "
+        "depth (repeat the flag; comma-separated in the environment).",
     )
     exclude: list[str] = _opt(
         factory=list,
         parse=_patterns,
         metavar="GLOB",
-        help="Skip files and folders whose path relative to its root matches one of these globs.",
+        help="Skip files and folders whose path relative to its root, or name, matches one of these "
+        "globs, at any depth (repeat the flag; comma-separated in the environment).",
     )
     follow_symlinks: bool = _opt(
         False,

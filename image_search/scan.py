@@ -39,12 +39,16 @@ class Filter:
             return False
         if not all(self.wants_dir("/".join(parts[: i + 1])) for i in range(len(parts) - 1)):
             return False
-        return not self.include or any(fnmatch.fnmatch(rel, pat) for pat in self.include)
+        return not self.include or any(_matches(rel, pat) for pat in self.include)
 
     def _excluded(self, rel: str) -> bool:
-        return any(
-            fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pat) for pat in self.exclude
-        )
+        return any(_matches(rel, pat) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pat) for pat in self.exclude)
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    """A glob against a path relative to its root, at any depth: ``*/raw/*`` also matches
+    ``raw/a.jpg`` directly under the root (it did not), as if the root's own name came first."""
+    return fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch("/" + rel, pattern)
 
 
 def is_under(path: str, folder: str, *, real: bool = False) -> bool:

@@ -128,3 +128,16 @@ async def test_a_link_made_in_a_watched_folder_follows_the_scans_rule(tmp_path: 
         intake.on_change(Change("changed", str(link)))
         assert intake.pending == expected
         assert [f for f in walk(str(root), intake.filter)] == ([str(link)] if follow else [])
+
+
+def test_patterns_match_at_any_depth() -> None:
+    """The README's `exclude = ["*/raw/*", ...]` left raw/a.jpg directly under a root indexed."""
+    from image_search.scan import Filter
+
+    raw = Filter(exclude=["*/raw/*"])
+    assert not raw.wants_file("raw/a.jpg") and not raw.wants_file("2024/raw/a.jpg")
+    assert raw.wants_file("rawhide/a.jpg") and raw.wants_file("a.jpg")
+    jpegs = Filter(include=["*.jpg"])
+    assert jpegs.wants_file("a.jpg") and jpegs.wants_file("x/y/a.jpg") and not jpegs.wants_file("a.png")
+    named = Filter(exclude=["Screenshots"])
+    assert not named.wants_dir("Screenshots") and not named.wants_dir("2024/Screenshots")
