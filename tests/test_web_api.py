@@ -354,3 +354,16 @@ async def test_tensor_work_runs_on_the_one_compute_thread(
         if thread.name in ("upload-model", "duplicates"):
             thread.join(5)
             assert not thread.is_alive(), thread.name
+
+
+async def test_status_never_reports_a_dead_daemons_state(
+    library: tuple[Store, Path], tmp_path: Path, tiny_model_dir: Path, text_embedder: TextEmbedder
+) -> None:
+    """`web` on the embedded database said `state: watching` from the record of a daemon that had
+    exited: nothing can write to a database this process holds, so there is no daemon."""
+    store, _ = library
+    await store.set_status("daemon", {"state": "watching", "queue": 5, "rate": 2.0, "pid": 1})
+    app = create_app(app_config(tmp_path, tiny_model_dir), store=store, text_embedder=text_embedder)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        status = await (await c.get("/api/status")).json()
+    assert status["state"] == "stopped" and status["queue"] == 0 and status["daemon"] is None

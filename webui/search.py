@@ -38,6 +38,7 @@ from .keys import (
 from .responses import result
 
 DATE_CANDIDATES = 5000
+STALE_STATUS = dt.timedelta(seconds=30)  # a running daemon writes its status every 2 s
 
 
 async def status(request: web.Request) -> web.Response:
@@ -46,9 +47,14 @@ async def status(request: web.Request) -> web.Response:
     indexing = app.get(INDEXING)
     if indexing is not None:
         daemon: dict[str, Any] = dict(indexing.snapshot())
-    else:  # a daemon in another process writes its snapshot to the store
+    elif app[STORE].embedded:  # this process holds the database: no daemon can be writing to it
+        daemon = {}
+    else:  # a daemon in another process writes its snapshot to the store, every few seconds
         daemon = dict(await app[STORE].get_status("daemon") or {})
         daemon.pop("id", None)
+        written = daemon.get("updated_at")
+        if isinstance(written, dt.datetime) and dt.datetime.now(dt.UTC) - written > STALE_STATUS:
+            daemon["state"] = "stopped"  # its last word, from a process that no longer writes
     if isinstance(daemon.get("updated_at"), dt.datetime):
         daemon["updated_at"] = daemon["updated_at"].isoformat()
     album_counts = await summaries(app)
