@@ -8,13 +8,19 @@ its extra_info.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestServer
 
-from image_search.model import ModelSource
+from image_search.config import load_config
+from image_search.model import ModelSource, TextEmbedder
+from image_search.store import Store
+from image_search.testing import build_tiny_clip
+from image_search.webui import create_app
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,3 +54,21 @@ def unit_vectors(n: int, d: int = 768, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="session")
 def bench_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bench")
+
+
+@contextlib.asynccontextmanager
+async def tiny_server(
+    tmp_path: Path, fill: Callable[[Store, str], Awaitable[None]] | None = None
+) -> AsyncIterator[TestServer]:
+    """The web app over an in-memory store with the tests' tiny model (int8 text), for benchmarks
+    that measure the server's protection rather than a model; ``fill(store, model_id)`` first."""
+    model = build_tiny_clip(tmp_path / "tiny")
+    source = ModelSource(str(model))
+    async with Store("mem://") as store:
+        await store.check_model(source.model_id)
+        if fill is not None:
+            await fill(store, source.model_id)
+        config = load_config({"database_url": "mem://", "cache_dir": str(tmp_path), "model": str(model)})
+        app = create_app(config, store=store, text_embedder=TextEmbedder(source, "int8").load())
+        async with TestServer(app, host="127.0.0.1") as server:
+            yield server

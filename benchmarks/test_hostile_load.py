@@ -19,15 +19,11 @@ from pathlib import Path
 
 import numpy as np
 from aiohttp import ClientSession, FormData
-from aiohttp.test_utils import TestServer
 
-from image_search.config import load_config
-from image_search.model import ModelSource, TextEmbedder
 from image_search.store import Store
-from image_search.testing import build_tiny_clip, library_rows
-from image_search.webui import create_app
+from image_search.testing import library_rows
 
-from .conftest import unit_vectors
+from .conftest import tiny_server, unit_vectors
 
 N = 20_000
 EACH = 20
@@ -82,49 +78,44 @@ async def timed(call) -> float:  # type: ignore[no-untyped-def]
     return (time.perf_counter() - started) * 1000
 
 
+async def fill(store: Store, model_id: str) -> None:
+    vectors = unit_vectors(N, 16, seed=3)
+    for start in range(0, N, 2000):
+        await store.write(library_rows(start, vectors[start : start + 2000], "/photos", model_id))
+
+
 def test_hostile_requests_beside_ordinary_ones(benchmark, tmp_path: Path) -> None:
-    model = build_tiny_clip(tmp_path / "tiny")
-    source = ModelSource(str(model))
     report: dict[str, float] = {}
 
     async def main() -> None:
-        async with Store("mem://") as store:
-            await store.check_model(source.model_id)
-            vectors = unit_vectors(N, 16, seed=3)
-            for start in range(0, N, 2000):
-                await store.write(
-                    library_rows(start, vectors[start : start + 2000], "/photos", source.model_id)
-                )
-            config = load_config({"database_url": "mem://", "cache_dir": str(tmp_path), "model": str(model)})
-            app = create_app(config, store=store, text_embedder=TextEmbedder(source, "int8").load())
-            picture = png(10_000, 10_000)  # 100 MP, 300 MB decoded
-            async with TestServer(app, host="127.0.0.1") as server, ClientSession() as http:
-                base = f"http://127.0.0.1:{server.port}"
-                report["rss_before_mib"] = rss_mib()
-                attacks = [timed(call) for call in hostile(http, base, picture)]
-                attack = asyncio.gather(*attacks)
-                health, searches, peak = [], [], report["rss_before_mib"]
-                deadline = time.perf_counter() + 20
-                n = 0
-                while not attack.done() or time.perf_counter() < deadline - 15:
-                    health.append(await timed(lambda: http.get(f"{base}/api/health")))
-                    n += 1
-                    body = {"text": f"photo {n}"}
-                    searches.append(await timed(lambda body=body: http.post(f"{base}/api/search", json=body)))
-                    peak = max(peak, rss_mib())
-                    await asyncio.sleep(0.05)
-                    if time.perf_counter() > deadline + 600:
-                        break
-                await attack
-                report.update(
-                    health_p50_ms=statistics.median(health),
-                    health_p99_ms=float(np.percentile(health, 99)),
-                    search_p50_ms=statistics.median(searches),
-                    search_p99_ms=float(np.percentile(searches, 99)),
-                    rss_peak_mib=peak,
-                    ordinary_requests=len(health) + len(searches),
-                    hostile_requests=len(attacks),
-                )
+        picture = png(10_000, 10_000)  # 100 MP, 300 MB decoded
+        async with tiny_server(tmp_path, fill) as server, ClientSession() as http:
+            base = f"http://127.0.0.1:{server.port}"
+            report["rss_before_mib"] = rss_mib()
+            attacks = [timed(call) for call in hostile(http, base, picture)]
+            attack = asyncio.gather(*attacks)
+            health, searches, peak = [], [], report["rss_before_mib"]
+            deadline = time.perf_counter() + 20
+            n = 0
+            while not attack.done() or time.perf_counter() < deadline - 15:
+                health.append(await timed(lambda: http.get(f"{base}/api/health")))
+                n += 1
+                body = {"text": f"photo {n}"}
+                searches.append(await timed(lambda body=body: http.post(f"{base}/api/search", json=body)))
+                peak = max(peak, rss_mib())
+                await asyncio.sleep(0.05)
+                if time.perf_counter() > deadline + 600:
+                    break
+            await attack
+            report.update(
+                health_p50_ms=statistics.median(health),
+                health_p99_ms=float(np.percentile(health, 99)),
+                search_p50_ms=statistics.median(searches),
+                search_p99_ms=float(np.percentile(searches, 99)),
+                rss_peak_mib=peak,
+                ordinary_requests=len(health) + len(searches),
+                hostile_requests=len(attacks),
+            )
 
     benchmark.pedantic(lambda: asyncio.run(main()), rounds=1, iterations=1)
     benchmark.extra_info.update({k: round(v, 1) for k, v in report.items()})
@@ -170,32 +161,26 @@ def test_twenty_maximal_bodies_leave_health_alone(benchmark, tmp_path: Path) -> 
     to 10.3 s), with and without Content-Length: refused from their size; health p99 ≤ 100 ms."""
     import sys
 
-    model = build_tiny_clip(tmp_path / "tiny")
-    source = ModelSource(str(model))
     report: dict[str, float] = {}
 
     async def main() -> None:
-        async with Store("mem://") as store:
-            await store.check_model(source.model_id)
-            config = load_config({"database_url": "mem://", "cache_dir": str(tmp_path), "model": str(model)})
-            app = create_app(config, store=store, text_embedder=TextEmbedder(source, "int8").load())
-            async with TestServer(app, host="127.0.0.1") as server, ClientSession() as http:
-                base = f"http://127.0.0.1:{server.port}"
-                attack = await asyncio.create_subprocess_exec(
-                    sys.executable, "-c", ATTACK, str(server.port), stdout=asyncio.subprocess.PIPE
-                )
-                done = asyncio.create_task(attack.communicate())
-                health = []
-                while not done.done() or len(health) < 50:
-                    health.append(await timed(lambda: http.get(f"{base}/api/health")))
-                    await asyncio.sleep(0.01)
-                statuses = (await done)[0].decode().split()
-                assert statuses == ["413"] * 20, statuses
-                report.update(
-                    health_p50_ms=statistics.median(health),
-                    health_p99_ms=float(np.percentile(health, 99)),
-                    health_requests=len(health),
-                )
+        async with tiny_server(tmp_path) as server, ClientSession() as http:
+            base = f"http://127.0.0.1:{server.port}"
+            attack = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", ATTACK, str(server.port), stdout=asyncio.subprocess.PIPE
+            )
+            done = asyncio.create_task(attack.communicate())
+            health = []
+            while not done.done() or len(health) < 50:
+                health.append(await timed(lambda: http.get(f"{base}/api/health")))
+                await asyncio.sleep(0.01)
+            statuses = (await done)[0].decode().split()
+            assert statuses == ["413"] * 20, statuses
+            report.update(
+                health_p50_ms=statistics.median(health),
+                health_p99_ms=float(np.percentile(health, 99)),
+                health_requests=len(health),
+            )
 
     benchmark.pedantic(lambda: asyncio.run(main()), rounds=1, iterations=1)
     benchmark.extra_info.update({k: round(v, 1) for k, v in report.items()})

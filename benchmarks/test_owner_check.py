@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, TCPConnector
-from aiohttp.test_utils import TestServer
 
-from image_search.config import load_config
-from image_search.model import ModelSource, TextEmbedder
-from image_search.store import Store
-from image_search.testing import build_tiny_clip
-from image_search.webui import create_app
+from .conftest import tiny_server
 
 SOCKETS = 15_000
 HOLD = r"""
@@ -53,36 +48,30 @@ async def connections(port: int, n: int = 60) -> list[float]:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root and runuser")
 def test_the_owner_check_ignores_other_accounts_sockets(benchmark, tmp_path: Path) -> None:
-    model = build_tiny_clip(tmp_path / "tiny")
-    source = ModelSource(str(model))
     report: dict[str, float] = {}
 
     async def main() -> None:
-        async with Store("mem://") as store:
-            await store.check_model(source.model_id)
-            config = load_config({"database_url": "mem://", "cache_dir": str(tmp_path), "model": str(model)})
-            app = create_app(config, store=store, text_embedder=TextEmbedder(source, "int8").load())
-            async with TestServer(app, host="127.0.0.1") as server:
-                assert server.port is not None
-                quiet = await connections(server.port)
-                holder = await asyncio.create_subprocess_exec(
-                    "runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", HOLD, str(SOCKETS),
-                    stdout=asyncio.subprocess.PIPE,
-                    cwd="/",
-                    start_new_session=True,  # runuser's child too is killed with the group
-                )  # fmt: skip
-                try:
-                    assert holder.stdout is not None
-                    assert await holder.stdout.readline() == b"ready\n"
-                    loaded = await connections(server.port)
-                finally:
-                    os.killpg(holder.pid, signal.SIGKILL)
-                    await holder.wait()
-                report.update(
-                    quiet_p50_ms=statistics.median(quiet),
-                    loaded_p50_ms=statistics.median(loaded),
-                    sockets=SOCKETS,
-                )
+        async with tiny_server(tmp_path) as server:
+            assert server.port is not None
+            quiet = await connections(server.port)
+            holder = await asyncio.create_subprocess_exec(
+                "runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", HOLD, str(SOCKETS),
+                stdout=asyncio.subprocess.PIPE,
+                cwd="/",
+                start_new_session=True,  # runuser's child too is killed with the group
+            )  # fmt: skip
+            try:
+                assert holder.stdout is not None
+                assert await holder.stdout.readline() == b"ready\n"
+                loaded = await connections(server.port)
+            finally:
+                os.killpg(holder.pid, signal.SIGKILL)
+                await holder.wait()
+            report.update(
+                quiet_p50_ms=statistics.median(quiet),
+                loaded_p50_ms=statistics.median(loaded),
+                sockets=SOCKETS,
+            )
 
     benchmark.pedantic(lambda: asyncio.run(main()), rounds=1, iterations=1)
     benchmark.extra_info.update({k: round(v, 2) for k, v in report.items()})
