@@ -58,7 +58,7 @@ class Meta(NamedTuple):
 def taken_at(row: ImageRow | dict[str, Any], file_times: bool = False) -> float:
     """When the photo was taken (epoch seconds), NaN when it does not say: undated. With
     ``file_times``, an undated photo is dated by its file's modification time. Rows indexed before
-    0.16 hold that time as their date when the photo had none (to the microsecond): undated too."""
+    schema 6 hold that time as their date when the photo had none (to the microsecond): undated too."""
     taken, mtime_ns = row.get("taken_at"), row.get("mtime_ns")
     file_time = mtime_ns / 1e9 if isinstance(mtime_ns, int) and mtime_ns > 0 else float("nan")
     if isinstance(taken, dt.datetime):

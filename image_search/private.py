@@ -1,6 +1,6 @@
 """This user's files stay this user's: the data, cache and export trees made private at start,
-whatever their age. Since 0.14 everything is created private (``umask 077``, folders 0700,
-thumbnails 0600); trees made before kept 0755/0644 after an upgrade, and another account read a
+whatever their age. Everything is now created private (``umask 077``, folders 0700,
+thumbnails 0600); trees made before that kept 0755/0644 after an upgrade, and another account read a
 thumbnail. Group and other bits are taken away (the owner's keep theirs, so an executable stays
 one); symbolic links and what other accounts own are left alone. A tree walked once whole gets a
 marker, so later starts cost one ``stat``."""
