@@ -80,9 +80,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, float]
             capture_output=True,
             timeout=900,
         )
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        podman("import", "-", BASE, stdin=tar.stdout)
-        tar.wait()
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+            podman("import", "-", BASE, stdin=tar.stdout)  # the pipe closes with the block (it leaked)
     (tmp / "pip.conf").write_text(PIP_CONF)
     mounts = [f"-v={tmp / 'pip.conf'}:/etc/pip.conf:ro"] + [
         f"-v={p}:{p}:ro" for p in PIP_PATHS if Path(p).exists()
