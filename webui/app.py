@@ -40,6 +40,7 @@ from .keys import (
     TEXTS,
     THUMB_EXECUTOR,
     THUMBS,
+    UPLOAD_EXECUTOR,
     UPLOAD_SLOTS,
 )
 from .middleware import errors, guard, same_origin_only
@@ -190,9 +191,13 @@ async def _executors_ctx(app: web.Application) -> AsyncIterator[None]:
     """Thumbnails on two threads (Pillow's, no OpenMP); near-duplicate grouping on a thread of its
     own each time."""
     app[THUMB_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="thumbs")
+    # Uploads decode one at a time (UPLOAD_SLOTS) on one thread of their own: one malloc arena
+    # keeps what a 100 MP picture's 300 MB leave, not one for each thread that ever decoded one.
+    app[UPLOAD_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="uploads")
     app[FINDER] = DuplicateFinder()
     yield
     app[THUMB_EXECUTOR].shutdown(wait=False, cancel_futures=True)
+    app[UPLOAD_EXECUTOR].shutdown(wait=False, cancel_futures=True)
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:

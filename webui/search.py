@@ -33,6 +33,7 @@ from .keys import (
     SECURITY,
     STORE,
     TEXTS,
+    UPLOAD_EXECUTOR,
     UPLOAD_SLOTS,
 )
 from .responses import result
@@ -223,9 +224,16 @@ async def _parts(request: web.Request) -> tuple[dict[str, Any], bytes]:
 
 
 async def _decoded(request: web.Request, data: bytes) -> Image.Image:
+    """The upload decoded on the uploads' own thread, one at a time: a 100 MP picture takes 300 MB,
+    and each thread that has held it keeps its malloc arena's share of that (spread over asyncio's
+    default threads, which now also ask the kernel who owns each connection, 20 uploads grew the
+    server by 2.5 GB instead of 0.8)."""
+    loop = asyncio.get_running_loop()
     try:
         async with request.app[UPLOAD_SLOTS]:
-            return await asyncio.to_thread(_decode_upload, data, request.app[CONFIG].max_megapixels)
+            return await loop.run_in_executor(
+                request.app[UPLOAD_EXECUTOR], _decode_upload, data, request.app[CONFIG].max_megapixels
+            )
     except ImageError as exc:
         raise web.HTTPUnsupportedMediaType(text=f"the upload is not a usable image: {exc}") from None
 

@@ -83,27 +83,41 @@ export function justify(grid) {
   }
   const width = grid.clientWidth;
   if (!width) return;
-  const aim = width < 600 ? ROW.narrow : ROW.wide;
+  const narrow = width < 600;
+  const aim = narrow ? ROW.narrow : ROW.wide;
+  // On a phone a tile must hold its three 44 px buttons: tall photos are cropped a little.
+  const shape = (t) => Math.max(parseFloat(t.style.getPropertyValue("--ratio")), narrow ? 0.8 : 0.4);
   const tiles = [...grid.querySelectorAll(":scope > .tile")];
-  let row = [];
-  let sum = 0;
   const place = (items, height) => {
     for (const t of items) {
       t.style.height = `${height}px`;
-      t.style.width = `${Math.floor(parseFloat(t.style.getPropertyValue("--ratio")) * height)}px`;
+      t.style.width = `${Math.floor(shape(t) * height)}px`;
     }
   };
+  let row = [];
+  let sum = 0;
   for (const t of tiles) {
-    row.push(t);
-    sum += parseFloat(t.style.getPropertyValue("--ratio"));
-    const room = width - GAP * (row.length - 1);
-    if (sum * aim >= room) {
-      place(row, Math.min(room / sum, aim * 1.6));
-      row = [];
-      sum = 0;
+    const r = shape(t);
+    const room = width - GAP * row.length;  // with this tile in the row
+    if (row.length && (sum + r) * aim >= room) {
+      // The row is full: end it before or after this tile, whichever height is nearer the aim.
+      const before = (width - GAP * (row.length - 1)) / sum, after = room / (sum + r);
+      if (Math.abs(Math.log(before / aim)) <= Math.abs(Math.log(after / aim))) {
+        place(row, Math.min(before, aim * 1.6));
+        row = [t];
+        sum = r;
+      } else {
+        row.push(t);
+        place(row, after);
+        row = [];
+        sum = 0;
+      }
+      continue;
     }
+    row.push(t);
+    sum += r;
   }
-  if (row.length) place(row, aim);  // the last row keeps the aimed height
+  if (row.length) place(row, Math.min(aim, (width - GAP * (row.length - 1)) / sum));  // the last row: the aimed height
 }
 
 // ---------------------------------------------------------------- one tab stop, arrow keys

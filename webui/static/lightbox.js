@@ -23,6 +23,10 @@ export function openLightbox(list, index, handlers, back) {
   current = { list, index, handlers, back };
   $("lb-like").hidden = $("lb-reject").hidden = !handlers.judge;
   $("lb-similar").hidden = !handlers.similar;
+  if (!$("lightbox").open && matchMedia("(max-width: 600px)").matches) {
+    $("lb-info").hidden = true;  // a phone shows the picture; I (or Info) shows the facts
+    $("lb-info-toggle").setAttribute("aria-expanded", "false");
+  }
   draw();
   if (!$("lightbox").open) $("lightbox").showModal();
   $("lb-close").focus();
