@@ -87,6 +87,7 @@ function albumBack(result) {
 
 export async function openAlbum(id, append = false) {
   if (!append) {
+    $("album-grid").replaceChildren();  // never the photos of the album shown before, while this one loads
     pages.albumOffset = 0;
     pages.albumResults = [];
     albumMarks.liked.clear();
