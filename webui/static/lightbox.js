@@ -12,10 +12,6 @@ import { matchWords } from "./grid.js";
 const facts = new Map();  // id -> the photo's facts (/api/images/ID/meta), asked once
 let current = null;       // {list, index, handlers, back}
 
-export function lightboxOpen() {
-  return current !== null;
-}
-
 // ``list()``: the results shown; ``handlers``: {judge(result, kind), similar(result),
 // judged(id) -> "like" | "reject" | null, near(index): load more near the end}; ``back(result)``:
 // the element to give focus back to.

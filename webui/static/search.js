@@ -5,7 +5,7 @@
 import { api, postPicture } from "./api.js";
 import { $, el } from "./dom.js";
 import { describe, justify, rove, tile, wireArrows } from "./grid.js";
-import { closeLightbox, lightboxOpen, openLightbox, redrawLightbox } from "./lightbox.js";
+import { closeLightbox, openLightbox, redrawLightbox } from "./lightbox.js";
 import { PAGE, TIMELINE, adopt, currentRound, filters, isSearching, pictureURL, rememberPicture, state } from "./state.js";
 
 // ---------------------------------------------------------------- requests
@@ -586,10 +586,6 @@ export function initSearch() {
     }
   }, { rootMargin: "800px" }).observe($("sentinel"));
   drawAll();
-}
-
-export function lightboxIsOpen() {
-  return lightboxOpen();
 }
 
 export async function loadFolders() {
