@@ -36,14 +36,16 @@ async def summaries(app: web.Application) -> dict[str, dict[str, int]]:
         key = (library.version, tuple(await app[STORE].album_versions()))
         changed_albums = cache.key is None or key[1] != cache.key[1]
         if key != cache.key and (changed_albums or time.monotonic() - cache.at > SUMMARY_TTL):
-            value = {}
+            value, best = {}, {}
             for album in await albums.list_albums(app[STORE]):
                 hits = await members(app, album)
                 value[album.id] = {
                     "count": len(hits),
                     "new": sum(albums.is_new(library, album, k) for k, _ in hits),
                 }
-            cache.key, cache.at, cache.value = key, time.monotonic(), value
+                if hits:
+                    best[album.id] = hits[0][0]
+            cache.key, cache.at, cache.value, cache.best = key, time.monotonic(), value, best
         return cache.value
 
 
@@ -115,13 +117,10 @@ async def list_albums(request: web.Request) -> web.Response:
     for album in await albums.list_albums(request.app[STORE]):
         described = _describe(request.app, album, counts.get(album.id, {"count": 0, "new": 0}))
         described["cover"] = described["liked"][0]["thumbnail"] if described["liked"] else None
-        if described["cover"] is None and described["count"]:  # no liked photo: its best match
-            library = request.app[LIBRARY]
-            best = next((k for k, _ in await members(request.app, album) if k in library.meta), None)
-            if best is not None:
-                described["cover"] = result(best, None, library.meta[best], sign=request.app[SECURITY].sign)[
-                    "thumbnail"
-                ]
+        best = request.app[SUMMARIES].best.get(album.id)  # counted with its members, not searched again
+        if described["cover"] is None and best in request.app[LIBRARY].meta:  # no liked photo
+            meta = request.app[LIBRARY].meta[best]
+            described["cover"] = result(best, None, meta, sign=request.app[SECURITY].sign)["thumbnail"]
         out.append(described)
     return web.json_response({"albums": out})
 

@@ -106,6 +106,7 @@ class AlbumSummaries:
         self.key: tuple[Any, ...] | None = None
         self.at = 0.0
         self.value: dict[str, dict[str, int]] = {}
+        self.best: dict[str, str] = {}  # each album's best match, the cover of one with no liked photo
         self.lock = asyncio.Lock()
 
 
