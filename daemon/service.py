@@ -26,7 +26,7 @@ from image_search.config import Config
 from image_search.errors import DeviceFailed
 from image_search.indexer import Indexer
 from image_search.indexing import LibraryListener, NotReady, StatusSnapshot
-from image_search.model import ImageEmbedder, ModelSource, pick_embedders
+from image_search.model import ImageEmbedder, ModelSource, chosen_source, pick_embedders
 from image_search.scan import Filter, normalise_root
 from image_search.store import Store, Unwritable
 from image_search.systemd import Notifier
@@ -58,7 +58,8 @@ class Daemon:
         announce_ready: bool = True,
     ) -> None:
         self.config = config
-        self.source = ModelSource(config.model)
+        # The library's model, chosen once the store is open (chosen_source); given embedders' own.
+        self.source: ModelSource | None = embedders[0].source if embedders and not config.model else None
         self._own_store = store is None
         self.store = store or Store.from_config(config)
         self.embedders = list(embedders) if embedders else None
@@ -121,6 +122,8 @@ class Daemon:
         if self._own_store:
             await self.store.open()
             self._stack.push_async_callback(self.store.close)
+        if self.source is None:
+            self.source = chosen_source(self.config.model, await self.store.bound_model())
         self.source.adopt(await self.store.check_model(self.source.identity()))
         if self.embedders is None:
             self.embedders = pick_embedders(

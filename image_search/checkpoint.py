@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .errors import ModelUnavailable
-from .families import CLIP, Family, ModelDefaults, album_min_score, family_of
+from .families import CLIP, Family, ModelDefaults, family_of, match_bands
 from .imaging import CropSpec
 from .store import ModelIdentity
 from .tokens import byte_level_clip_tokenizer
@@ -28,12 +28,15 @@ from .weights import content_digest, folder_fingerprint, hub_snapshot, scalars
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "openai/clip-vit-large-patch14"
-RANDOM_CONFIG = "clip-vit-large-patch14.json"
+# A new library's model (README "Choosing a model"); an existing one keeps the model its vectors
+# were made with (:func:`chosen_source`).
+DEFAULT_MODEL = "google/siglip2-base-patch16-224"
+CLIP_L14 = "openai/clip-vit-large-patch14"  # the default until 2026-12: libraries made then use it
+RANDOM_CONFIG = "siglip2-base-patch16-224.json"
 # The real configs shipped for --random-weights (same shapes and FLOPs, random values).
 RANDOM_CONFIGS = {
+    CLIP_L14: "clip-vit-large-patch14.json",
     DEFAULT_MODEL: RANDOM_CONFIG,
-    "google/siglip2-base-patch16-224": "siglip2-base-patch16-224.json",
     "google/siglip2-large-patch16-256": "siglip2-large-patch16-256.json",
     "google/siglip2-so400m-patch14-384": "siglip2-so400m-patch14-384.json",
     "google/siglip2-base-patch16-naflex": "siglip2-base-patch16-naflex.json",
@@ -47,9 +50,9 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class ModelSource:
     """Where the weights, tokenizer and preprocessing come from.
 
-    ``spec`` is a Hugging Face id or a local directory. With ``random_weights`` the ViT-L/14
-    architecture is built from a config shipped in this package (no download): same shapes and
-    FLOPs as the real model, meaningless vectors; for benchmarks only.
+    ``spec`` is a Hugging Face id or a local directory. With ``random_weights`` the architecture
+    of ``spec`` (one of :data:`RANDOM_CONFIGS`) is built from a config shipped in this package (no
+    download): same shapes and FLOPs as the real model, meaningless vectors; for benchmarks only.
     """
 
     spec: str = DEFAULT_MODEL
@@ -117,14 +120,15 @@ class ModelSource:
 
     def defaults(self) -> ModelDefaults:
         """The thresholds for this checkpoint: the family's near-duplicate similarity, and the
-        album default from its own logit scale and bias (:func:`.families.album_min_score`)."""
+        album default and the page's words for a match from its own logit scale and bias
+        (:func:`.families.match_bands`)."""
         folder = None
         if not self.random_weights:
             folder = Path(self.location) if self.is_local else hub_snapshot(self.spec)
         found = scalars(folder, ("logit_scale", "logit_bias")) if folder is not None else {}
         family = self.family
-        minimum = album_min_score(family, found.get("logit_scale"), found.get("logit_bias"))
-        return ModelDefaults(family.duplicate_similarity, minimum)
+        bands = match_bands(family, found.get("logit_scale"), found.get("logit_bias"))
+        return ModelDefaults(family.duplicate_similarity, bands[1], bands)
 
     def crop_spec(self) -> tuple[CropSpec, tuple[float, ...], tuple[float, ...]]:
         """Resize/crop geometry and normalisation from the model's own processor config."""
@@ -272,7 +276,32 @@ class ModelSource:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
         raw = json.loads(resources.files("image_search").joinpath("data", self._random_file()).read_text())
-        return CONFIG_MAPPING[raw["model_type"]].from_dict(raw)
+        with _quiet_transformers():  # its default sub-configs warn about token ids they then drop
+            return CONFIG_MAPPING[raw["model_type"]].from_dict(raw)
+
+
+def chosen_source(configured: str | None, bound: ModelIdentity | None) -> ModelSource:
+    """The model a library is read and written with: the configured one where the user named one
+    (a library of another model then refuses it, :meth:`Store.check_model`); else the model the
+    library's vectors were made with, so that a new default never re-embeds anything or mixes two
+    models' vectors; else, for a new library, :data:`DEFAULT_MODEL`."""
+    if configured:
+        return ModelSource(configured)
+    if bound is None:
+        return ModelSource(DEFAULT_MODEL)
+    if bound.typed == "--random-weights" and bound.name.startswith("random:"):
+        shipped = {file: spec for spec, file in RANDOM_CONFIGS.items()}
+        spec = shipped.get(bound.name.removeprefix("random:"))
+        if spec is not None:
+            return ModelSource(spec, random_weights=True)
+    elif bound.typed:
+        return ModelSource(bound.typed)
+    elif not bound.name.startswith(("local:", "random:")):
+        return ModelSource(bound.name)  # a hub id, as versions before `typed` wrote it
+    raise ModelUnavailable(
+        f"the library was embedded with {bound.name!r}, whose folder it did not record: set model in "
+        "the configuration (or --model) to that model's folder"
+    )
 
 
 @contextlib.contextmanager

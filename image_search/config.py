@@ -151,10 +151,11 @@ class Config:
         parse=_optional_path,
         help="File whose first line is the server password (for systemd credentials or podman secrets).",
     )
-    model: str = _opt(
-        "openai/clip-vit-large-patch14",
+    model: str | None = _opt(
+        None,
         help="Model: a CLIP or SigLIP (SigLIP 2) checkpoint, as a Hugging Face id (from the usual cache, "
-        "HF_HOME honoured) or a local directory.",
+        "HF_HOME honoured) or a local directory. Unset: the model the library was embedded with; for "
+        "a new library google/siglip2-base-patch16-224.",
     )
     device: str = _opt(
         "auto",

@@ -13,8 +13,13 @@ import socket
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config
+from .errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from .store import ModelIdentity
 
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 MAX_COUNTED_FOLDERS = 1_000_000  # stop counting folders here: the answer is already clear
@@ -77,35 +82,77 @@ def gpus_present() -> list[str]:
     return found
 
 
-def model(config: Config) -> Check:
-    from .model import ModelSource
+@dataclass(frozen=True)
+class Bound:
+    """What the database says of its model: the identity its vectors carry and how many it holds
+    (None where it could not be read: held by a running service, or not made yet)."""
 
-    source = ModelSource(config.model)
+    identity: ModelIdentity | None
+    photos: int
+
+
+def model(config: Config, bound: Bound | None = None, holder: str | None = None) -> Check:
+    """The model the commands will use (:func:`.checkpoint.chosen_source`): can it be loaded,
+    is it the library's, and what a switch to another would cost here."""
+    from .model import DEFAULT_MODEL, chosen_source
+
+    if bound is None and holder is not None and not config.model:
+        return Check("model", "ok", f"the library's, which {holder} uses (`image-search status` names it)")
+
+    library = bound.identity if bound is not None else None
+    try:
+        source = chosen_source(config.model, library)
+    except ModelUnavailable as exc:
+        return Check("model", "FAIL", str(exc), "set model in the configuration")
+    spec = source.spec
+    if library is not None and config.model and source.identity().name != library.name:
+        return Check(
+            "model",
+            "FAIL",
+            f"the configured model {config.model} is not the library's ({library.typed or library.name}): "
+            "its vectors cannot be searched with another model's",
+            f"remove model from the configuration to use the library's, or `image-search index --reembed "
+            f"--model {config.model}` ({_cost(config, library, bound)})",
+        )
+    if library is None:
+        whose = "the configured model" if config.model else "the default for a new library"
+    else:
+        whose = f"the library's model, {bound.photos if bound else 0:,} photos"
+    if source.random_weights:
+        return Check("model", "ok", f"{spec} with random weights ({whose})")
     if source.is_local:
         folder = Path(source.location)
         if not (folder / "config.json").is_file():
             return Check(
-                "model", "FAIL", f"{folder} has no config.json", "point --model at a saved CLIP folder"
+                "model", "FAIL", f"{folder} has no config.json", "point --model at a CLIP or SigLIP folder"
             )
-        return Check("model", "ok", f"{folder} (weights {source.content or 'not found'})")
-    if Path(config.model).expanduser().is_absolute() or config.model.startswith("."):
-        return Check("model", "FAIL", f"{config.model} does not exist", "point --model at the model's folder")
+        return Check("model", "ok", f"{folder} ({whose}; weights {source.content or 'not found'})")
+    if Path(spec).expanduser().is_absolute() or spec.startswith("."):
+        return Check("model", "FAIL", f"{spec} does not exist", "point --model at the model's folder")
     from .weights import hub_snapshot
 
-    if hub_snapshot(config.model) is not None:
-        return Check("model", "ok", f"{config.model} in the Hugging Face cache")
+    switch = f"; {_cost(config, library, bound)}" if library is not None else ""
+    if hub_snapshot(spec) is not None:
+        return Check("model", "ok", f"{spec} in the Hugging Face cache ({whose}{switch})")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    size = {DEFAULT_MODEL: "1.5 GB", "openai/clip-vit-large-patch14": "1.7 GB"}.get(spec, "its weights")
     return Check(
         "model",
         "FAIL" if offline else "note",
-        f"{config.model} is not in the Hugging Face cache"
-        + (
-            " and HF_HUB_OFFLINE=1 forbids downloading it"
-            if offline
-            else ": the first start downloads 1.7 GB"
-        ),
-        f"hf download {config.model} (on a machine with internet access), or --model FOLDER",
+        f"{spec} ({whose}) is not in the Hugging Face cache"
+        + (" and HF_HUB_OFFLINE=1 forbids it" if offline else f": the first start downloads {size}"),
+        f"hf download {spec} (on a machine with internet access), or --model FOLDER",
     )
+
+
+def _cost(config: Config, library: ModelIdentity, bound: Bound | None) -> str:
+    """What embedding the library again with another model costs, measured here or not."""
+    from .switching import describe, switch_costs
+
+    photos = bound.photos if bound is not None else 0
+    costs = switch_costs(config.cache_dir, library.typed or library.name, photos)
+    costs.sort(key=lambda c: c.get("seconds") is None)  # those measured here first
+    return "a switch re-embeds every photo: " + "; ".join(describe(c) for c in costs[:2])
 
 
 def database(config: Config, schema: int | None, expected: int, holder: str | None) -> Check:
@@ -241,9 +288,9 @@ def container() -> Check | None:
     )
 
 
-def static_checks(config: Config, holder: str | None) -> Iterator[Check]:
+def static_checks(config: Config, holder: str | None, bound: Bound | None = None) -> Iterator[Check]:
     yield device(config)
-    yield model(config)
+    yield model(config, bound, holder)
     yield inotify([Path(r) for r in config.roots])
     yield port(config, holder)
     yield token(config)

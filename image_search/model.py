@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import DEFAULT_MODEL, MAX_TOKENS, RANDOM_CONFIG, RANDOM_CONFIGS, ModelSource
+from .checkpoint import (
+    CLIP_L14,
+    DEFAULT_MODEL,
+    MAX_TOKENS,
+    RANDOM_CONFIG,
+    RANDOM_CONFIGS,
+    ModelSource,
+    chosen_source,
+)
 from .errors import ModelUnavailable
 from .families import CLIP
 from .imaging import model_input
@@ -335,6 +343,7 @@ class PatchTower(PooledTower):
 
 
 __all__ = [
+    "CLIP_L14",
     "DEFAULT_MODEL",
     "MAX_TOKENS",
     "RANDOM_CONFIG",
@@ -345,6 +354,7 @@ __all__ = [
     "PatchTower",
     "PooledTower",
     "TextEmbedder",
+    "chosen_source",
     "cpu_has_bf16",
     "default_batch_size",
     "pick_device",

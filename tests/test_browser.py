@@ -495,8 +495,17 @@ async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None
     await until(followed, limit=20, what="the page's library has the HEIC and the DNG")
     # The page says which model answers (a local checkpoint: its folder's name).
     await on_page(page, "() => document.getElementById('model').textContent.length > 0")
-    model = await page.get_attribute("#model", "title") or ""
-    assert model.startswith("Model: local:") and model.split(":")[2] == await page.text_content("#model")
+    name = await page.text_content("#model")
+    assert await page.get_attribute("#model", "aria-label") == f"Model: {name}"
+    # Its panel: the model's full name, and what embedding the library again with another costs.
+    await page.click("#model")
+    await on_page(page, "() => !!document.querySelector('#model-panel:not([hidden]) li')")
+    panel = await page.text_content("#model-panel")
+    assert f"local:{name}:" in panel and "google/siglip2-base-patch16-224" in panel, panel
+    assert "not measured here (image-search benchmark --model" in panel, panel
+    await accessible(page, "the model panel")
+    await page.click("#model")
+    assert await page.is_hidden("#model-panel")
     await page.fill("#q", "a photo")
     await page.press("#q", "Enter")
     for path, width, shot in ((phone, 1200, "09-lightbox-heic"), (camera, 450, "09-lightbox-dng")):

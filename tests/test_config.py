@@ -18,7 +18,8 @@ def test_defaults_follow_xdg(xdg: Path) -> None:
     config = load_config()
     assert config.database_url == f"surrealkv://{xdg / 'xdg_data_home' / 'image-search' / 'db'}"
     assert config.cache_dir == xdg / "xdg_cache_home" / "image-search"
-    assert (config.host, config.port, config.model) == ("127.0.0.1", 3000, "openai/clip-vit-large-patch14")
+    assert (config.host, config.port) == ("127.0.0.1", 3000)
+    assert config.model is None  # the library's own model; a new library takes DEFAULT_MODEL
     assert config.follow_symlinks is False and config.roots == []
 
 

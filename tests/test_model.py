@@ -98,7 +98,7 @@ def test_model_id_names_the_weights(tiny_model_dir: Path, tmp_path: Path) -> Non
 
 
 def test_random_weights_have_vit_l14_shapes() -> None:
-    config = ModelSource(random_weights=True).random_config()
+    config = ModelSource("openai/clip-vit-large-patch14", random_weights=True).random_config()
     v, t = config.vision_config, config.text_config
     assert (v.hidden_size, v.num_hidden_layers, v.patch_size, v.image_size) == (1024, 24, 14, 224)
     assert (t.hidden_size, t.num_hidden_layers, t.vocab_size, config.projection_dim) == (768, 12, 49408, 768)
@@ -106,7 +106,7 @@ def test_random_weights_have_vit_l14_shapes() -> None:
 
 @pytest.mark.slow
 def test_random_text_tower_has_vit_l14_parameter_count() -> None:
-    source = ModelSource(random_weights=True)
+    source = ModelSource("openai/clip-vit-large-patch14", random_weights=True)
     assert abs(sum(p.numel() for p in source.tower("text").parameters()) / 1e6 - 123.65) < 0.1
     text = TextEmbedder(source, "float32").load()
     assert text.embed_texts(["a dog"]).shape == (1, 768)

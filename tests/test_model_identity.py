@@ -100,3 +100,74 @@ def test_moving_the_model_folder_does_not_re_embed(
     assert json.loads(cli("search", "a dog", "--model", *suggested, "--json", env=env).stdout) == before
     reembed = refused.split("`", 2)[1]  # image-search index --reembed --model '…/other model'
     assert shlex.split(reembed)[-1] == str(other)
+
+
+def test_a_library_keeps_its_model_when_none_is_configured(
+    photo_dir: Path, cli_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A library made with the CLIP of an earlier default: with no model configured (as after an
+    upgrade that changed the default), every command uses the library's model: nothing embedded
+    again, nothing mixed; status and doctor say which model and what a switch costs."""
+    from image_search.testing import build_tiny_siglip
+
+    first = json.loads(cli("index", str(photo_dir), "--json", env=cli_env).stdout)
+    before = json.loads(cli("search", "a dog", "--json", env=cli_env).stdout)
+    unset = {k: v for k, v in cli_env.items() if k != "IMAGE_SEARCH_MODEL"}
+    unset["HF_HUB_OFFLINE"] = "1"  # the default's weights are not here: nothing may reach for them
+
+    again = json.loads(cli("index", str(photo_dir), "--json", env=unset).stdout)
+    assert again["indexed"] == 0 and again["unchanged"] == first["indexed"], again
+    assert json.loads(cli("search", "a dog", "--json", env=unset).stdout) == before
+
+    status = json.loads(cli("status", "--json", env=unset).stdout)
+    assert status["model"] == ModelSource(str(tiny_model_dir)).model_id and status["configured_model"] is None
+    switch = {row["model"]: row for row in status["switch"]}
+    assert switch["google/siglip2-base-patch16-224"]["photos"] == first["indexed"]
+    assert switch["google/siglip2-base-patch16-224"]["measure"].startswith("image-search benchmark --model")
+    text = cli("status", env=unset).stdout
+    assert "the library's" in text and "photos to embed again" in text, text
+
+    doctor = {c["name"]: c for c in json.loads(cli("doctor", "--json", env=unset).stdout)}
+    assert doctor["model"]["level"] == "ok" and "the library's model" in doctor["model"]["what"]
+    assert str(tiny_model_dir) in doctor["model"]["what"]
+
+    # Another model named outright: refused by every command, the library untouched.
+    other = build_tiny_siglip(tmp_path / "siglip")
+    named = dict(unset, IMAGE_SEARCH_MODEL=str(other))
+    refused = cli("index", str(photo_dir), env=named, code=1).stderr
+    assert "--reembed" in refused and "cannot be searched together" in refused, refused
+    doctor = {c["name"]: c for c in json.loads(cli("doctor", "--json", env=named, code=1).stdout)}
+    assert doctor["model"]["level"] == "FAIL" and "not the library's" in doctor["model"]["what"]
+    assert json.loads(cli("search", "a dog", "--json", env=unset).stdout) == before
+
+
+def test_a_new_library_takes_siglip2(cli_env: dict[str, str], photo_dir: Path) -> None:
+    """No model configured and an empty library: the default, SigLIP 2 B/16, named in what
+    doctor says and in the message when its weights are not downloaded yet."""
+    unset = {k: v for k, v in cli_env.items() if k != "IMAGE_SEARCH_MODEL"}
+    unset["HF_HUB_OFFLINE"] = "1"
+    doctor = {c["name"]: c for c in json.loads(cli("doctor", "--json", env=unset, code=1).stdout)}
+    assert "google/siglip2-base-patch16-224" in doctor["model"]["what"]
+    assert "default for a new library" in doctor["model"]["what"]
+    failed = cli("index", str(photo_dir), env=unset, code=1).stderr
+    assert "google/siglip2-base-patch16-224" in failed and "not in the Hugging Face cache" in failed, failed
+    status = cli("status", env=unset).stdout
+    assert "the first index run uses google/siglip2-base-patch16-224" in status, status
+
+
+def test_choosing_the_source() -> None:
+    from image_search.errors import ModelUnavailable
+    from image_search.model import CLIP_L14, DEFAULT_MODEL, chosen_source
+    from image_search.store import ModelIdentity
+
+    assert DEFAULT_MODEL == "google/siglip2-base-patch16-224"
+    assert chosen_source(None, None).spec == DEFAULT_MODEL
+    assert chosen_source("/m/x", ModelIdentity(CLIP_L14, None, CLIP_L14)).spec == "/m/x"
+    assert chosen_source(None, ModelIdentity(CLIP_L14, None, CLIP_L14)).spec == CLIP_L14
+    assert chosen_source(None, ModelIdentity(CLIP_L14)).spec == CLIP_L14  # before `typed` was kept
+    random = chosen_source(
+        None, ModelIdentity("random:clip-vit-large-patch14.json", None, "--random-weights")
+    )
+    assert random.random_weights and random.spec == CLIP_L14
+    with pytest.raises(ModelUnavailable, match="did not record"):
+        chosen_source(None, ModelIdentity("local:tiny:abc"))

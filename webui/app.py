@@ -17,7 +17,7 @@ from image_search.config import Config
 from image_search.imaging import configure_pillow
 from image_search.indexing import Indexing
 from image_search.library import Library, follow_store
-from image_search.model import ModelSource, TextEmbedder
+from image_search.model import TextEmbedder, chosen_source
 from image_search.queries import Batcher, TextQueries
 from image_search.snapshot import folder_for as snapshot_folder
 from image_search.store import Store
@@ -35,6 +35,7 @@ from .keys import (
     LIBRARY,
     SEARCHER,
     SECURITY,
+    SOURCE,
     STORE,
     SUMMARIES,
     TEXTS,
@@ -78,13 +79,13 @@ def create_app(
     app[UPLOAD_SLOTS] = asyncio.Semaphore(UPLOAD_DECODES)
     if indexing is not None:
         app[INDEXING] = indexing
-    source = text_embedder.source if text_embedder is not None else ModelSource(config.model)
     app.cleanup_ctx.extend(
         [
             _store_ctx(store),
+            _source_ctx(text_embedder),
             _compute_ctx,
-            _model_ctx(source, text_embedder, indexing),
-            _library_ctx(source, indexing, follow_interval),
+            _model_ctx(text_embedder, indexing),
+            _library_ctx(indexing, follow_interval),
             _executors_ctx,
         ]
     )
@@ -105,6 +106,18 @@ def _store_ctx(store: Store | None) -> Any:
     return store_ctx
 
 
+def _source_ctx(text_embedder: TextEmbedder | None) -> Any:
+    async def source_ctx(app: web.Application) -> AsyncIterator[None]:
+        """The model: a text embedder's given, else the configured one, else the library's own."""
+        if text_embedder is not None:
+            app[SOURCE] = text_embedder.source
+        else:
+            app[SOURCE] = chosen_source(app[CONFIG].model, await app[STORE].bound_model())
+        yield
+
+    return source_ctx
+
+
 async def _compute_ctx(app: web.Application) -> AsyncIterator[None]:
     """One thread for the CPU's tensor work: the text tower, the searches, the library's matrix
     and an upload's image tower. torch's OpenMP (libgomp) gives every thread that runs a parallel
@@ -118,9 +131,10 @@ async def _compute_ctx(app: web.Application) -> AsyncIterator[None]:
     app[COMPUTE].shutdown(wait=False, cancel_futures=True)
 
 
-def _model_ctx(source: ModelSource, text_embedder: TextEmbedder | None, indexing: Indexing | None) -> Any:
+def _model_ctx(text_embedder: TextEmbedder | None, indexing: Indexing | None) -> Any:
     async def model_ctx(app: web.Application) -> AsyncIterator[None]:
         """The text model on the compute thread, warmed before the server answers."""
+        source = app[SOURCE]
         executor = app[COMPUTE]
         loop = asyncio.get_running_loop()
         config = app[CONFIG]
@@ -150,10 +164,11 @@ async def _compile_text(embedder: TextEmbedder) -> None:
         log.info("text model compiled in %.0f s: single queries take the compiled one", seconds)
 
 
-def _library_ctx(source: ModelSource, indexing: Indexing | None, follow_interval: float) -> Any:
+def _library_ctx(indexing: Indexing | None, follow_interval: float) -> Any:
     async def library_ctx(app: web.Application) -> AsyncIterator[None]:
         """The library in memory, kept in step by the indexer's notifications or by polling the
         store; searches run on the compute thread, several per matrix product."""
+        source = app[SOURCE]
         # The name the database knows these weights by (the same weights may lie elsewhere).
         source.adopt(await app[STORE].require_model(source.identity()))
         library = Library(source.model_id, file_times=app[CONFIG].file_times)

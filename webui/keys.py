@@ -12,6 +12,7 @@ from image_search.config import Config
 from image_search.families import ModelDefaults
 from image_search.indexing import Indexing
 from image_search.library import Library
+from image_search.model import ModelSource
 from image_search.queries import Batcher, TextQueries
 from image_search.store import Store
 from image_search.thumbs import Thumbnails
@@ -37,3 +38,4 @@ FINDER = web.AppKey("duplicate_finder", DuplicateFinder)
 INDEXING = web.AppKey("indexing", Indexing)
 UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
 DEFAULTS = web.AppKey("model_defaults", ModelDefaults)
+SOURCE = web.AppKey("model_source", ModelSource)  # the library's model (chosen_source)

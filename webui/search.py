@@ -18,6 +18,7 @@ from image_search.imaging import CropSpec, ImageError, decode_rgb, open_checked
 from image_search.queries import parse_query, session_vector
 from image_search.refine import refine_query
 from image_search.store import from_bytes, real_path
+from image_search.switching import switch_costs
 from image_search.vectors import Query
 
 from . import validate
@@ -67,6 +68,11 @@ async def status(request: web.Request) -> web.Response:
             "schema_version": await store.schema_version(),
             "failed_files": [{"path": real_path(f), "error": f["error"]} for f in await store.failures()],
         }
+    if request.query.get("switch") == "1":  # the page's model panel
+        detail["switch"] = sorted(
+            switch_costs(app[CONFIG].cache_dir, app[LIBRARY].model_id, counts.indexed),
+            key=lambda c: c["seconds"] is None,
+        )
     return web.json_response(
         {
             **detail,

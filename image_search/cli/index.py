@@ -32,7 +32,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     from ..indexer import Indexer
-    from ..model import ModelSource, pick_embedders
+    from ..model import chosen_source, pick_embedders
     from ..plan import Summary
     from ..running import find as find_service
     from ..scan import normalise_root
@@ -49,10 +49,10 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
             "indexes the folders it watches by itself. To index other folders, add them to its "
             "configuration (roots) and restart it, or stop it and run `index`"
         )
-    source = ModelSource(config.model)
-    embedders = pick_embedders(source, config.device, config.dtype, config.compile)
     total = Summary()
     async with Store.from_config(config) as store:
+        source = chosen_source(config.model, await store.bound_model())
+        embedders = pick_embedders(source, config.device, config.dtype, config.compile)
         source.adopt(await store.check_model(source.identity(), reembed=args.reembed))
         async with Indexer(
             store,

@@ -99,12 +99,25 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str, line: Any
 
 async def cmd_status(config: Config, args: argparse.Namespace) -> int:
     status = await source(config).status()
+    from ..model import DEFAULT_MODEL
+    from ..switching import describe, switch_costs
+
     status = {"configured_model": config.model, "database": config.database_url} | status
+    model = status["model"]
+    # What another model would cost: every photo embedded again, at the rate measured here.
+    costs = switch_costs(config.cache_dir, str(model), int(status["indexed"])) if model else []
+    costs.sort(key=lambda c: c.get("seconds") is None)  # those measured here first
+    status["switch"] = costs
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"database   {status['database']} (schema {status['schema_version']})")
-    print(f"model      {status['model'] or '(none yet)'}")
+    if model:
+        print(f"model      {model} (the library's: its photos were embedded with it)")
+    else:
+        print(f"model      none yet: the first index run uses {config.model or DEFAULT_MODEL}")
+    for n, cost in enumerate(costs[:2]):
+        print(f"{'switch' if n == 0 else '':<10} {describe(cost)}")
     print(f"indexed    {status['indexed']}")
     print(f"offline    {status['offline']}")
     print(f"failed     {status['failed']}")

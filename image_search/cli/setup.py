@@ -74,8 +74,9 @@ async def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     config.roots = list(dict.fromkeys([*config.roots, *(p.expanduser().absolute() for p in args.paths)]))
     service = find(config)
     holder = f"image-search (pid {service.pid}, {service.url})" if service else None
-    checks = list(doctor.static_checks(config, holder))
-    checks.insert(2, await _database_check(config, holder))
+    found, bound = await _database_check(config, holder)
+    checks = list(doctor.static_checks(config, holder, bound))
+    checks.insert(2, found)
     if args.json:
         print(json.dumps([c.as_dict() for c in checks], indent=2))
     else:
@@ -84,35 +85,40 @@ async def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     return 1 if any(c.level == "FAIL" for c in checks) else 0
 
 
-async def _database_check(config: Config, holder: str | None) -> Any:
+async def _database_check(config: Config, holder: str | None) -> tuple[Any, Any]:
+    """The database's check, and its model with the photos it holds where it could be read."""
     from .. import doctor
     from ..store import SCHEMA_VERSION, Store, StoreError, StoreLocked
 
     store = Store.from_config(config)
     schema = None
+    bound = None
     if holder is None and (store.directory is None or store.directory.exists()):
         try:
             await store.open(migrate=False)
             schema = await store.schema_version() or None
+            if schema:
+                bound = doctor.Bound(await store.bound_model(), (await store.counts()).indexed)
         except StoreLocked:
             holder = "another process (an image-search `daemon` or `index`)"
         except StoreError as exc:
-            return doctor.Check(
-                "database", "FAIL", str(exc), "see the message; --database-url to use another"
-            )
+            fix = "see the message; --database-url to use another"
+            return doctor.Check("database", "FAIL", str(exc), fix), None
         finally:
             await store.close()
-    return doctor.database(config, schema, SCHEMA_VERSION, holder)
+    return doctor.database(config, schema, SCHEMA_VERSION, holder), bound
 
 
 async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
     from .. import bench
     from ..errors import ModelUnavailable
     from ..model import DEFAULT_MODEL, RANDOM_CONFIGS, ModelSource
+    from ..switching import report_path
 
-    # Random weights: the configured model's published shapes where shipped, else ViT-L/14's.
-    shaped = config.model if config.model in RANDOM_CONFIGS else DEFAULT_MODEL
-    source = ModelSource(shaped if args.random_weights else config.model, random_weights=args.random_weights)
+    # Random weights: the named model's published shapes where shipped, else the default's.
+    wanted = config.model or DEFAULT_MODEL
+    shaped = wanted if wanted in RANDOM_CONFIGS else DEFAULT_MODEL
+    source = ModelSource(shaped if args.random_weights else wanted, random_weights=args.random_weights)
     if not source.random_weights:
         try:
             source.crop_spec()
@@ -121,7 +127,7 @@ async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
             source = ModelSource(shaped, random_weights=True)
     report = await asyncio.to_thread(bench.run, source, config.device, config.dtype, quick=args.quick)
     print(json.dumps(report, indent=2) if args.json else bench.table(report))
-    saved = _reports(config) / f"{_slug(source.spec)}.json"
+    saved = report_path(config.cache_dir, source.spec)
     try:  # for `image-search models`: this machine's speed beside the published figures
         saved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         saved.write_text(json.dumps(report))
@@ -130,24 +136,12 @@ async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _reports(config: Config) -> Path:
-    return config.cache_dir / "benchmarks"
-
-
-def _slug(model: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-
-
 def _measured(config: Config, model: str) -> str | None:
     """This machine's best image rate for ``model``, from the report `benchmark` kept."""
-    report = _reports(config) / f"{_slug(model)}.json"
-    try:
-        data = json.loads(report.read_text())
-        best = [r for r in data["results"] if r["name"].startswith("image embedding, best batch")]
-        where = data["environment"].get("gpu") or f"{data['environment'].get('cores')} CPU cores"
-        return f"{best[0]['rate']:.1f} img/s on {where}"
-    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None
+    from ..switching import measured_rate
+
+    found = measured_rate(config.cache_dir, model)
+    return None if found is None else f"{found[0]:.1f} img/s on {found[1]}"
 
 
 async def cmd_models(config: Config, args: argparse.Namespace) -> int:
@@ -155,15 +149,16 @@ async def cmd_models(config: Config, args: argparse.Namespace) -> int:
     where `image-search benchmark` has run for that model (with real or random weights)."""
     from ..errors import ModelUnavailable
     from ..families import KNOWN
-    from ..model import ModelSource
+    from ..model import DEFAULT_MODEL, ModelSource
 
-    rows = [{**k.__dict__, "current": k.id == config.model} for k in KNOWN]
-    if config.model not in {k.id for k in KNOWN}:  # the configured model, known or not
+    current = config.model or DEFAULT_MODEL
+    rows = [{**k.__dict__, "current": k.id == current} for k in KNOWN]
+    if current not in {k.id for k in KNOWN}:  # the configured model, known or not
         try:
-            family = ModelSource(config.model).family.name
+            family = ModelSource(current).family.name
         except ModelUnavailable:
             family = "?"
-        rows.append({"id": config.model, "family": family, "current": True})
+        rows.append({"id": current, "family": family, "current": True})
     for row in rows:
         row["measured_here"] = _measured(config, str(row["id"]))
     if args.json:
@@ -182,7 +177,8 @@ async def cmd_models(config: Config, args: argparse.Namespace) -> int:
         )
         here = r["measured_here"] or "not measured (image-search benchmark)"
         print(f"  {'':<35} H200: {r['h200_img_s']:,} img/s; here: {here}")
-    print("\n* the configured model. Published figures: open_clip (CLIP), big_vision (SigLIP 2);")
+    which = "the configured model" if config.model else "the default for a new library (each keeps its own)"
+    print(f"\n* {which}. Published figures: open_clip (CLIP), big_vision (SigLIP 2);")
     print("  NaFlex: px is its patch budget's side (256 patches of 16); its figures vary with the budget.")
     print('Switch: image-search index --reembed --model ID (README, "Choosing a model").')
     return 0

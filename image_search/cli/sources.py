@@ -28,18 +28,20 @@ class Local:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.source: Any = None  # the library's model, once _library has looked
 
     async def _library(self, store: Any) -> Any:
         from ..library import Library
-        from ..model import ModelSource
+        from ..model import chosen_source
         from ..snapshot import folder_for
 
+        self.source = chosen_source(self.config.model, await store.bound_model())
         snapshot = folder_for(self.config.database_url)
-        return await Library.open(store, ModelSource(self.config.model).identity(), snapshot)
+        return await Library.open(store, self.source.identity(), snapshot)
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
         from ..facts import Filters
-        from ..model import ModelSource, TextEmbedder
+        from ..model import TextEmbedder
         from ..queries import Session, TextQueries, session_vector
         from ..store import Store
         from ..vectors import Query
@@ -48,7 +50,7 @@ class Local:
             library = await self._library(store)
         if not len(library):
             return []
-        embedder = TextEmbedder(ModelSource(self.config.model), self.config.text_dtype).load()
+        embedder = TextEmbedder(self.source, self.config.text_dtype).load()
         with concurrent.futures.ThreadPoolExecutor(1) as executor:
             texts = TextQueries(embedder, executor)
             batcher = asyncio.create_task(texts.batcher.run())
@@ -91,7 +93,7 @@ class Local:
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
-        similarity = self.config.duplicate_similarity or _family_similarity(self.config.model)
+        similarity = self.config.duplicate_similarity or _family_similarity(self.source)
         settings = Settings(similarity=similarity, hash_bits=self.config.duplicate_hash_bits)
         # Steps: probes of the hashes' tables, or pairs of vectors when those find the candidates.
         bar = Bar("grouping", "steps") if len(library) >= 2 else None
@@ -248,14 +250,13 @@ def _copy(path: str, width: Any, height: Any, size: Any) -> dict[str, Any]:
     return {"path": path, "width": width, "height": height, "size": size}
 
 
-def _family_similarity(model: str) -> float:
+def _family_similarity(source: Any) -> float:
     """The model family's near-duplicate similarity (CLIP's where the model's config is not here:
     grouping needs only the stored vectors)."""
     from ..errors import ModelUnavailable
     from ..families import CLIP
-    from ..model import ModelSource
 
     try:
-        return ModelSource(model).family.duplicate_similarity
+        return float(source.family.duplicate_similarity)
     except ModelUnavailable:
         return CLIP.duplicate_similarity

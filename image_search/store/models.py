@@ -55,6 +55,14 @@ class ModelTable(Connection):
         row = await self._model_row()
         return row["name"] if row else None
 
+    async def bound_model(self) -> ModelIdentity | None:
+        """The model the library is bound to (None for a new one): what a reader or writer that
+        was not told a model uses (:func:`image_search.checkpoint.chosen_source`)."""
+        row = await self._model_row()
+        if row is None:
+            return None
+        return ModelIdentity(str(row["name"]), row.get("content"), row.get("typed"))
+
     async def _model_row(self) -> dict[str, Any] | None:
         return await self.first("SELECT * FROM ONLY meta:model")
 

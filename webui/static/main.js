@@ -2,7 +2,7 @@
 // the start: #/ (a new search), #/search/ID/N (a round), #/albums, #/albums/ID, #/duplicates.
 
 import { api, signIn } from "./api.js";
-import { $ } from "./dom.js";
+import { $, el } from "./dom.js";
 import { closeLightbox, initLightbox } from "./lightbox.js";
 import { initPages, loadAlbums, loadDuplicates, openAlbum } from "./pages.js";
 import { editSearch, flush, initSearch, loadFolders, show, showRound, startOver, statusChanged } from "./search.js";
@@ -44,7 +44,7 @@ async function pollStatus() {
     const busy = s.queue > 0, paused = s.state === "paused";
     // Which model answers: its hub id, or the folder name of a local checkpoint.
     $("model").textContent = String(s.model || "").startsWith("local:") ? s.model.split(":")[1] : s.model || "";
-    $("model").title = `Model: ${s.model}`;
+    $("model").setAttribute("aria-label", `Model: ${$("model").textContent}`);
     const fresh = s.albums ? s.albums.new : 0;
     const changed = $("albums-new").textContent !== (fresh ? `${fresh} new` : "");
     $("albums-new").hidden = !fresh;
@@ -69,10 +69,36 @@ async function pollStatus() {
   setTimeout(pollStatus, 3000);
 }
 
+// Which model embedded the library, and what embedding it again with another would cost here.
+function duration(seconds) {
+  if (seconds < 90) return `${seconds} s`;
+  return seconds < 5400 ? `${Math.round(seconds / 60)} min` : `${(seconds / 3600).toFixed(1)} h`;
+}
+
+async function toggleModel() {
+  const open = $("model").getAttribute("aria-expanded") !== "true";
+  $("model").setAttribute("aria-expanded", String(open));
+  $("model-panel").hidden = !open;
+  if (!open) return;
+  const s = await api("GET", "/api/status?switch=1");
+  const items = (s.switch || []).map((c) => el("li", {},
+    el("code", { textContent: c.model }),
+    c.seconds === null
+      ? `: not measured here (${c.measure})`
+      : `: about ${duration(c.seconds)} for ${c.photos.toLocaleString()} photos at ${c.rate} img/s on ${c.where}`));
+  $("model-panel").replaceChildren(
+    el("p", {}, "Your photos are embedded with ", el("code", { textContent: s.model }),
+      ". Vectors of two models cannot be searched together: another model embeds every photo again ",
+      "(", el("code", { textContent: "image-search index --reembed --model ID" }), "):"),
+    el("ul", {}, ...items));
+}
+
 // The bar stays on screen: what scrolls into view (a focused tile) stops below it.
 new ResizeObserver(([entry]) => {
   document.documentElement.style.scrollPaddingTop = `${entry.target.offsetHeight + 8}px`;
 }).observe(document.querySelector(".bar"));
+
+$("model").addEventListener("click", toggleModel);
 
 // Module scripts run once the document is parsed.
 try {
