@@ -300,7 +300,13 @@ class TextEmbedder:
         tokens at most); SigLIP's lower-cased and padded to every position, which its pooling
         reads the last of. Truncated, so a long query never fails."""
         if self.family.lower_case:
-            texts = [t.lower() for t in texts]
+            # Letter by letter, as transformers' Siglip2Tokenizer lower-cases (its Lowercase
+            # normalizer): Python's str.lower() writes a word's last sigma as "ς", a token the
+            # model was never given for "Σ".
+            from tokenizers.normalizers import Lowercase
+
+            lower = Lowercase()
+            texts = [lower.normalize_str(t) for t in texts]
         padding = "max_length" if self.family.pad_to_max else True
         return self.tokenizer(
             texts, padding=padding, truncation=True, max_length=self.max_tokens, return_tensors="pt"

@@ -20,6 +20,15 @@ TINY_TOWER: dict[str, Any] = dict(
     hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2
 )
 TINY_WORDS = ("a", "photo", "of", "the", "dog", "cat", "beach", "sunset", "mountain", "city")
+# A dog and a beach in six scripts, for the SigLIP tokenizer (CLIP's reads English only).
+WORLD_WORDS = (
+    "chien", "plage", "été", "perro", "playa", "straße",  # Latin with accents
+    "собака", "пляж",  # Cyrillic
+    "σκύλος", "παραλία",  # Greek
+    "كلب", "شاطئ",  # Arabic
+    "狗", "海滩", "犬", "浜辺",  # CJK
+    "कुत्ता", "समुद्र", "तट",  # Devanagari
+)  # fmt: skip
 
 
 def build_tiny_clip(
@@ -53,7 +62,7 @@ def build_tiny_siglip(directory: Path, *, seed: int = 0, image_size: int = 64, p
     from transformers import SiglipConfig, SiglipModel, SiglipProcessor
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-    tokenizer = byte_level_siglip_tokenizer(TINY_WORDS)
+    tokenizer = byte_level_siglip_tokenizer(TINY_WORDS + WORLD_WORDS)
     config = SiglipConfig(
         text_config=_tiny_text(len(tokenizer), 64, pad=0, bos=2, eos=1),
         vision_config=dict(TINY_TOWER, image_size=image_size, patch_size=patch_size),

@@ -46,8 +46,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def byte_level_siglip_tokenizer(extra_words: tuple[str, ...] = ()) -> Any:
     """A SigLIP 2 tokenizer (Gemma's kind: byte fallback, lower-casing) with a vocabulary of the
-    five specials, the 256 byte pieces, the lower-case letters and ``extra_words`` (merged from
-    their letters): where the real vocabulary is not available. Every text tokenises, in any
+    five specials, the 256 byte pieces, the lower-case letters and ``extra_words`` (their letters,
+    then merged from them): where the real vocabulary is not available. Every text tokenises, in any
     script, through the byte pieces."""
     from transformers.models.siglip2.tokenization_siglip2 import Siglip2Tokenizer
 
@@ -56,6 +56,9 @@ def byte_level_siglip_tokenizer(extra_words: tuple[str, ...] = ()) -> Any:
         vocab[f"<0x{b:02X}>"] = len(vocab)
     for piece in ["▁", *"abcdefghijklmnopqrstuvwxyz0123456789"]:
         vocab.setdefault(piece, len(vocab))
+    for word in extra_words:  # their letters, in any script, as the real vocabulary has them
+        for letter in word:
+            vocab.setdefault(letter, len(vocab))
     merges: list[tuple[str, str]] = []
     for word in extra_words:
         pieces = ["▁", *word]
