@@ -75,6 +75,8 @@ class ModelDefaults:
 
     duplicate_similarity: float
     album_min_score: float
+    # The cosines the page's words start at: "fair", "good" (= album_min_score), "strong" match.
+    match_bands: tuple[float, float, float] = (0.16, 0.2, 0.26)
 
 
 def family_of(model_type: str | None) -> Family:
@@ -97,9 +99,26 @@ def album_min_score(family: Family, logit_scale: float | None, logit_bias: float
     """The album default: a photo belongs when the model itself says "matches". For CLIP, 0.2
     (its cosines for a match run about 0.2-0.35); for SigLIP, the cosine where its sigmoid crosses
     one half, -bias / exp(logit_scale), from the checkpoint's own two scalars."""
+    return match_bands(family, logit_scale, logit_bias)[1]
+
+
+# A sigmoid model's own odds at the edges of "fair" and "strong": 1 in 10 and 9 in 10.
+FAIR_ODDS, STRONG_ODDS = math.log(1 / 9), math.log(9)
+
+
+def match_bands(
+    family: Family, logit_scale: float | None, logit_bias: float | None
+) -> tuple[float, float, float]:
+    """The cosines where a match turns fair, good and strong. A SigLIP checkpoint says it
+    itself: its probability of a match is sigmoid(exp(scale) * cosine + bias), so the bands
+    start where that is 10%, 50% and 90%, from the checkpoint's two scalars. CLIP has no
+    calibration of its own: 0.16, 0.2 and 0.26, the words the page had for ViT-L/14 (whose matches
+    run about 0.2-0.35)."""
     if family.sigmoid and logit_scale is not None and logit_bias is not None:
-        return round(-logit_bias / math.exp(logit_scale), 3)
-    return 0.2
+        scale = math.exp(logit_scale)
+        fair, good, strong = ((odds - logit_bias) / scale for odds in (FAIR_ODDS, 0.0, STRONG_ODDS))
+        return round(fair, 3), round(good, 3), round(strong, 3)
+    return 0.16, 0.2, 0.26
 
 
 @dataclass(frozen=True)

@@ -263,3 +263,11 @@ async def test_timeline_groups_by_month(client: TestClient) -> None:  # noqa: F8
     assert kept and all(r["score"] >= floor for r in kept) and len(kept) < len(everything)
     small = await search(client, text="photo", timeline=True, min_score=-1, limit=2)
     assert small["total"] == 2 and small["truncated"]
+    # No minimum given: the model's own "fair match", as /api/status gives the page its words.
+    bands = (await (await client.get("/api/status")).json())["match_bands"]
+    fair = await search(client, text="photo", timeline=True, limit=500)
+    assert fair["min_score"] == bands[0] and bands == sorted(bands)
+    shown = [r["score"] for m in fair["months"] for r in m["results"]]
+    assert all(s >= bands[0] for s in shown) and len(shown) == sum(
+        s >= bands[0] for s in sorted(r["score"] for r in everything)
+    )

@@ -764,6 +764,8 @@ async def test_every_page_on_a_phone_is_accessible(browser, server: str) -> None
     await page.tap("#tray-toggle")
     await page.tap("#filters-toggle")
     await accessible(page, "phone: tray and filters open")
+    await page.fill("#min-score", "-1")  # the tiny model's scores: below any "fair match"
+    await page.dispatch_event("#min-score", "change")
     await page.select_option("#view", "timeline")
     await page.wait_for_selector("#grid .month .tile")
     await accessible(page, "phone: timeline")

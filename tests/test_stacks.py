@@ -101,7 +101,7 @@ async def test_a_pair_shows_once_with_its_raw_named(shots) -> None:  # type: ign
     assert all(r["pair"] == [] for r in results if r is not shot)
     meta = await (await client.get(f"/api/images/{shot['id']}/meta")).json()
     assert [p["id"] for p in meta["pair"]] == [raw_id]
-    timeline = await client.post("/api/search", json={"text": "a photo", "timeline": True})
+    timeline = await client.post("/api/search", json={"text": "a photo", "timeline": True, "min_score": -1})
     assert timeline.status == 200, await timeline.text()
     listed = [r for m in (await timeline.json())["months"] for r in m["results"]]
     assert len(listed) == 5 and "2024/DSC_0001.dng" not in [r["path"] for r in listed]

@@ -88,6 +88,7 @@ async def status(request: web.Request) -> web.Response:
             "model": app[LIBRARY].model_id,
             "roots": [str(root) for root in app[CONFIG].roots],
             "match_threshold": app[DEFAULTS].album_min_score,
+            "match_bands": list(app[DEFAULTS].match_bands),
             "text_compile": getattr(app[TEXTS].embedder, "compile_state", "off"),
             "daemon": daemon or None,
             "albums": {"count": len(album_counts), "new": sum(c["new"] for c in album_counts.values())},
@@ -164,10 +165,14 @@ async def timeline(
     request: web.Request, query: np.ndarray, body: dict[str, Any], exclude: set[str]
 ) -> dict[str, Any]:
     """The matches above ``min_score`` (the best ``limit`` of them), grouped by the month they
-    were taken, newest month first; within a month the newest first. Undated photos come last."""
+    were taken, newest month first; within a month the newest first. Undated photos come last.
+    Without ``min_score``, the model's own "fair match" (:func:`image_search.families.match_bands`):
+    a timeline of what matches, not of the best 500 whatever they are."""
     library = request.app[LIBRARY]
     limit = validate.whole(body, "limit", 500, 1, validate.MAX_TIMELINE)
     min_score = validate.min_score(body)
+    if min_score is None:
+        min_score = request.app[DEFAULTS].match_bands[0]
     allowed = library.mask(validate.filters(body), exclude)
     hits = await request.app[SEARCHER].submit(Query(query, limit, allowed, min_score))
     hits = [(key, score) for key, score in hits if key in library.meta]

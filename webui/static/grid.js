@@ -9,14 +9,14 @@ import { state } from "./state.js";
 const ROW = { wide: 220, narrow: 170 };  // the row height aimed at, in CSS pixels
 const GAP = 6;
 
-// How well a photo matches, in words: the model's own threshold (the score where it says
-// "matches": from the checkpoint, see /api/status) anchors the scale.
+// How well a photo matches, in words: the scores where the model itself says a match is fair,
+// good and strong (a SigLIP checkpoint's own 10%, 50% and 90%: see /api/status).
 export function matchWords(score) {
   if (score === null || score === undefined) return "";
-  const t = state.threshold;
-  if (score >= t + 0.06) return "strong match";
-  if (score >= t) return "good match";
-  if (score >= t - 0.04) return "fair match";
+  const [fair, good, strong] = state.bands;
+  if (score >= strong) return "strong match";
+  if (score >= good) return "good match";
+  if (score >= fair) return "fair match";
   return "weak match";
 }
 

@@ -129,7 +129,7 @@ export function statusChanged(s) {
   library.indexed = s.searchable;
   library.queue = s.queue;
   library.roots = s.roots || [];
-  if (typeof s.match_threshold === "number") state.threshold = s.match_threshold;
+  if (Array.isArray(s.match_bands) && s.match_bands.length === 3) state.bands = s.match_bands;
   if (!isSearching()) {
     if (!s.searchable) show(libraryMessage());
     return;

@@ -28,7 +28,7 @@ export const state = {
   seq: 0,
   lightbox: -1,
   indexedAt: null,     // the library's size when the results were fetched
-  threshold: 0.2,      // the model's own "matches" score (from /api/status)
+  bands: [0.16, 0.2, 0.26],  // where a match is fair, good, strong for the model (/api/status)
 };
 
 export function currentRound() {
