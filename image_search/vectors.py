@@ -371,9 +371,15 @@ class VectorIndex:
             scores = np.where(allowed, scores, -np.inf)
         k = min(query.k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
         keys, floor = self._keys, query.min_score
+        kth = scores[top].min()
+        if np.isfinite(kth):  # every row tied with the k-th best competes for the last places
+            top = np.union1d(top, np.flatnonzero(scores == kth))
         rows = top if positions is None else positions[top]
+        # Best first; equal scores (copies of one picture) by key, so that every process that
+        # holds the library, whatever its rows' order, gives the same list.
+        order = np.lexsort((np.array([keys[r] for r in rows]), -scores[top]))[:k]
+        top, rows = top[order], rows[order]
         return [
             (keys[r], float(scores[i]))
             for i, r in zip(top, rows, strict=True)

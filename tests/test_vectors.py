@@ -128,3 +128,17 @@ def test_several_queries_at_once_equal_one_at_a_time(half: bool) -> None:
             best = best[scores[best] >= query.min_score]
         assert [k for k, _ in found] == [keys[i] for i in best]
         assert np.allclose([s for _, s in found], scores[best], atol=1e-6)
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_equal_scores_come_back_in_key_order(half: bool) -> None:
+    """Copies of one picture score alike: the same list whatever order the rows were loaded in,
+    the last place included."""
+    matrix = units(40)
+    matrix[[3, 17, 29]] = matrix[5]  # four identical rows
+    keys = [f"k{i:02d}" for i in range(40)]
+    copies = sorted(keys[i] for i in (3, 5, 17, 29))
+    for order in (np.arange(40), np.arange(40)[::-1], np.random.default_rng(1).permutation(40)):
+        index = VectorIndex.build([keys[i] for i in order], matrix[order].astype(np.float16), half=half)
+        assert [k for k, _ in index.search(matrix[5], 4)] == copies
+        assert [k for k, _ in index.search(matrix[5], 2)] == copies[:2]
