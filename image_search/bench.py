@@ -141,7 +141,7 @@ def environment(embedder: Any, source: Any) -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "device": str(embedder.device),
-        "dtype": str(embedder.dtype).removeprefix("torch."),
+        "dtype": embedder.precision,
         "weights": "random (ViT-L/14 architecture, same shapes and FLOPs)"
         if source.random_weights
         else "real",

@@ -144,3 +144,39 @@ def test_compiled_on_the_cpu_equals_eager(
     eager = image_embedder.embed_images(images)
     fast = compiled.embed_images(images)
     assert (eager * fast).sum(1).min() > 0.999
+
+
+def test_int8_image_tower_is_checked_against_float32(
+    tiny_source: ModelSource,
+    real_photos: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """dtype int8 quantises the image tower's linear layers, kept only where the embeddings of
+    the load-time check stay within cosine 0.99 of float32's; real photos stay as close."""
+    import image_search.model as model_module
+    from image_search.imaging import prepare
+
+    exact = ImageEmbedder(tiny_source, "cpu", "float32").load()
+    crops = np.stack([prepare(str(p), exact.crop, 1000).pixels for p in real_photos[:8]])
+    quantised = ImageEmbedder(tiny_source, "cpu", "int8").load()
+    assert quantised.int8_cosine is not None and quantised.int8_cosine >= model_module.INT8_MIN_COSINE
+    assert any("quantized" in type(m).__module__ for m in quantised.model.modules())
+    assert (quantised.embed_pixels(crops) * exact.embed_pixels(crops)).sum(axis=1).min() >= 0.99
+    # Weights whose int8 embeddings drift: float32 stays, and the log says why.
+    monkeypatch.setattr(model_module, "INT8_MIN_COSINE", 1.01)
+    kept = ImageEmbedder(tiny_source, "cpu", "int8").load()
+    assert "stays float32" in caplog.text
+    assert not any("quantized" in type(m).__module__ for m in kept.model.modules())
+    np.testing.assert_allclose(kept.embed_pixels(crops), exact.embed_pixels(crops), atol=1e-5)
+
+
+def test_int8_is_auto_only_on_a_cpu_without_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import image_search.model as model_module
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for native, auto in ((True, False), (False, True)):
+        monkeypatch.setattr(model_module, "cpu_has_bf16", lambda native=native: native)
+        assert model_module.wants_int8(cpu, "auto") is auto
+        assert model_module.wants_int8(cpu, "int8") and not model_module.wants_int8(cpu, "float32")
+        assert not model_module.wants_int8(gpu, "auto") and not model_module.wants_int8(gpu, "int8")

@@ -70,7 +70,7 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
                 "model %s on %s (%s)",
                 source.model_id,
                 ", ".join(str(e.device) for e in embedders),
-                str(embedders[0].dtype).removeprefix("torch."),
+                embedders[0].precision,
             )
             for target in targets:
                 summary = await _index_target(config, store, indexer, target, force=args.force)
