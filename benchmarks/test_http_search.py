@@ -86,7 +86,6 @@ def _measure(tmp_path: Path, spec: str, random_weights: bool, dtype: str, loads:
             app = create_app(config, store=store, text_embedder=text)
             async with TestServer(app, host="127.0.0.1") as server, ClientSession() as http:
                 url = f"http://127.0.0.1:{server.port}/api/search"
-                report["compiled"] = float(await compiled(http, server.port))
                 texts = queries()
 
                 async def one() -> float:
@@ -96,6 +95,10 @@ def _measure(tmp_path: Path, spec: str, random_weights: bool, dtype: str, loads:
                         body = await response.json()
                         assert len(body["results"]) == 60
                     return time.perf_counter() - started
+
+                # The first query the moment the server listens, whatever compiles behind it.
+                report["first_query_ms"] = await one() * 1000
+                report["compiled"] = float(await compiled(http, server.port))
 
                 for _ in range(5):
                     await one()
@@ -146,8 +149,12 @@ def test_http_search_100k_siglip2(benchmark, tmp_path: Path, dtype: str) -> None
     run = lambda: measure(tmp_path, source, dtype, loads=False)  # noqa: E731
     report = benchmark.pedantic(run, rounds=1, iterations=1)
     native, two = cpu_has_bf16(), len(os.sched_getaffinity(0)) == 2
-    benchmark.extra_info.update({k: round(v, 1) for k, v in report.items()}, text=dtype, bf16_native=native)
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ATEN_CPU_CAPABILITY") or "all it has"
+    benchmark.extra_info.update(
+        {k: round(v, 1) for k, v in report.items()}, text=dtype, bf16_native=native, isa=isa
+    )
     figures = ", ".join(f"{k} {v:.1f}" for k, v in report.items())
-    print(f"\nsiglip2-b16 {dtype}: {figures}, bf16 native {native}")
-    if native and two:
-        assert report["p50_ms"] <= 50, report
+    print(f"\nsiglip2-b16 {dtype}: {figures}, bf16 native {native}, instructions: {isa}")
+    assert report["first_query_ms"] <= 2000, report
+    if two:  # #35's floors: 50 ms where bfloat16 is native, 80 ms on AVX2
+        assert report["p50_ms"] <= (50 if native and isa == "all it has" else 80), report
