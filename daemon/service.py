@@ -74,6 +74,7 @@ class Daemon:
         self.meter = RateMeter()
         self.stop_event = asyncio.Event()
         self._catching = False
+        self.interrupted = False  # stopped by SIGINT (Ctrl-C) rather than SIGTERM
         self.busy_since: float | None = None
         self._backoff = BACKOFF[0]
         self.failure: DeviceFailed | None = None
@@ -199,10 +200,15 @@ class Daemon:
         self._catching = True
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self._interrupt)
         loop.add_signal_handler(signal.SIGHUP, self.request_reconcile)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self._stack.callback(loop.remove_signal_handler, sig)
+
+    def _interrupt(self) -> None:
+        """Ctrl-C: stop as SIGTERM does; the command then exits 130, as an interrupted one does."""
+        self.interrupted = True
+        self.stop_event.set()
 
     async def run(self) -> None:
         """Until SIGTERM/SIGINT (with handle_signals) or :meth:`stop`; raises the failure that

@@ -47,7 +47,7 @@ async def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     async with Daemon(config, all_roots(config, args), handle_signals=True) as daemon:
         await daemon.run()
     log.info("stopped")
-    return 0
+    return 130 if daemon.interrupted else 0  # Ctrl-C: as an interrupted command; SIGTERM: done
 
 
 @contextlib.asynccontextmanager
@@ -97,7 +97,7 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             notifier.ready(f"serving http://{config.host}:{config.port}/; {daemon.status.line()}")
             await daemon.run()
     log.info("stopped")
-    return 0
+    return 130 if daemon.interrupted else 0
 
 
 async def cmd_web(config: Config, args: argparse.Namespace) -> int:
@@ -107,8 +107,14 @@ async def cmd_web(config: Config, args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    interrupted: list[int] = []
+
+    def interrupt() -> None:
+        interrupted.append(signal.SIGINT)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, interrupt)
     config.roots = list(dict.fromkeys([*config.roots, *(p.expanduser().absolute() for p in args.paths)]))
     notifier = Notifier()
     async with serving(create_app(config), config):
@@ -118,4 +124,4 @@ async def cmd_web(config: Config, args: argparse.Namespace) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), notifier.watchdog_interval or 30)
         notifier.stopping()
-    return 0
+    return 130 if interrupted else 0
