@@ -123,7 +123,11 @@ def photo_jpegs(
 
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(str(folder / f"IMG_{i:05d}.jpg"), i, size, quality) for i in range(n)]
-    with multiprocessing.get_context("forkserver").Pool(processes or os.cpu_count()) as pool:
+    from .lifeline import die_with_parent
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["image_search._forkserver"])  # none outlives a kill -9
+    with context.Pool(processes or os.cpu_count(), initializer=die_with_parent) as pool:
         return [Path(p) for p in pool.map(_variant, jobs, chunksize=8)]
 
 

@@ -103,12 +103,13 @@ class Indexer:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         if method == "forkserver":  # imported once in the server, not in every worker it forks
-            context.set_forkserver_preload(["__main__", "image_search.workers"])
+            # The forkserver exits when this process dies, SIGKILL included (image_search.lifeline).
+            context.set_forkserver_preload(["__main__", "image_search.workers", "image_search._forkserver"])
         self.pool = concurrent.futures.ProcessPoolExecutor(
             self.workers,
             mp_context=context,
             initializer=worker_start,
-            initargs=(max(1, (os.cpu_count() or 1) // self.workers),),
+            initargs=(max(1, (os.cpu_count() or 1) // self.workers), method == "forkserver"),
         )
         # Start them now, not when the first files are due; warm() waits for them.
         self._started = [self.pool.submit(worker_ping) for _ in range(self.workers)]

@@ -9,16 +9,19 @@ import signal
 import numpy as np
 
 from .imaging import configure_pillow
+from .lifeline import die_with_parent
 from .thumbs import Thumbnails
 
 WORKER_NICENESS = 10
 
 
-def worker_start(decoder_threads: int = 1) -> None:
+def worker_start(decoder_threads: int = 1, forked_by_server: bool = False) -> None:
     """In each decoding worker: Pillow as the indexer needs it (libheif with this worker's share
     of the cores), and a lower priority, so the CPU goes to searches (under `serve`) and the
     desktop first. A niced worker still takes every idle cycle, so indexing alone runs as fast as
-    before."""
+    before. Forked by the forkserver, it dies with it (:mod:`.lifeline`)."""
+    if forked_by_server:
+        die_with_parent()
     configure_pillow(heif_threads=decoder_threads)
     # Ctrl-C reaches the whole process group: the parent stops its workers itself. A worker that
     # took the KeyboardInterrupt printed "Process ForkServerProcess-N: Traceback ..." on exit.

@@ -264,3 +264,41 @@ def start_serve(paths: list[Path], env: dict[str, str], port: int, exe: list[str
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its reaper is not)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def all_gone(pids: set[int], limit: float = 20.0) -> None:
+    """Wait until none of ``pids`` runs; fail after ``limit`` seconds, naming the survivors."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while any(running(p) for p in pids):
+        if time.monotonic() > deadline:
+            left = {p: (Path("/proc") / str(p) / "cmdline").read_bytes()[:80] for p in pids if running(p)}
+            raise AssertionError(f"still running after {limit} s: {left}")
+        time.sleep(0.05)

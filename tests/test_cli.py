@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .conftest import free_port, make_photo, start_serve
+from .conftest import all_gone, descendants, free_port, make_photo, start_serve
 
 
 def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -323,3 +323,38 @@ def test_no_traceback_for_bad_bytes_a_closed_pipe_or_ctrl_c(tmp_path: Path, env:
     os.killpg(running.pid, signal.SIGINT)
     _, err = running.communicate(timeout=120)
     assert running.returncode == 130 and b"Traceback" not in err, err.decode()[-3000:]
+
+    # kill -9 on `index` mid-run: its forkserver and decoding workers go too (image_search.lifeline).
+    killed = subprocess.Popen(
+        [*command, "index", str(root), "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert killed.stderr is not None
+    seen = b""
+    while b"indexing: " not in seen:
+        line = killed.stderr.readline()
+        assert line, seen.decode()
+        seen += line
+    helpers = descendants(killed.pid)
+    assert len(helpers) >= 2, helpers  # the forkserver and its workers, at least
+    killed.kill()
+    killed.wait(timeout=30)
+    all_gone(helpers)
+    killed.stderr.close()
+
+    # Ctrl-C on `serve` (its daemon's decoding workers and forkserver in the same group): 130.
+    serving = subprocess.Popen(
+        [*command, "serve", str(root), "--port", str(free_port())],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert serving.stderr is not None
+    seen = b""
+    while b"web UI at" not in seen:
+        line = serving.stderr.readline()
+        assert line, seen.decode()
+        seen += line
+    os.killpg(serving.pid, signal.SIGINT)
+    _, err = serving.communicate(timeout=120)
+    assert serving.returncode == 130 and b"Traceback" not in err, err.decode()[-3000:]

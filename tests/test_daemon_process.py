@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_photo
+from .conftest import all_gone, descendants, make_photo
 
 PHOTOS = 400
 
@@ -151,8 +151,12 @@ def test_kill_9_mid_indexing_then_restart(
     try:
         messages.wait_for("READY=1")
         time.sleep(delay)
+        helpers = descendants(proc.pid)  # the forkserver, its decoding workers, the resource tracker
+        assert helpers
         proc.kill()
         proc.wait(timeout=10)
+        # None outlives it (image_search.lifeline): they would hold memory until the next boot.
+        all_gone(helpers)
     finally:
         proc.kill()
     check_library(finish(env, root, notify_socket, tmp_path), library)
