@@ -207,7 +207,18 @@ class ModelSource:
             except Exception as exc:
                 raise self.unavailable(exc) from None
 
+    @property
+    def looks_like_a_folder(self) -> bool:
+        """A path that is not there (a hub id is ``owner/name``: one slash, never leading)."""
+        return not self.is_local and (self.spec.startswith(("/", ".", "~")) or self.spec.count("/") != 1)
+
     def unavailable(self, exc: BaseException) -> ModelUnavailable:
+        if self.looks_like_a_folder:
+            return ModelUnavailable(
+                f"no model folder at {self.spec}: --model (IMAGE_SEARCH_MODEL) takes a folder holding a "
+                "saved checkpoint (its config.json) or a Hugging Face id such as "
+                f"{DEFAULT_MODEL}"
+            )
         if self.is_local:
             return ModelUnavailable(
                 f"model directory {self.location} cannot be loaded: {exc}. It must hold a CLIP or "
@@ -286,7 +297,10 @@ def chosen_source(configured: str | None, bound: ModelIdentity | None) -> ModelS
     library's vectors were made with, so that a new default never re-embeds anything or mixes two
     models' vectors; else, for a new library, :data:`DEFAULT_MODEL`."""
     if configured:
-        return ModelSource(configured)
+        source = ModelSource(configured)
+        if source.looks_like_a_folder:  # said first: it is not a question of which model
+            raise source.unavailable(FileNotFoundError(configured))
+        return source
     if bound is None:
         return ModelSource(DEFAULT_MODEL)
     if bound.typed == "--random-weights" and bound.name.startswith("random:"):

@@ -6,6 +6,10 @@ class UserError(Exception):
     """A problem the user can fix."""
 
 
+class UsageError(UserError):
+    """The command was called wrongly (a missing argument): exit status 2, as argparse's own."""
+
+
 class ModelUnavailable(UserError, RuntimeError):
     """The model cannot be loaded; the message says why and what to do."""
 

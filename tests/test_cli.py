@@ -125,7 +125,10 @@ def test_usage_errors(env: dict[str, str], tmp_path: Path) -> None:
     proc = cli("index", str(tmp_path / "nowhere"), env=env, check=False)
     assert proc.returncode == 1 and "does not exist" in proc.stderr
     proc = cli("index", env=env, check=False)
-    assert proc.returncode == 1 and "no picture folders" in proc.stderr
+    assert proc.returncode == 2 and "no picture folders" in proc.stderr  # a usage error, as argparse's
+    proc = cli("search", "a dog", "--model", str(tmp_path / "nonexistent" / "dir"), env=env, check=False)
+    assert proc.returncode == 1 and f"no model folder at {tmp_path}" in proc.stderr, proc.stderr
+    assert "hf download" not in proc.stderr and "Traceback" not in proc.stderr
     proc = cli("status", "--port", "99999", env=env, check=False)
     assert proc.returncode == 2 and "port" in proc.stderr
 

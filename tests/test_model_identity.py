@@ -162,7 +162,9 @@ def test_choosing_the_source() -> None:
 
     assert DEFAULT_MODEL == "google/siglip2-base-patch16-224"
     assert chosen_source(None, None).spec == DEFAULT_MODEL
-    assert chosen_source("/m/x", ModelIdentity(CLIP_L14, None, CLIP_L14)).spec == "/m/x"
+    assert chosen_source("acme/other", ModelIdentity(CLIP_L14, None, CLIP_L14)).spec == "acme/other"
+    with pytest.raises(ModelUnavailable, match="no model folder at /no/such/dir"):
+        chosen_source("/no/such/dir", None)
     assert chosen_source(None, ModelIdentity(CLIP_L14, None, CLIP_L14)).spec == CLIP_L14
     assert chosen_source(None, ModelIdentity(CLIP_L14)).spec == CLIP_L14  # before `typed` was kept
     random = chosen_source(

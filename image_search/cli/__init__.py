@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..config import ConfigError, data_home
-from ..errors import UserError
+from ..errors import UsageError, UserError
 from ..imaging import configure_pillow
 from ..private import make_private
 from ..store import StoreError
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(args.run(config, args))
     except (UserError, ConfigError, StoreError) as exc:
         print(f"image-search: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+        return 2 if isinstance(exc, ConfigError | UsageError) else 1
     except KeyboardInterrupt:
         print("image-search: interrupted", file=sys.stderr)
         return 130

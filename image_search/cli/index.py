@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import UserError
+from ..errors import UsageError, UserError
 from .options import json_flag, paths_argument
 from .output import printable
 from .progress import Bar
@@ -41,7 +41,7 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
 
     targets = [normalise_root(p) for p in args.paths] or [normalise_root(p) for p in config.roots]
     if not targets:
-        raise UserError("no picture folders: give PATH arguments or set roots in the configuration")
+        raise UsageError("no picture folders: give PATH arguments or set roots in the configuration")
     service = find_service(config)
     if service is not None:
         raise UserError(

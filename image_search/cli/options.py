@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..config import Config, load_config, options
-from ..errors import UserError
+from ..errors import UsageError
 from ..scan import normalise_root
 
 
@@ -49,7 +49,7 @@ def all_roots(config: Config, args: argparse.Namespace) -> list[str]:
     roots = [normalise_root(p) for p in [*config.roots, *(getattr(args, "paths", None) or [])]]
     roots = list(dict.fromkeys(roots))
     if not roots:
-        raise UserError("no picture folders: give PATH arguments or set roots in the configuration")
+        raise UsageError("no picture folders: give PATH arguments or set roots in the configuration")
     return roots
 
 
