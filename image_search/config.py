@@ -70,6 +70,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
             raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
         return text
 
+    parse.choices = choices  # type: ignore[attr-defined]  # for the README's test
     return parse
 
 
@@ -160,7 +161,8 @@ class Config:
     device: str = _opt(
         "auto",
         parse=_choice("auto", "cuda", "xpu", "mps", "cpu"),
-        help="Where images are embedded: auto picks CUDA (also ROCm builds), then Intel XPU, Apple MPS, CPU.",
+        help="Where images are embedded: auto picks CUDA (also ROCm builds), then Intel XPU, Apple MPS, "
+        "else the CPU; or cuda, xpu, mps, cpu.",
     )
     dtype: str = _opt(
         "auto",
@@ -170,16 +172,17 @@ class Config:
         "embeddings stay within cosine 0.99 of float32's, checked when it loads; else float32).",
     )
     text_dtype: str = _opt(
-        "int8",
-        parse=_choice("int8", "float32", "bfloat16"),
-        help="Text model on the CPU: int8 (dynamic quantisation, ~5x faster), float32, or bfloat16 (fastest "
-        "where the CPU has AVX512-BF16 or AMX).",
+        "auto",
+        parse=_choice("auto", "int8", "float32", "bfloat16"),
+        help="Text model on the CPU: auto is bfloat16 where the CPU has it natively (AVX512-BF16 or AMX), "
+        "else int8 (dynamic quantisation, 2-4x faster than float32); or float32.",
     )
     text_compile: str = _opt(
         "auto",
         parse=_choice("auto", "on", "off"),
         help="Compile the server's text model for single queries (torch.compile, on a thread of its own "
-        "after start; eager until then): auto does it for bfloat16 SigLIP text where g++ is found.",
+        "after start; eager until then): auto does it for bfloat16 SigLIP text where g++ is found; on "
+        "also for float32; off never.",
     )
     batch_size: int = _opt(
         0,
@@ -254,7 +257,8 @@ class Config:
     gpu_decode: str = _opt(
         "auto",
         parse=_choice("auto", "on", "off"),
-        help="Decode JPEGs on a CUDA GPU (nvJPEG) beside the CPU workers: auto uses it when available.",
+        help="Decode JPEGs on a CUDA GPU (nvJPEG) beside the CPU workers: auto and on use it where "
+        "available (on warns where it is not); off never.",
     )
     gpus: int = _opt(
         0,

@@ -274,10 +274,14 @@ class ImageEmbedder:
 
 
 class TextEmbedder:
-    """The text tower on the CPU, int8 (dynamic quantisation of the linear layers) by default."""
+    """The text tower on the CPU: bfloat16 where the CPU has it natively, else int8 (dynamic
+    quantisation of the linear layers), for ``dtype`` auto."""
 
-    def __init__(self, source: ModelSource, dtype: str = "int8", *, compile: str = "off") -> None:
+    def __init__(self, source: ModelSource, dtype: str = "auto", *, compile: str = "off") -> None:
         self.source = source
+        if dtype == "auto":
+            dtype = "bfloat16" if cpu_has_bf16() else "int8"
+        self.dtype = dtype
         self.quantise = dtype == "int8"
         self.bfloat16 = dtype == "bfloat16"
         self.compile = compile  # "auto", "on" or "off": see wants_compile

@@ -180,3 +180,14 @@ def test_int8_is_auto_only_on_a_cpu_without_bfloat16(monkeypatch: pytest.MonkeyP
         assert model_module.wants_int8(cpu, "auto") is auto
         assert model_module.wants_int8(cpu, "int8") and not model_module.wants_int8(cpu, "float32")
         assert not model_module.wants_int8(gpu, "auto") and not model_module.wants_int8(gpu, "int8")
+
+
+def test_text_auto_is_bfloat16_where_native_else_int8(
+    tiny_source: ModelSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import image_search.model as model_module
+
+    for native, wanted in ((True, "bfloat16"), (False, "int8")):
+        monkeypatch.setattr(model_module, "cpu_has_bf16", lambda native=native: native)
+        text = TextEmbedder(tiny_source, "auto")
+        assert text.dtype == wanted and text.bfloat16 is native and text.quantise is not native

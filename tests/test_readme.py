@@ -89,3 +89,51 @@ def test_every_file_the_readme_points_to_exists() -> None:
             r"`((?:image_search|tests|benchmarks|scripts|systemd|webui|daemon)/[^`\s]*)`", text
         ):
             assert (TOP / path.split("::")[0]).exists(), f"{doc.name} names {path}, which is not there"
+
+
+def option_rows() -> dict[str, list[str]]:
+    """The README's configuration table: option name -> its cells (environment, flag, default, text)."""
+    rows = {}
+    for line in README.splitlines():
+        found = re.match(r"^\| `([a-z_0-9]+)` \| (.*) \|$", line)
+        if found:
+            rows[found.group(1)] = [cell.strip() for cell in found.group(2).split(" | ")]
+    return rows
+
+
+def test_every_option_reads_the_same_in_the_readme_and_in_help() -> None:
+    """Each option has its row; the row names its environment variable and flag as the code
+    does; its default is the code's; every value an option takes is named both in the row and
+    in --help; a flag given once per value says so in both (--help once said --include took a
+    comma-separated list, which indexed nothing)."""
+    import dataclasses
+
+    from image_search.cli.options import config_parent
+    from image_search.config import env_name, options
+
+    rows = option_rows()
+    flags = {a.dest: a for a in config_parent()._actions}
+    for f in options():
+        assert f.name in rows, f"no README row for option {f.name}"
+        env, flag, default, text = rows[f.name][:4]
+        assert f"`{env_name(f.name)}`" in env, (f.name, env)
+        action = flags.get(f.name)
+        if action is None:
+            assert f.name == "roots" or "never a flag" in flag, (f.name, flag)
+        else:
+            assert f"`--{f.name.replace('_', '-')}`" in flag, (f.name, flag)
+            repeated = isinstance(action, argparse._AppendAction)
+            assert repeated == ("repeatable" in flag), (f.name, flag)
+            assert repeated == ("Repeatable" in (action.help or "")), (f.name, action.help)
+        for value in getattr(f.metadata["parse"], "choices", ()):
+            assert f"`{value}`" in default + text, f"{f.name}: the README does not name {value}"
+            helped = action.help or "" if action else f.metadata["help"]
+            assert value in helped, f"{f.name} --help lacks {value}"
+        value = f.default  # MISSING where it depends on the environment (XDG folders)
+        if value is dataclasses.MISSING:
+            continue
+        if isinstance(value, bool):
+            assert default.startswith("on" if value else "off"), (f.name, default)
+        elif isinstance(value, int | float | str) and not f.metadata.get("secret"):
+            shown = value if not isinstance(value, float) or value != int(value) else int(value)
+            assert default.startswith(f"`{shown}`"), (f.name, default, value)
