@@ -146,7 +146,7 @@ def environment(embedder: Any, source: Any) -> dict[str, Any]:
     info: dict[str, Any] = {
         "device": str(embedder.device),
         "dtype": embedder.precision,
-        "weights": "random (ViT-L/14 architecture, same shapes and FLOPs)"
+        "weights": f"random ({source.spec}'s architecture, same shapes and FLOPs)"
         if source.random_weights
         else "real",
         "model": source.model_id,
@@ -170,22 +170,32 @@ def run(
     from .model import ImageEmbedder
 
     embedder = ImageEmbedder(source, device, dtype).load()
-    rounds = 5 if quick else 20
+    rounds = 3 if quick else 20
     rows = [
-        *_text_rows(source, rounds),
-        *_image_rows(embedder, rounds),
-        *_preprocess_rows(embedder, rounds),
+        *_text_rows(source, rounds, ("auto",) if quick else ("float32", "int8", "bfloat16")),
+        *_image_rows(embedder, rounds, (1, 10) if quick else (1, 10, 100)),
+        *_preprocess_rows(embedder, rounds, ((1920, 1080),) if quick else ((1920, 1080), (3840, 2160))),
         *_search_rows(search_sizes[: 2 if quick else None], rounds),
     ]
-    return {"environment": environment(embedder, source), "results": [r.as_dict() for r in rows]}
+    env = environment(embedder, source) | {"run": "quick" if quick else "full"}
+    return {"environment": env, "results": [r.as_dict() for r in rows]}
 
 
-def _text_rows(source: Any, rounds: int) -> list[Row]:
-    from .model import TextEmbedder
+QUICK = (
+    "quick: one text query (the default precision), image batches of 1 and 10 and the best of 4 and "
+    "16 (CPU), a 1080p JPEG's preprocessing, search over 10,000 and 100,000 vectors; 3 rounds each"
+)
+
+
+def _text_rows(source: Any, rounds: int, dtypes: tuple[str, ...]) -> list[Row]:
+    from .model import TextEmbedder, cpu_has_bf16
 
     rows = []
-    for text_dtype in ("float32", "int8"):
+    for text_dtype in dtypes:
+        if text_dtype == "bfloat16" and not cpu_has_bf16():
+            continue  # emulated: slower than float32, never chosen
         text = TextEmbedder(source, text_dtype).load()
+        text_dtype = text.dtype
         query = "a dog running on the beach at sunset"
         rows.append(
             measure(
@@ -200,7 +210,7 @@ def _text_rows(source: Any, rounds: int) -> list[Row]:
     return rows
 
 
-def _image_rows(embedder: Any, rounds: int) -> list[Row]:
+def _image_rows(embedder: Any, rounds: int, sizes: tuple[int, ...]) -> list[Row]:
     """Batches of 1, 10 and 100, and the best batch size of a few."""
     import torch
 
@@ -223,19 +233,19 @@ def _image_rows(embedder: Any, rounds: int) -> list[Row]:
             sync=sync,
         )
 
-    rows = [batch(n, rounds) for n in (1, 10, 100)]
+    rows = [batch(n, rounds) for n in sizes]
     candidates = (4, 16) if embedder.device.type == "cpu" else (64, 128, 256, 512)
     best = max((batch(n, max(3, rounds // 2)) for n in candidates), key=lambda row: row.rate)
     best.name = best.name.replace("batch", "best batch")
     return [*rows, best]
 
 
-def _preprocess_rows(embedder: Any, rounds: int) -> list[Row]:
+def _preprocess_rows(embedder: Any, rounds: int, sizes: tuple[tuple[int, int], ...]) -> list[Row]:
     from .imaging import prepare
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for w, h in ((1920, 1080), (3840, 2160)):
+        for w, h in sizes:
             path = photo_jpeg(Path(tmp) / f"{w}x{h}.jpg", (w, h))
             rows.append(
                 measure(

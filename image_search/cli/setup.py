@@ -125,6 +125,10 @@ async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
         except ModelUnavailable as exc:
             log.warning("%s\nmeasuring %s's architecture with random weights instead", exc, shaped)
             source = ModelSource(shaped, random_weights=True)
+    print(
+        bench.QUICK if args.quick else "full: text, image batches of 1 to 100, preprocessing, search to 1M",
+        file=sys.stderr,
+    )
     report = await asyncio.to_thread(bench.run, source, config.device, config.dtype, quick=args.quick)
     print(json.dumps(report, indent=2) if args.json else bench.table(report))
     saved = report_path(config.cache_dir, source.spec)
