@@ -178,11 +178,11 @@ class Config:
         "else int8 (dynamic quantisation, 2-4x faster than float32); or float32.",
     )
     text_compile: str = _opt(
-        "auto",
+        "off",
         parse=_choice("auto", "on", "off"),
         help="Compile the server's text model for single queries (torch.compile, on a thread of its own "
-        "after start; eager until then): auto does it for bfloat16 SigLIP text where g++ is found; on "
-        "also for float32; off never.",
+        "after start; eager until then; costs memory beside the eager one): auto does it for bfloat16 "
+        "SigLIP text where g++ is found; on also for float32; off (the default) never.",
     )
     batch_size: int = _opt(
         0,
