@@ -129,6 +129,17 @@ def test_usage_errors(env: dict[str, str], tmp_path: Path) -> None:
     proc = cli("search", "a dog", "--model", str(tmp_path / "nonexistent" / "dir"), env=env, check=False)
     assert proc.returncode == 1 and f"no model folder at {tmp_path}" in proc.stderr, proc.stderr
     assert "hf download" not in proc.stderr and "Traceback" not in proc.stderr
+    # Hostile bytes and places: one line and the documented status, never a traceback.
+    bad = os.fsdecode(b"x\xff\xfe")
+    for args, code, said in (
+        (["album", bad], 2, "not UTF-8"),
+        (["install-service", "--output", f"/proc/{bad}"], 1, "cannot write the units"),
+        (["benchmark", "--model", f"/nowhere/{bad}"], 1, "no model folder at /nowhere/"),
+        (["status", "--config", f"/nowhere/{bad}"], 2, "does not exist"),
+    ):
+        proc = cli(*args, env=env, check=False)
+        assert proc.returncode == code and said in proc.stderr, (args, proc.returncode, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr, proc.stderr
     proc = cli("status", "--port", "99999", env=env, check=False)
     assert proc.returncode == 2 and "port" in proc.stderr
 

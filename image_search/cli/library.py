@@ -198,7 +198,12 @@ async def cmd_albums(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_album(config: Config, args: argparse.Namespace) -> int:
     from ..albums import link_folder
+    from ..config import ConfigError
 
+    try:
+        args.name.encode()
+    except UnicodeEncodeError:  # an album's name is text; these bytes are not (a traceback before)
+        raise ConfigError(f"the album name is not UTF-8 text: {printable(args.name)}") from None
     rows, folders = await source(config).album(args.name)
     paths = [r["path"] for r in rows]
     if args.links:

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..errors import UserError
 from .options import json_flag, paths_argument
+from .output import printable
 
 log = logging.getLogger("image_search")
 
@@ -119,6 +121,8 @@ async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
     wanted = config.model or DEFAULT_MODEL
     shaped = wanted if wanted in RANDOM_CONFIGS else DEFAULT_MODEL
     source = ModelSource(shaped if args.random_weights else wanted, random_weights=args.random_weights)
+    if not source.random_weights and source.looks_like_a_folder:  # a typo: say so, measure nothing
+        raise source.unavailable(FileNotFoundError(wanted))
     if not source.random_weights:
         try:
             source.crop_spec()
@@ -206,9 +210,17 @@ async def cmd_install_service(config: Config, args: argparse.Namespace) -> int:
         required.insert(1, Path(config.database_url.split("://", 1)[1]).parent)
     hf_cache = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
     for folder in (*required, hf_cache):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UserError(f"cannot make {printable(str(folder))}: {exc.strerror or exc}") from None
     writable = units.writable_paths(required, [hf_cache])
-    written = units.install(directory, executable, names, writable)
+    try:
+        written = units.install(directory, executable, names, writable)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the units to {printable(str(directory))}: {exc.strerror or exc}"
+        ) from None
     for path in written:
         print(f"wrote {path}")
     if not config.roots:
