@@ -8,7 +8,8 @@ Slow (debootstrap, then the distribution's packages and the Python ones: minutes
 CI's run: `scripts/dev test-all tests/test_bare_machine.py -s`. Needs podman, runc, debootstrap
 and root. Debian's mirror and PyPI are reachable from this machine; pytorch.org is not, so this
 machine's wheel folder and pip indexes are mounted read-only (as tests/test_container.py does) for
-the torch that scripts/dev asks pytorch.org's CPU index for. Ubuntu 24.04 cannot be made here (no
+the torch that scripts/dev asks pytorch.org's CPU index for, with its CA bundle (its
+HTTPS goes through a proxy of its own). Ubuntu 24.04 cannot be made here (no
 Ubuntu mirror can be reached, and this debootstrap has no noble script): scripts/dev's Ubuntu
 names (no Debian chromium: Ubuntu's is a snap) are untested.
 """
@@ -84,7 +85,7 @@ def test_the_first_command_on_a_bare_debian(release: str, tmp_path: Path) -> Non
     subprocess.run(["git", "clone", "-q", str(TOP), str(clone)], check=True, timeout=300)
     (tmp_path / "pip.conf").write_text(PIP_CONF)
     mounts = [f"-v={clone}:/src", f"-v={tmp_path / 'pip.conf'}:/etc/pip.conf:ro"]
-    mounts += [f"-v={p}:{p}:ro" for p in PIP_PATHS if Path(p).exists() and p != "/etc/ssl/certs"]
+    mounts += [f"-v={p}:{p}:ro" for p in PIP_PATHS if Path(p).exists()]  # its CA bundle too (a proxy)
     run = podman(
         "run", "--rm", "--network=host", *mounts, base, "bash", "-c", INSIDE, check=False, timeout=2400
     )

@@ -352,7 +352,7 @@ def test_no_traceback_for_bad_bytes_a_closed_pipe_or_ctrl_c(tmp_path: Path, env:
     assert len(helpers) >= 2, helpers  # the forkserver and its workers, at least
     killed.kill()
     killed.wait(timeout=30)
-    all_gone(helpers)
+    print(f"\nkill -9: its {len(helpers)} helpers gone {all_gone(helpers):.2f} s later")
     killed.stderr.close()
 
     # Ctrl-C on `serve` (its daemon's decoding workers and forkserver in the same group): 130.
