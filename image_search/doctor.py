@@ -103,7 +103,9 @@ def model(config: Config, bound: Bound | None = None, holder: str | None = None)
     try:
         source = chosen_source(config.model, library)
     except ModelUnavailable as exc:
-        return Check("model", "FAIL", str(exc), "set model in the configuration")
+        return Check(
+            "model", "FAIL", str(exc), "point --model (model in the configuration) at the model's folder"
+        )
     spec = source.spec
     if library is not None and config.model and source.identity().name != library.name:
         return Check(

@@ -34,6 +34,7 @@ from .checkpoint import (
 from .errors import ModelUnavailable
 from .families import CLIP
 from .imaging import model_input
+from .int8 import quantise_checked
 from .modes import to_rgb
 from .naflex import HEADER, blank
 from .prepack import prepack
@@ -104,11 +105,6 @@ def wants_int8(device: torch.device, preference: str = "auto") -> bool:
     return preference == "int8" or (preference == "auto" and not cpu_has_bf16())
 
 
-# The int8 tower must give embeddings within this cosine of float32's, checked on the user's own
-# weights when the model loads; below it the float32 tower stays (and the log says so).
-INT8_MIN_COSINE = 0.99
-
-
 def pick_embedders(
     source: ModelSource, device: str = "auto", dtype: str = "auto", compile: bool = False
 ) -> list[ImageEmbedder]:
@@ -175,51 +171,14 @@ class ImageEmbedder:
 
                 inductor.freezing = True
             self.model = torch.compile(self.model)
-        elif self.device.type == "cpu" and not (self.int8 and not self.crop.max_patches and self._quantise()):
+        elif self.device.type == "cpu" and not (
+            self.int8 and not self.crop.max_patches and quantise_checked(self)
+        ):
             tokens = self.crop.max_patches or (model.config.image_size // model.config.patch_size) ** 2
             # NaFlex's patch embedding reads its linear layer's weight.dtype: its encoder alone
             packed = model.encoder if self.crop.max_patches else self.model
             prepack(packed, default_batch_size(self.device) * tokens)
         return self
-
-    def _quantise(self) -> bool:
-        """The linear layers in int8 (weights per channel, activations per batch), kept only if
-        four photo-like pictures embed within :data:`INT8_MIN_COSINE` of float32 with these very
-        weights: random weights measured 0.9997 (SigLIP 2 B/16, Debian's wallpapers), and a
-        trained tower's outlying activations could do worse. NaFlex stays float32 (its patch
-        embedding reads its layer's weight)."""
-        rng = np.random.default_rng(0)
-        h, w = self.crop.crop_height, self.crop.crop_width
-        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-        ramps = [x / w, y / h, (x + y) / (w + h)]
-        pictures = np.stack(
-            [
-                np.clip(
-                    np.stack([r * 255 * rng.random() for r in ramps], -1) + rng.normal(0, 20, (h, w, 3)),
-                    0,
-                    255,
-                )
-                for _ in range(4)
-            ]
-        ).astype(np.uint8)
-        exact = self.embed_pixels(pictures)
-        plain = self.model
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao's deprecation notice, not ours to act on
-            self.model = torch.ao.quantization.quantize_dynamic(plain, {torch.nn.Linear}, dtype=torch.qint8)
-        self.int8_cosine = float((self.embed_pixels(pictures) * exact).sum(axis=1).min())
-        if self.int8_cosine >= INT8_MIN_COSINE:
-            log.info("image model in int8 (cosine %.4f to float32)", self.int8_cosine)
-            self.precision = "int8"
-            return True
-        log.warning(
-            "the image model stays float32: in int8 its embeddings were %.4f from float32's (at least %.2f "
-            "wanted); dtype=float32 skips this check",
-            self.int8_cosine,
-            INT8_MIN_COSINE,
-        )
-        self.model = plain
-        return False
 
     def blank(self, batch: int) -> np.ndarray:
         """``batch`` black model inputs (uint8, as the decoding workers make them)."""

@@ -48,7 +48,7 @@ def test_problems_fail_with_their_fix(cli_env: dict[str, str], tmp_path: Path) -
         proc = run("--model", str(tmp_path / "no-model"), "--port", str(port), env=cli_env)
     assert proc.returncode == 1
     out = proc.stdout
-    assert f"FAIL  model     {tmp_path / 'no-model'} does not exist" in out, out
+    assert f"FAIL  model     no model folder at {tmp_path / 'no-model'}" in out, out
     assert f"FAIL  port      127.0.0.1:{port}: Address already in use" in out
     assert out.count("fix: ") >= 2 and "Traceback" not in proc.stderr
 

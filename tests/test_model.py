@@ -154,17 +154,17 @@ def test_int8_image_tower_is_checked_against_float32(
 ) -> None:
     """dtype int8 quantises the image tower's linear layers, kept only where the embeddings of
     the load-time check stay within cosine 0.99 of float32's; real photos stay as close."""
-    import image_search.model as model_module
+    import image_search.int8 as int8_module
     from image_search.imaging import prepare
 
     exact = ImageEmbedder(tiny_source, "cpu", "float32").load()
     crops = np.stack([prepare(str(p), exact.crop, 1000).pixels for p in real_photos[:8]])
     quantised = ImageEmbedder(tiny_source, "cpu", "int8").load()
-    assert quantised.int8_cosine is not None and quantised.int8_cosine >= model_module.INT8_MIN_COSINE
+    assert quantised.int8_cosine is not None and quantised.int8_cosine >= int8_module.INT8_MIN_COSINE
     assert any("quantized" in type(m).__module__ for m in quantised.model.modules())
     assert (quantised.embed_pixels(crops) * exact.embed_pixels(crops)).sum(axis=1).min() >= 0.99
     # Weights whose int8 embeddings drift: float32 stays, and the log says why.
-    monkeypatch.setattr(model_module, "INT8_MIN_COSINE", 1.01)
+    monkeypatch.setattr(int8_module, "INT8_MIN_COSINE", 1.01)
     kept = ImageEmbedder(tiny_source, "cpu", "int8").load()
     assert "stays float32" in caplog.text
     assert not any("quantized" in type(m).__module__ for m in kept.model.modules())
