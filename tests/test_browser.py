@@ -502,7 +502,7 @@ async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None
     await on_page(page, "() => !!document.querySelector('#model-panel:not([hidden]) li')")
     panel = await page.text_content("#model-panel")
     assert f"local:{name}:" in panel and "google/siglip2-base-patch16-224" in panel, panel
-    assert "not measured here (image-search benchmark --model" in panel, panel
+    assert "not measured here" in panel and "image-search benchmark --model ID" in panel, panel
     await accessible(page, "the model panel")
     await page.click("#model")
     assert await page.is_hidden("#model-panel")

@@ -83,14 +83,13 @@ async function toggleModel() {
   const s = await api("GET", "/api/status?switch=1");
   const items = (s.switch || []).map((c) => el("li", {},
     el("code", { textContent: c.model }),
-    c.seconds === null
-      ? `: not measured here (${c.measure})`
-      : `: about ${duration(c.seconds)} for ${c.photos.toLocaleString()} photos at ${c.rate} img/s on ${c.where}`));
+    c.seconds === null ? ": not measured here" : `: about ${duration(c.seconds)} (${c.rate} img/s on ${c.where})`));
   $("model-panel").replaceChildren(
-    el("p", {}, "Your photos are embedded with ", el("code", { textContent: s.model }),
-      ". Vectors of two models cannot be searched together: another model embeds every photo again ",
-      "(", el("code", { textContent: "image-search index --reembed --model ID" }), "):"),
-    el("ul", {}, ...items));
+    el("p", {}, "Your ", String(s.indexed ?? ""), " photos are embedded with ", el("code", { textContent: s.model }),
+      ". Another model embeds every one again:"),
+    el("ul", {}, ...items),
+    el("p", { class: "note" }, "Measure a model here with ", el("code", { textContent: "image-search benchmark --model ID" }),
+      "; switch with ", el("code", { textContent: "image-search index --reembed --model ID" }), "."));
 }
 
 // The bar stays on screen: what scrolls into view (a focused tile) stops below it.
