@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_container import CONF, MIRROR, PIP_CONF, PIP_PATHS, podman
+from .test_container import CONF, PIP_CONF, PIP_PATHS, debian_image, podman
 
 pytestmark = pytest.mark.slow
 
@@ -63,24 +63,8 @@ def test_the_first_command_on_a_bare_debian(release: str, tmp_path: Path) -> Non
     (tmp_path / "containers.conf").write_text(CONF)
     os.environ["CONTAINERS_CONF"] = str(tmp_path / "containers.conf")
     base = f"localhost/image-search-bare:{release}"
-    if podman("image", "exists", base, check=False).returncode != 0:
-        rootfs = tmp_path / "rootfs"
-        # minbase and what a fresh install has besides (Python 3, git); no python3-venv.
-        subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                "--include=python3,git,ca-certificates",
-                release,
-                str(rootfs),
-                MIRROR,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=1200,
-        )
-        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
-            podman("import", "-", base, stdin=tar.stdout)
+    # minbase and what a fresh install has besides (Python 3, git); no python3-venv.
+    debian_image(base, release, "python3,git,ca-certificates", tmp_path / "rootfs")
     clone = tmp_path / "src"
     subprocess.run(["git", "clone", "-q", str(TOP), str(clone)], check=True, timeout=300)
     (tmp_path / "pip.conf").write_text(PIP_CONF)

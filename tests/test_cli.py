@@ -301,6 +301,20 @@ def test_log_lines_stay_one_line() -> None:
     assert "\n" not in line and line.startswith("Error handling request from 127.0.0.1: ")
 
 
+def started(
+    command: list[str], env: dict[str, str], until: bytes, **popen: object
+) -> subprocess.Popen[bytes]:
+    """A command started with its log on a pipe, once it has logged ``until`` (read line by line)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
+    assert proc.stderr is not None
+    seen = b""
+    while until not in seen:
+        line = proc.stderr.readline()
+        assert line, seen.decode()
+        seen += line
+    return proc
+
+
 def test_no_traceback_for_bad_bytes_a_closed_pipe_or_ctrl_c(tmp_path: Path, env: dict[str, str]) -> None:
     """A query that is not UTF-8 is a usage error (2); output into a reader that stopped ends
     quietly (141, as SIGPIPE would); Ctrl-C reaches the decoding workers too, and none of them
@@ -321,33 +335,15 @@ def test_no_traceback_for_bad_bytes_a_closed_pipe_or_ctrl_c(tmp_path: Path, env:
     root = tmp_path / "Pictures"
     for i in range(1000):
         make_photo(root / f"{i:04d}.jpg", (320, 240), seed=i)
-    running = subprocess.Popen(
-        [*command, "index", str(root)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # a process group of its own, as a terminal's foreground job
-    )
-    assert running.stderr is not None
-    seen = b""
-    while b"indexing: " not in seen:  # the workers are decoding
-        line = running.stderr.readline()
-        assert line, seen.decode()
-        seen += line
+    # A process group of its own, as a terminal's foreground job; "indexing: ": the workers decode.
+    running = started([*command, "index", str(root)], env, b"indexing: ", start_new_session=True)
     os.killpg(running.pid, signal.SIGINT)
     _, err = running.communicate(timeout=120)
     assert running.returncode == 130 and b"Traceback" not in err, err.decode()[-3000:]
 
     # kill -9 on `index` mid-run: its forkserver and decoding workers go too (image_search.lifeline).
-    killed = subprocess.Popen(
-        [*command, "index", str(root), "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    killed = started([*command, "index", str(root), "--force"], env, b"indexing: ")
     assert killed.stderr is not None
-    seen = b""
-    while b"indexing: " not in seen:
-        line = killed.stderr.readline()
-        assert line, seen.decode()
-        seen += line
     helpers = descendants(killed.pid)
     assert len(helpers) >= 2, helpers  # the forkserver and its workers, at least
     killed.kill()
@@ -356,19 +352,9 @@ def test_no_traceback_for_bad_bytes_a_closed_pipe_or_ctrl_c(tmp_path: Path, env:
     killed.stderr.close()
 
     # Ctrl-C on `serve` (its daemon's decoding workers and forkserver in the same group): 130.
-    serving = subprocess.Popen(
-        [*command, "serve", str(root), "--port", str(free_port())],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    serving = started(
+        [*command, "serve", str(root), "--port", str(free_port())], env, b"web UI at", start_new_session=True
     )
-    assert serving.stderr is not None
-    seen = b""
-    while b"web UI at" not in seen:
-        line = serving.stderr.readline()
-        assert line, seen.decode()
-        seen += line
     os.killpg(serving.pid, signal.SIGINT)
     _, err = serving.communicate(timeout=120)
     assert serving.returncode == 130 and b"Traceback" not in err, err.decode()[-3000:]

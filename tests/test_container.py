@@ -55,6 +55,21 @@ def podman(
     return proc
 
 
+def debian_image(name: str, release: str, packages: str, rootfs: Path) -> None:
+    """A Debian base image made with debootstrap (minbase and ``packages``) and ``podman import``,
+    unless ``name`` exists already."""
+    if podman("image", "exists", name, check=False).returncode == 0:
+        return
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={packages}", release, str(rootfs), MIRROR],
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
+    with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+        podman("import", "-", name, stdin=tar.stdout)  # the pipe closes with the block (it leaked)
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, float]]:
     for tool in ("podman", "runc", "debootstrap"):
@@ -65,23 +80,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, float]
     tmp = tmp_path_factory.mktemp("container")
     (tmp / "containers.conf").write_text(CONF)
     os.environ["CONTAINERS_CONF"] = str(tmp / "containers.conf")
-    if podman("image", "exists", BASE, check=False).returncode != 0:
-        rootfs = tmp / "rootfs"
-        subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                "--include=python3,python3-venv",
-                "bookworm",
-                str(rootfs),
-                MIRROR,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
-        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
-            podman("import", "-", BASE, stdin=tar.stdout)  # the pipe closes with the block (it leaked)
+    debian_image(BASE, "bookworm", "python3,python3-venv", tmp / "rootfs")
     (tmp / "pip.conf").write_text(PIP_CONF)
     mounts = [f"-v={tmp / 'pip.conf'}:/etc/pip.conf:ro"] + [
         f"-v={p}:{p}:ro" for p in PIP_PATHS if Path(p).exists()
