@@ -129,8 +129,6 @@ def model(config: Config, bound: Bound | None = None, holder: str | None = None)
                 "model", "FAIL", f"{folder} has no config.json", "point --model at a CLIP or SigLIP folder"
             )
         return Check("model", "ok", f"{folder} ({whose}; weights {source.content or 'not found'})")
-    if Path(spec).expanduser().is_absolute() or spec.startswith("."):
-        return Check("model", "FAIL", f"{spec} does not exist", "point --model at the model's folder")
     from .weights import hub_snapshot
 
     switch = f"; {_cost(config, library, bound)}" if library is not None else ""
@@ -153,7 +151,6 @@ def _cost(config: Config, library: ModelIdentity, bound: Bound | None) -> str:
 
     photos = bound.photos if bound is not None else 0
     costs = switch_costs(config.cache_dir, library.typed or library.name, photos)
-    costs.sort(key=lambda c: c.get("seconds") is None)  # those measured here first
     return "a switch re-embeds every photo: " + "; ".join(describe(c) for c in costs[:2])
 
 

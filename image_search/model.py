@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tokenizers.normalizers import Lowercase
 
 from .checkpoint import (
     CLIP_L14,
@@ -232,6 +233,12 @@ class ImageEmbedder:
         return self.embed_pixels(np.stack(crops))
 
 
+# Letter by letter, as transformers' Siglip2Tokenizer lower-cases (tokenizers' Lowercase
+# normaliser): Python's str.lower() writes a word's last capital sigma as "ς", a token the model
+# was never given for "Σ".
+_LOWER = Lowercase()
+
+
 class TextEmbedder:
     """The text tower on the CPU: bfloat16 where the CPU has it natively, else int8 (dynamic
     quantisation of the linear layers), for ``dtype`` auto."""
@@ -325,13 +332,7 @@ class TextEmbedder:
         tokens at most); SigLIP's lower-cased and padded to every position, which its pooling
         reads the last of. Truncated, so a long query never fails."""
         if self.family.lower_case:
-            # Letter by letter, as transformers' Siglip2Tokenizer lower-cases (its Lowercase
-            # normalizer): Python's str.lower() writes a word's last sigma as "ς", a token the
-            # model was never given for "Σ".
-            from tokenizers.normalizers import Lowercase
-
-            lower = Lowercase()
-            texts = [lower.normalize_str(t) for t in texts]
+            texts = [_LOWER.normalize_str(t) for t in texts]
         padding = "max_length" if self.family.pad_to_max else True
         return self.tokenizer(
             texts, padding=padding, truncation=True, max_length=self.max_tokens, return_tensors="pt"

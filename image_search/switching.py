@@ -37,7 +37,8 @@ def measured_rate(cache_dir: Path, model: str) -> tuple[float, str] | None:
 def switch_costs(cache_dir: Path, current: str, photos: int) -> list[dict[str, Any]]:
     """For each supported model but ``current``: the photos to embed again and, where this
     machine measured that model, the image rate and the time it takes (the model alone:
-    decoding runs beside it on other cores, and a run bound by decoding takes longer)."""
+    decoding runs beside it on other cores, and a run bound by decoding takes longer). Those
+    measured here come first."""
     rows: list[dict[str, Any]] = []
     for known in KNOWN:
         if known.id == current:
@@ -50,7 +51,14 @@ def switch_costs(cache_dir: Path, current: str, photos: int) -> list[dict[str, A
             rate, where = found
             row.update(rate=round(rate, 1), where=where, seconds=round(photos / rate))
         rows.append(row)
-    return rows
+    return sorted(rows, key=lambda row: row["seconds"] is None)
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.5 h``: a time as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def describe(cost: dict[str, Any]) -> str:
@@ -58,9 +66,4 @@ def describe(cost: dict[str, Any]) -> str:
     head = f"{cost['model']}: {cost['photos']:,} photos to embed again"
     if cost.get("seconds") is None:
         return f"{head}, time not measured here ({cost['measure']})"
-    seconds = int(cost["seconds"])
-    if seconds < 90:
-        span = f"{seconds} s"
-    else:
-        span = f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-    return f"{head}: about {span} at {cost['rate']} img/s on {cost['where']}"
+    return f"{head}: about {duration(cost['seconds'])} at {cost['rate']} img/s on {cost['where']}"

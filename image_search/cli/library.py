@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..switching import duration
 from .options import json_flag
 from .output import null_flag, print_paths, printable
 from .sources import source
@@ -98,15 +99,14 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str, line: Any
 
 
 async def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    status = await source(config).status()
     from ..model import DEFAULT_MODEL
     from ..switching import describe, switch_costs
 
+    status = await source(config).status()
     status = {"configured_model": config.model, "database": config.database_url} | status
     model = status["model"]
     # What another model would cost: every photo embedded again, at the rate measured here.
     costs = switch_costs(config.cache_dir, str(model), int(status["indexed"])) if model else []
-    costs.sort(key=lambda c: c.get("seconds") is None)  # those measured here first
     status["switch"] = costs
     if args.json:
         print(json.dumps(status, indent=2, default=str))
@@ -139,7 +139,7 @@ def _service_lines(service: dict[str, Any] | None) -> list[str]:
     if service.get("rate"):
         parts.append(f"{service['rate']:.1f} img/s")
     if service.get("eta"):
-        parts.append(f"about {_duration(float(service['eta']))} left")
+        parts.append(f"about {duration(float(service['eta']))} left")
     where = ", ".join(f"{k} {service[k]}" for k in ("pid", "url") if service.get(k))
     lines = [f"service    {', '.join(parts)}" + (f"  ({where})" if where else "")]
     if service.get("paused"):
@@ -149,14 +149,6 @@ def _service_lines(service: dict[str, Any] | None) -> list[str]:
     if service.get("last_reconcile"):
         lines.append(f"reconciled {service['last_reconcile']}")
     return lines
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
