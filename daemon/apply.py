@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from image_search.calibration import Calibration, measure_library
 from image_search.indexer import Indexer
 from image_search.indexing import LibraryListener
 from image_search.plan import FileRef, Summary
@@ -67,6 +68,7 @@ class Applier:
         self.listeners = listeners
         self.model_id = indexer.model_id
         self.offline: set[str] = set()
+        self.calibration: Calibration | None = None  # the near-duplicate threshold, measured once
         # Folder comings and goings, for the watcher: called with (root, present).
         self.on_root: Callable[[str, bool], None] | None = None
 
@@ -85,6 +87,8 @@ class Applier:
         self.status.state = "indexing"
         summary = await self.indexer.index(files)
         self.status.count(summary)
+        if self.calibration is None and summary.indexed:
+            self.calibration = await measure_library(self.store, self.indexer)
         self.status.state = "watching"
         return summary
 

@@ -1,6 +1,7 @@
 """Near-duplicate groups: the same picture at another resolution or compression, or a burst.
 
-Two photos are near-duplicates when their CLIP vectors agree (cosine >= ``similarity``) and their
+Two photos are near-duplicates when their image vectors agree (cosine >= ``similarity``, measured
+per library by :mod:`image_search.calibration`) and their
 perceptual fingerprints confirm it (:mod:`image_search.fingerprint`): CLIP alone groups two
 different sunsets over the same sea, the fingerprint alone groups recoloured variants. Identical
 files (same content hash) are always one group. Pairs join into groups transitively.

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from image_search.calibration import SAMPLE
 from image_search.config import load_config
 from image_search.daemon import Daemon
 from image_search.model import ImageEmbedder
@@ -285,6 +286,12 @@ async def test_a_thousand_photos_dropped_at_once(
 
         await until(all_there, limit=120)
         assert len(await paths_in_store(daemon)) == 1000
+
+        async def measured() -> bool:  # the near-duplicate threshold, once it has SAMPLE photos
+            return await daemon.store.duplicate_calibration() is not None
+
+        await until(measured, limit=60)
+        assert (await daemon.store.duplicate_calibration() or {})["photos"] == SAMPLE
 
 
 async def test_inotify_limit_falls_back_to_polling(

@@ -7,11 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
+from image_search.calibration import Calibration, chosen
 from image_search.duplicates import Settings
 from image_search.library import Library
 
 from . import validate
-from .keys import CONFIG, DEFAULTS, FINDER, LIBRARY, SECURITY
+from .keys import CONFIG, DEFAULTS, FINDER, LIBRARY, SECURITY, STORE
 from .responses import Signer, path_list, result
 
 
@@ -22,7 +23,7 @@ def _item(library: Library, key: str, keep: bool, sign: Signer) -> dict[str, Any
 
 async def duplicates(request: web.Request) -> web.Response:
     library = request.app[LIBRARY]
-    settings = _settings(request)
+    settings, said = await _settings(request)
     found = await request.app[FINDER].groups(library, settings)
     limit, offset = validate.page(request, 50, validate.MAX_GROUPS_PAGE)
     page = [g for g in found.groups[offset : offset + limit] if all(k in library.meta for k in g)]
@@ -45,6 +46,7 @@ async def duplicates(request: web.Request) -> web.Response:
             "compared": found.grouping.compared,
             "seconds": round(found.grouping.seconds, 3),
             "similarity": found.settings.similarity,
+            "similarity_from": said if "similarity" not in request.query else "this request",
             "hash_bits": found.settings.hash_bits,
         }
     )
@@ -54,14 +56,16 @@ async def export(request: web.Request) -> web.Response:
     """The paths of every group's smaller copies (all but the first), one per line
     (``?sep=nul`` for NUL-separated): for the user to review, move or delete themselves."""
     library = request.app[LIBRARY]
-    settings = _settings(request)
+    settings, _ = await _settings(request)
     found = await request.app[FINDER].groups(library, settings)
     paths = [library.meta[k].path for g in found.groups for k in g[1:] if k in library.meta]
     return path_list(request, paths, "smaller-copies")
 
 
-def _settings(request: web.Request) -> Settings:
-    """The grouping a request asks for; its similarity defaults to the option, else the model's."""
-    return validate.duplicate_settings(
-        request, request.app[CONFIG], request.app[DEFAULTS].duplicate_similarity
-    )
+async def _settings(request: web.Request) -> tuple[Settings, str]:
+    """The grouping a request asks for, and where its default similarity comes from: the option,
+    else the one measured on this library (:mod:`image_search.calibration`), else the model's."""
+    config = request.app[CONFIG]
+    measured = Calibration.from_dict(await request.app[STORE].duplicate_calibration())
+    default, said = chosen(config.duplicate_similarity, measured, request.app[DEFAULTS].duplicate_similarity)
+    return validate.duplicate_settings(request, config, default), said

@@ -154,10 +154,11 @@ def page(request: web.Request, default: int, most: int) -> tuple[int, int]:
     return limit, offset
 
 
-def duplicate_settings(request: web.Request, config: Config, family_similarity: float) -> Settings:
-    """The grouping asked for; its similarity defaults to the option, else the model family's."""
+def duplicate_settings(request: web.Request, config: Config, similarity: float) -> Settings:
+    """The grouping asked for; its similarity defaults to ``similarity`` (the option's, the
+    library's measured one or the model family's: :func:`image_search.calibration.chosen`)."""
     try:
-        similarity = float(request.query.get("similarity", config.duplicate_similarity or family_similarity))
+        similarity = float(request.query.get("similarity", similarity))
         hash_bits = int(request.query.get("hash_bits", config.duplicate_hash_bits))
     except ValueError:
         raise BadValue("similarity and hash_bits must be numbers") from None

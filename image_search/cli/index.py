@@ -31,6 +31,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
+    from ..calibration import measure_library
     from ..indexer import Indexer
     from ..model import chosen_source, pick_embedders
     from ..plan import Summary
@@ -76,6 +77,7 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
                 summary = await _index_target(config, store, indexer, target, force=args.force)
                 total.add(summary)
                 total.seconds += summary.seconds
+            await measure_library(store, indexer)  # the near-duplicate threshold, once
         await store.settle()  # after a big run: the next `status` or start opens at once
     _print_summary(total, args.json)
     return 0

@@ -157,7 +157,8 @@ async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
     if args.smaller or args.null:
         print_paths((copy["path"] for members in groups for copy in members[1:]), args.null)
     elif args.json:
-        print(json.dumps({"groups": groups, "images": images, "without_fingerprint": missing}, indent=2))
+        keys = ("groups", "images", "without_fingerprint", "similarity", "similarity_from")
+        print(json.dumps({key: found[key] for key in keys}, indent=2))
     else:
         for members in groups:
             for n, copy in enumerate(members):
@@ -167,7 +168,8 @@ async def cmd_duplicates(config: Config, args: argparse.Namespace) -> int:
             print()
         copies, seconds = sum(len(g) - 1 for g in groups), found["seconds"]
         print(
-            f"{len(groups)} groups, {copies} smaller copies, among {images} photos ({seconds:.1f} s)",
+            f"{len(groups)} groups, {copies} smaller copies, among {images} photos ({seconds:.1f} s); "
+            f"vectors within cosine {found['similarity']:g} ({found['similarity_from']})",
             file=sys.stderr,
         )
     if missing:

@@ -88,12 +88,15 @@ class Local:
         }
 
     async def duplicates(self) -> dict[str, Any]:
+        from ..calibration import Calibration, chosen
         from ..duplicates import Settings, group_library
         from ..store import Store
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
-        similarity = self.config.duplicate_similarity or _family_similarity(self.source)
+            measured = Calibration.from_dict(await store.duplicate_calibration())
+        configured = self.config.duplicate_similarity
+        similarity, said = chosen(configured, measured, _family_similarity(self.source))
         settings = Settings(similarity=similarity, hash_bits=self.config.duplicate_hash_bits)
         # Steps: probes of the hashes' tables, or pairs of vectors when those find the candidates.
         bar = Bar("grouping", "steps") if len(library) >= 2 else None
@@ -112,6 +115,8 @@ class Local:
             "images": len(library),
             "without_fingerprint": found.without_fingerprint,
             "seconds": found.grouping.seconds,
+            "similarity": similarity,
+            "similarity_from": said,
         }
 
     async def albums(self) -> list[dict[str, Any]]:
@@ -201,6 +206,8 @@ class Remote:
             "images": page["images"],
             "without_fingerprint": page["without_fingerprint"],
             "seconds": page["seconds"],
+            "similarity": page["similarity"],
+            "similarity_from": page["similarity_from"],
         }
 
     async def albums(self) -> list[dict[str, Any]]:

@@ -115,6 +115,15 @@ class ImageTable(Connection):
         ids = await self.first(f"SELECT VALUE id FROM image WHERE {SEARCHABLE}", {"m": model_id})
         return {str(rid.id) for rid in ids}
 
+    async def some_searchable_paths(self, model_id: str, limit: int) -> list[str]:
+        """Paths of up to ``limit`` searchable rows, in key order (a spread over the folders)."""
+        return [
+            str(p)
+            for p in await self.first(
+                f"SELECT VALUE path FROM image WHERE {SEARCHABLE} LIMIT $n", {"m": model_id, "n": limit}
+            )
+        ]
+
     async def changed_since(self, moment: dt.datetime) -> set[str]:
         """Keys of rows written at or after ``moment``."""
         ids = await self.first("SELECT VALUE id FROM image WHERE indexed_at >= $t", {"t": moment})

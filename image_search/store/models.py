@@ -63,6 +63,17 @@ class ModelTable(Connection):
             return None
         return ModelIdentity(str(row["name"]), row.get("content"), row.get("typed"))
 
+    async def duplicate_calibration(self) -> dict[str, Any] | None:
+        """What :mod:`image_search.calibration` measured for the bound model, if it has."""
+        row = await self._model_row()
+        return row.get("duplicates") if row else None
+
+    async def record_duplicate_calibration(self, model_name: str, facts: dict[str, Any]) -> None:
+        """Kept on the model's row: binding another model (``--reembed``) drops it."""
+        await self.query(
+            "UPDATE meta:model SET duplicates = $d WHERE name = $m RETURN NONE", {"d": facts, "m": model_name}
+        )
+
     async def _model_row(self) -> dict[str, Any] | None:
         return await self.first("SELECT * FROM ONLY meta:model")
 
