@@ -17,7 +17,7 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,8 +28,12 @@ from .modes import WIDE, eight_bits, to_rgb, with_orientation
 from .opening import signed64
 from .sniff import MAX_FILE, looks_like_an_image
 
-if TYPE_CHECKING:
-    from .thumbs import Thumbnails
+
+class ThumbnailSink(Protocol):
+    """Where :func:`prepare` leaves the grid's thumbnail (:class:`image_search.thumbs.Thumbnails`,
+    which reads pictures through this module: this one names no thumbnail code)."""
+
+    def save(self, rgb: Image.Image, content_hash: str) -> bool: ...
 
 # HEIC/HEIF through pillow-heif, a dependency (registered with Pillow by configure_pillow());
 # still optional in the code, for an install that lacks its wheel.
@@ -240,7 +244,7 @@ def prepare(
     max_megapixels: float,
     draft: bool = True,
     gpu_jpeg: bool = False,
-    thumbnails: Thumbnails | None = None,
+    thumbnails: ThumbnailSink | None = None,
 ) -> Prepared:
     """Everything the indexer needs from one file. Never raises for a bad file: the reason is
     in ``error``, so one file cannot disturb another's result.

@@ -1,6 +1,7 @@
 """The shape of the code, checked: layers point one way (the core never imports a shell), one
-module owns SurrealQL, the web package has no import cycles, and functions and modules stay small
-enough to read (shared/STYLE.md, items 12 and 13)."""
+module owns SurrealQL, no module imports itself through others (nor a part of the code through
+other parts), and functions and modules stay small enough to read (shared/STYLE.md, items 12
+and 13)."""
 
 from __future__ import annotations
 
@@ -107,24 +108,82 @@ def test_every_query_lives_in_the_store() -> None:
                 assert not SURREALQL.search(node.value), f"{path.relative_to(TOP)}: {node.value[:60]!r}"
 
 
-def test_the_web_package_has_no_import_cycles() -> None:
-    graph = {
-        path.stem: {m.split(".")[2] for m in imports_of(path) if m.startswith("image_search.webui.")}
-        for path in SHELLS["webui"].glob("*.py")
-    }
+def module_name(path: Path) -> str:
+    rel = path.relative_to(TOP).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts if parts[0] == "image_search" else ("image_search", *parts))
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of this project it imports (at the top, inside functions or for
+    type checking alone). ``from package import name`` is an arrow to ``package.name`` where that
+    is a module, else to the package; importing a module from outside its package runs the
+    package's ``__init__`` too."""
+    modules = {module_name(path): path for path in all_files()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                if not node.level:
+                    base = node.module or ""
+                elif node.module:
+                    base = f"{base}.{node.module}"
+                for alias in node.names:
+                    target = f"{base}.{alias.name}"
+                    found.add(target if target in modules else base)
+        found = {m for m in found if m in modules and m != name}
+        found |= {
+            parent
+            for m in found
+            for parent in (m.rsplit(".", k)[0] for k in range(1, m.count(".")))
+            if parent in modules and not (name + ".").startswith(parent + ".") and parent != "image_search"
+        }
+        graph[name] = found
+    return graph
+
+
+def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, str] = {}
 
-    def visit(node: str, trail: list[str]) -> None:
+    def visit(node: str, trail: list[str]) -> list[str] | None:
         state[node] = "open"
-        for nxt in graph.get(node, ()):
-            assert state.get(nxt) != "open", "cycle: " + " -> ".join([*trail, node, nxt])
-            if nxt not in state:
-                visit(nxt, [*trail, node])
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return [*trail, node, nxt]
+            if nxt not in state and (found := visit(nxt, [*trail, node])):
+                return found
         state[node] = "done"
+        return None
 
-    for node in graph:
-        if node not in state:
-            visit(node, [])
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import cycles anywhere: core, shells, at any depth (lazy and type-only imports too)."""
+    cycle = cycle_in(import_graph())
+    assert cycle is None, "cycle: " + " -> ".join(cycle or [])
+
+
+def test_arrows_between_parts_point_one_way() -> None:
+    """Grouped by the core's sub-packages (and its single modules, and each shell), the imports
+    form no cycle either: a part may use another, never the other way round as well."""
+
+    def part(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    parts: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        parts.setdefault(part(module), set()).update(part(t) for t in targets if part(t) != part(module))
+    cycle = cycle_in(parts)
+    assert cycle is None, "parts in a cycle: " + " -> ".join(cycle or [])
 
 
 @pytest.mark.parametrize("path", all_files(), ids=lambda p: str(p.relative_to(TOP)))
