@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from image_search.bench import photo_jpegs
-from image_search.imaging import CropSpec, prepare
+from image_search.pictures.imaging import CropSpec, prepare
 
 # Decoding workers (forkserver) import this file again as __mp_main__: torch and transformers
 # only in the main process, or 16 workers spend ~30 s importing them inside the measurement.

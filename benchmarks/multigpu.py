@@ -22,8 +22,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from image_search.imaging import CropSpec, prepare
 from image_search.indexer import FileRef, Indexer
+from image_search.pictures.imaging import CropSpec, prepare
 from image_search.store import Store
 
 

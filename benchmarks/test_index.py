@@ -18,9 +18,9 @@ import torch
 from image_search.bench import photo_jpegs
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource
+from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store
 from image_search.testing import build_tiny_clip
-from image_search.thumbs import Thumbnails
 
 
 def index_folder(files: list[Path], db: Path, embedders: list[ImageEmbedder], **options: object) -> float:

@@ -29,9 +29,9 @@ from PIL import Image
 
 from image_search.config import load_config
 from image_search.model import ModelSource
-from image_search.opening import signed64
+from image_search.pictures.opening import signed64
+from image_search.pictures.thumbs import Thumbnails
 from image_search.store import image_key, to_bytes
-from image_search.thumbs import Thumbnails
 
 from .conftest import unit_vectors
 

@@ -20,9 +20,9 @@ from image_search.bench import photo_jpegs
 from image_search.config import load_config
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
+from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store, image_key
 from image_search.testing import build_tiny_clip
-from image_search.thumbs import Thumbnails
 from image_search.webui import create_app
 
 PAGE = 60

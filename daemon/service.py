@@ -27,10 +27,9 @@ from image_search.errors import DeviceFailed
 from image_search.indexer import Indexer
 from image_search.indexing import LibraryListener, NotReady, StatusSnapshot
 from image_search.model import ImageEmbedder, ModelSource, chosen_source, pick_embedders
-from image_search.scan import Filter, normalise_root
+from image_search.pictures import Filter, Thumbnails, normalise_root
 from image_search.store import Store, Unwritable
 from image_search.systemd import Notifier
-from image_search.thumbs import Thumbnails
 
 from .apply import Applier, Listeners, root_present
 from .intake import Intake

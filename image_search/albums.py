@@ -27,9 +27,9 @@ import numpy as np
 from .errors import UnknownImage, UserError
 from .facts import Filters
 from .library import Library
+from .pictures.scan import is_under
 from .queries import Session, TextQueries, session_vector
 from .refine import EmptyQuery
-from .scan import is_under
 from .store import AlbumConflict, AlbumRow, Store, key_of, now
 from .vectors import Query
 

@@ -241,7 +241,7 @@ def _image_rows(embedder: Any, rounds: int, sizes: tuple[int, ...]) -> list[Row]
 
 
 def _preprocess_rows(embedder: Any, rounds: int, sizes: tuple[tuple[int, int], ...]) -> list[Row]:
-    from .imaging import prepare
+    from .pictures.imaging import prepare
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

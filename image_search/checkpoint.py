@@ -21,7 +21,7 @@ import torch
 
 from .errors import ModelUnavailable
 from .families import CLIP, Family, ModelDefaults, family_of, match_bands
-from .imaging import CropSpec
+from .pictures.imaging import CropSpec
 from .store import ModelIdentity
 from .tokens import byte_level_clip_tokenizer
 from .weights import content_digest, folder_fingerprint, hub_snapshot, scalars

@@ -2,7 +2,7 @@
 
 Two photos are near-duplicates when their image vectors agree (cosine >= ``similarity``, measured
 per library by :mod:`image_search.calibration`) and their
-perceptual fingerprints confirm it (:mod:`image_search.fingerprint`): CLIP alone groups two
+perceptual fingerprints confirm it (:mod:`image_search.pictures.fingerprint`): CLIP alone groups two
 different sunsets over the same sea, the fingerprint alone groups recoloured variants. Identical
 files (same content hash) are always one group. Pairs join into groups transitively.
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import hashjoin
-from .fingerprint import COLOUR, HASH_BITS, Fingerprints
+from .pictures.fingerprint import COLOUR, HASH_BITS, Fingerprints
 from .scoring import float32
 from .vectorjoin import similar_pairs
 

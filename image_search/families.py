@@ -11,7 +11,7 @@ and the thresholds that depend on the family's score range.
   one; the embedding is the attention-pooled output.
 
 - **SigLIP 2 NaFlex** (``siglip2``: e.g. ``google/siglip2-base-patch16-naflex``): the picture keeps
-  its shape, resized to at most ``max_num_patches`` patches (:mod:`image_search.naflex`); text as
+  its shape, resized to at most ``max_num_patches`` patches (:mod:`image_search.pictures.naflex`); text as
   SigLIP's; the embedding is the attention-pooled output over the picture's own patches.
 
 MetaCLIP 2 (``metaclip_2``: transformers' MetaClip2 classes, an XLM-V tokenizer) is refused: its
@@ -40,7 +40,7 @@ class Family:
     # compared, until :mod:`image_search.calibration` has measured the library's own.
     duplicate_similarity: float
     sigmoid: bool = False  # trained with SigLIP's sigmoid loss: its album default from its bias
-    naflex: bool = False  # a variable patch grid (:mod:`image_search.naflex`), not a fixed square
+    naflex: bool = False  # a variable patch grid (:mod:`image_search.pictures.naflex`), not a fixed square
 
 
 CLIP = Family(

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import fingerprint
 from .feeding import Stages
-from .imaging import CropSpec
+from .pictures import fingerprint
+from .pictures.imaging import CropSpec
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _grey_weights(device: torch.device) -> torch.Tensor:
     return torch.tensor([0.299, 0.587, 0.114], device=device).view(3, 1, 1)
 
 
-THUMB = 256  # the grid's thumbnail size (image_search.thumbs.DEFAULT_SIZE)
+THUMB = 256  # the grid's thumbnail size (image_search.pictures.thumbs.DEFAULT_SIZE)
 
 
 def shrink(image: torch.Tensor, size: int = THUMB) -> torch.Tensor:

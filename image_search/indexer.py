@@ -27,12 +27,12 @@ from .errors import DeviceFailed
 from .feeding import Devices, InFlight, Share, Stages, decode_device, start_share
 from .gpudecode import Decoded, decode_batch, embed_mixed, warm_nvjpeg
 from .gpudecode import available as gpu_decode_available
-from .imaging import Prepared, configure_pillow, prepare
 from .indexing import LibraryListener
 from .model import ImageEmbedder, default_batch_size
+from .pictures.imaging import Prepared, configure_pillow, prepare
+from .pictures.thumbs import Thumbnails
 from .plan import FileRef, Progress, Summary, plan_files, row_of
 from .store import Store, from_bytes, now, to_bytes
-from .thumbs import Thumbnails
 from .workers import read_file, save_gpu_thumbnail, worker_ping, worker_start
 
 log = logging.getLogger(__name__)

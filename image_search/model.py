@@ -34,10 +34,10 @@ from .checkpoint import (
 )
 from .errors import ModelUnavailable
 from .families import CLIP
-from .imaging import model_input
 from .int8 import quantise_checked
-from .modes import to_rgb
-from .naflex import HEADER, blank
+from .pictures.imaging import model_input
+from .pictures.modes import to_rgb
+from .pictures.naflex import HEADER, blank
 from .prepack import prepack
 from .vit import VisionTower
 
@@ -193,7 +193,7 @@ class ImageEmbedder:
 
     def normalise_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) on any device → the model's input (N, 3, H, W); NaFlex inputs
-        (:mod:`image_search.naflex`) → their patches (N, max_patches, P), normalised."""
+        (:mod:`image_search.pictures.naflex`) → their patches (N, max_patches, P), normalised."""
         x = pixels.to(self.device, non_blocking=True)
         if self.crop.max_patches:
             x = x[:, HEADER:].float().div_(255.0)

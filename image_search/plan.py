@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .store import ImageRow, Store, image_key, path_fields
 
 if TYPE_CHECKING:
-    from .imaging import Prepared
+    from .pictures.imaging import Prepared
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .indexing import LibraryListener
-from .scan import is_under
+from .pictures.scan import is_under
+from .pictures.thumbs import Thumbnails
 from .store import ImageRow, Store, key_of, real_path
-from .thumbs import Thumbnails
 
 
 async def remove_rows(

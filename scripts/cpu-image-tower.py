@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from image_search.imaging import prepare
 from image_search.model import DEFAULT_MODEL, ImageEmbedder, ModelSource, cpu_has_bf16
+from image_search.pictures.imaging import prepare
 
 
 def main() -> None:

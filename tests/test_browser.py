@@ -469,7 +469,7 @@ async def test_the_lightbox_shows_a_heic_and_a_dng(page, served: Served) -> None
     """An iPhone photo (HEIC) and a camera's RAW (DNG), which no browser shows, open as pictures:
     the server sends a WebP rendition; the original stays a link away. A RAW + JPEG pair shows
     once, as its JPEG, badged, with the RAW a link away in the lightbox."""
-    from image_search.imaging import configure_pillow
+    from image_search.pictures.imaging import configure_pillow
     from image_search.store import image_key
 
     from .dng import write_dng

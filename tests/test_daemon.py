@@ -102,7 +102,7 @@ async def _has(daemon: Daemon, path: Path) -> bool:
 
 
 async def _embed_alone(embedder: ImageEmbedder, path: Path) -> np.ndarray:
-    from image_search.imaging import prepare
+    from image_search.pictures.imaging import prepare
 
     prepared = prepare(str(path), embedder.crop, 100)
     return embedder.embed_pixels(prepared.pixels[None])[0]

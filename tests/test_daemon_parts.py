@@ -11,8 +11,8 @@ from image_search.daemon.intake import Intake
 from image_search.daemon.progress import DaemonStatus, RateMeter
 from image_search.daemon.watch import Change
 from image_search.daemon.work import Delete, IndexFiles, Move, Reconcile
+from image_search.pictures.scan import Filter, walk
 from image_search.plan import FileRef, Progress, Summary
-from image_search.scan import Filter, walk
 
 from .conftest import make_photo
 
@@ -132,7 +132,7 @@ async def test_a_link_made_in_a_watched_folder_follows_the_scans_rule(tmp_path: 
 
 def test_patterns_match_at_any_depth() -> None:
     """The README's `exclude = ["*/raw/*", ...]` left raw/a.jpg directly under a root indexed."""
-    from image_search.scan import Filter
+    from image_search.pictures.scan import Filter
 
     raw = Filter(exclude=["*/raw/*"])
     assert not raw.wants_file("raw/a.jpg") and not raw.wants_file("2024/raw/a.jpg")

@@ -16,14 +16,14 @@ import torch
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image, ImageEnhance
 
-from image_search import fingerprint
 from image_search.duplicates import Settings, group
-from image_search.fingerprint import Fingerprints
 from image_search.gpudecode import reductions
-from image_search.imaging import CropSpec, prepare
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, TextEmbedder
-from image_search.scan import Filter, walk
+from image_search.pictures import fingerprint
+from image_search.pictures.fingerprint import Fingerprints
+from image_search.pictures.imaging import CropSpec, prepare
+from image_search.pictures.scan import Filter, walk
 from image_search.store import Store
 from image_search.vectorjoin import TooManyPairs, similar_pairs
 from image_search.webui import create_app

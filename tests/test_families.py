@@ -17,12 +17,12 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 
 from image_search.errors import ModelUnavailable
 from image_search.families import CLIP, SIGLIP
-from image_search.imaging import configure_pillow, prepare
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource, TextEmbedder, cpu_has_bf16
+from image_search.pictures.imaging import configure_pillow, prepare
+from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store
 from image_search.testing import build_tiny_siglip
-from image_search.thumbs import Thumbnails
 from image_search.webui import create_app
 
 from .conftest import app_config

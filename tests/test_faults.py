@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from image_search.errors import DeviceFailed
-from image_search.imaging import prepare
 from image_search.model import ImageEmbedder
+from image_search.pictures.imaging import prepare
 from image_search.store import Store, from_bytes, real_path
 
 from .conftest import make_photo, until

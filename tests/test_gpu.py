@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from image_search.imaging import prepare
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, ModelSource
-from image_search.scan import Filter, walk
+from image_search.pictures.imaging import prepare
+from image_search.pictures.scan import Filter, walk
+from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store, from_bytes, image_key
-from image_search.thumbs import Thumbnails
 
 pytestmark = [
     pytest.mark.gpu,
@@ -43,7 +43,7 @@ def gpu_crop(path: Path, embedder: ImageEmbedder, orientation: int = 1) -> np.nd
 
 def test_gpu_fingerprints_match_the_cpu_path(real_photos: list[Path], gpu_embedder: ImageEmbedder) -> None:
     """A photo decoded by nvJPEG and the same photo decoded by Pillow must be near-duplicates."""
-    from image_search.fingerprint import Fingerprints
+    from image_search.pictures.fingerprint import Fingerprints
 
     jpegs = [p for p in real_photos if p.suffix.lower() in {".jpg", ".jpeg"}]
     assert jpegs
@@ -218,7 +218,7 @@ async def test_near_duplicates_with_gpu_decoding(tmp_path: Path, gpu_embedder: I
     and on the CPU meet in the same groups, and the groups are exactly the expected ones."""
     from image_search.duplicates import group
     from image_search.indexer import FileRef, Indexer
-    from image_search.scan import Filter, walk
+    from image_search.pictures.scan import Filter, walk
     from image_search.store import Store
 
     from .test_duplicates import build_set

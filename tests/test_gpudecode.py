@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from image_search import fingerprint
 from image_search.gpudecode import crop, finish, reductions, shrink, to_host, upright
-from image_search.imaging import CropSpec
+from image_search.pictures import fingerprint
+from image_search.pictures.imaging import CropSpec
 
 
 def pictures() -> list[torch.Tensor | None]:

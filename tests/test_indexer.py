@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search.imaging import prepare
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder
-from image_search.scan import Filter, walk
+from image_search.pictures.imaging import prepare
+from image_search.pictures.scan import Filter, walk
 from image_search.store import Store, from_bytes, image_key
 
 from .conftest import make_photo
@@ -137,7 +137,7 @@ async def test_indexing_makes_the_grid_thumbnails(
     the right shape); a file that cannot be decoded gets none; the web route serves that file."""
     from PIL import Image
 
-    from image_search.thumbs import DEFAULT_SIZE, Thumbnails
+    from image_search.pictures.thumbs import DEFAULT_SIZE, Thumbnails
 
     (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     thumbs = Thumbnails(tmp_path / "cache")

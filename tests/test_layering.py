@@ -197,3 +197,43 @@ def test_functions_and_modules_stay_small(path: Path) -> None:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             length = (node.end_lineno or node.lineno) - node.lineno + 1
             assert length <= MAX_FUNCTION, f"{node.name} is {length} lines"
+
+
+FACES = sorted(p for p in CORE.glob("*/__init__.py") if "_FACE" in p.read_text())
+
+
+@pytest.mark.parametrize("init", FACES, ids=lambda p: p.parent.name)
+def test_a_face_loads_what_it_names_and_nothing_before(init: Path) -> None:
+    """A sub-package's ``__init__`` names (for type checkers) exactly what it loads on first use,
+    each the object its module defines; importing the package loads none of its modules."""
+    package = module_name(init)
+    typed = {
+        alias.asname or alias.name: (node.module or "")
+        for node in ast.walk(ast.parse(init.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+        if node.module != "_face"
+    }
+    script = (
+        "import importlib, json, sys\n"
+        f"face = importlib.import_module({package!r})\n"
+        f"loaded = sorted(m for m in sys.modules if m.startswith({package + '.'!r}))\n"
+        "same = all(getattr(face, n) is getattr(importlib.import_module(face.__name__ + '.' + m), n)"
+        " for n, m in face._FACE.items())\n"
+        "print(json.dumps([face._FACE, face.__all__, loaded, same, 'torch' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", check=True)
+    table, names, loaded, same, torch = json.loads(out.stdout.strip().splitlines()[-1])
+    assert table == typed and names == sorted(typed) and same
+    assert (loaded, torch) == ([], False)
+
+
+def test_the_shells_use_a_sub_package_through_its_face() -> None:
+    faces = {module_name(init) for init in FACES}
+    for path in [
+        *SHELLS["cli"].rglob("*.py"),
+        *SHELLS["webui"].rglob("*.py"),
+        *SHELLS["daemon"].rglob("*.py"),
+    ]:
+        inner = {m for m in import_graph()[module_name(path)] if m.rsplit(".", 1)[0] in faces}
+        assert not inner, f"{path.relative_to(TOP)} imports {sorted(inner)}: name them in the face"

@@ -155,7 +155,7 @@ def test_int8_image_tower_is_checked_against_float32(
     """dtype int8 quantises the image tower's linear layers, kept only where the embeddings of
     the load-time check stay within cosine 0.99 of float32's; real photos stay as close."""
     import image_search.int8 as int8_module
-    from image_search.imaging import prepare
+    from image_search.pictures.imaging import prepare
 
     exact = ImageEmbedder(tiny_source, "cpu", "float32").load()
     crops = np.stack([prepare(str(p), exact.crop, 1000).pixels for p in real_photos[:8]])

@@ -12,13 +12,13 @@ import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from image_search import raw
-from image_search.exifdate import date_taken
-from image_search.imaging import IMAGE_EXTENSIONS, CropSpec, configure_pillow, is_candidate, prepare
 from image_search.indexer import FileRef, Indexer
 from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.pictures import raw
+from image_search.pictures.exifdate import date_taken
+from image_search.pictures.imaging import IMAGE_EXTENSIONS, CropSpec, configure_pillow, is_candidate, prepare
+from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store, image_key
-from image_search.thumbs import Thumbnails
 from image_search.webui import create_app
 
 from .conftest import app_config

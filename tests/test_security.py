@@ -19,8 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from image_search.config import load_config
-from image_search.imaging import ImageError, open_checked
 from image_search.model import TextEmbedder
+from image_search.pictures.imaging import ImageError, open_checked
 from image_search.store import Store, image_key
 from image_search.vectorjoin import TooManyPairs, similar_pairs
 from image_search.webui import create_app
@@ -395,7 +395,7 @@ async def test_a_huge_or_foreign_file_is_refused_before_it_is_hashed(
     """A 6 GiB sparse ".jpg" took 12.7 s to hash before its format was known (a terabyte one
     would outlast the stuck-indexer watchdog): refused from its size, recorded with the reason; a
     text file named .png from its first bytes."""
-    from image_search.imaging import CropSpec, prepare
+    from image_search.pictures.imaging import CropSpec, prepare
 
     from .conftest import index_folder, make_photo
 
@@ -444,7 +444,7 @@ def test_the_owner_is_asked_of_the_kernel_for_one_socket() -> None:
 
 MEASURE_DECODE = r"""
 import resource, sys
-from image_search.imaging import CropSpec, configure_pillow, load_upright
+from image_search.pictures.imaging import CropSpec, configure_pillow, load_upright
 configure_pillow()
 path, small, side = sys.argv[1], sys.argv[2], int(sys.argv[3])
 load_upright(small, 1000, CropSpec(side, side, side))  # the same kind of file, 64x64: imports warm

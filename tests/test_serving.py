@@ -1,6 +1,6 @@
 """A served original, thumbnail or rendition is the very file that was indexed: opened once,
 beneath its folder, links refused unless the configuration follows them, compared with what was
-indexed (device, inode, size, time) and read from that descriptor (image_search.opening)."""
+indexed (device, inode, size, time) and read from that descriptor (image_search.pictures.opening)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from image_search import opening
 from image_search.model import ImageEmbedder, TextEmbedder
-from image_search.opening import Indexed, NotServable, open_indexed
+from image_search.pictures import opening
+from image_search.pictures.opening import Indexed, NotServable, open_indexed
 from image_search.store import Store, image_key
 from image_search.webui import create_app
 

@@ -14,14 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from image_search.config import Config
-from image_search.imaging import configure_pillow
 from image_search.indexing import Indexing
 from image_search.library import Library, follow_store
 from image_search.model import TextEmbedder, chosen_source
+from image_search.pictures import Thumbnails, configure_pillow
 from image_search.queries import Batcher, TextQueries
 from image_search.snapshot import folder_for as snapshot_folder
 from image_search.store import Store
-from image_search.thumbs import Thumbnails
 from image_search.vectors import Query
 
 from .keys import (

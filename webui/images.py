@@ -10,10 +10,8 @@ from pathlib import Path
 from aiohttp import web
 
 from image_search.facts import Meta
-from image_search.imaging import ImageError, camera
-from image_search.opening import Indexed, NotServable, open_indexed, read_at
+from image_search.pictures import FORMATS, ImageError, Indexed, NotServable, camera, open_indexed, read_at
 from image_search.store import ImageRow, key_of, real_path
-from image_search.thumbs import FORMATS
 
 from . import validate
 from .keys import CONFIG, LIBRARY, SECURITY, STORE, THUMB_EXECUTOR, THUMBS
@@ -69,7 +67,7 @@ async def _record(request: web.Request) -> ImageRow:
 
 
 def _open(request: web.Request, row: ImageRow) -> tuple[int, os.stat_result]:
-    """The indexed file, opened once as :mod:`image_search.opening` says (beneath its folder,
+    """The indexed file, opened once as :mod:`image_search.pictures.opening` says (beneath its folder,
     no link the configuration does not allow, the same device, inode, size and time as indexed);
     404 with the reason otherwise. The caller closes the descriptor."""
     indexed = Indexed(

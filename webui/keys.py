@@ -13,9 +13,9 @@ from image_search.families import ModelDefaults
 from image_search.indexing import Indexing
 from image_search.library import Library
 from image_search.model import ModelSource
+from image_search.pictures import Thumbnails
 from image_search.queries import Batcher, TextQueries
 from image_search.store import Store
-from image_search.thumbs import Thumbnails
 from image_search.vectors import Query
 
 from .security import Security

@@ -14,7 +14,7 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 from PIL import Image
 
-from image_search.imaging import CropSpec, ImageError, decode_rgb, open_checked
+from image_search.pictures import CropSpec, ImageError, decode_rgb, open_checked
 from image_search.queries import parse_query, session_vector
 from image_search.refine import refine_query
 from image_search.store import from_bytes, real_path

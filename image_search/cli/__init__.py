@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ..config import ConfigError, data_home
 from ..errors import UsageError, UserError
-from ..imaging import configure_pillow
+from ..pictures import configure_pillow
 from ..private import make_private
 from ..store import StoreError
 from . import index, library, serve, setup

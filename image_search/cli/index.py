@@ -34,11 +34,10 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     from ..calibration import measure_library
     from ..indexer import Indexer
     from ..model import chosen_source, pick_embedders
+    from ..pictures import Thumbnails, normalise_root
     from ..plan import Summary
     from ..running import find as find_service
-    from ..scan import normalise_root
     from ..store import Store
-    from ..thumbs import Thumbnails
 
     targets = [normalise_root(p) for p in args.paths] or [normalise_root(p) for p in config.roots]
     if not targets:
@@ -85,10 +84,9 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
 
 async def _index_target(config: Config, store: Any, indexer: Any, target: str, *, force: bool) -> Any:
     """One PATH: a folder (its files indexed, rows of files gone from it removed) or a file."""
+    from ..pictures import Filter, Thumbnails, normalise_root, root_of, walk
     from ..plan import FileRef
-    from ..scan import Filter, normalise_root, root_of, walk
     from ..sync import remove_missing
-    from ..thumbs import Thumbnails
 
     path = Path(target)
     if not path.exists():

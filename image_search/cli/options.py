@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import Config, load_config, options
 from ..errors import UsageError
-from ..scan import normalise_root
+from ..pictures import normalise_root
 
 
 def config_parent() -> argparse.ArgumentParser:

@@ -76,7 +76,7 @@ MIGRATIONS: list[str] = [
     """,
     # 5: the device and inode of the file as it was read, so the web app serves only that very file
     # (a link swapped in later, or a decoy indexed then re-pointed, is refused). Rows stored before
-    # have none until their file is indexed again; see image_search.opening.
+    # have none until their file is indexed again; see image_search.pictures.opening.
     """
     DEFINE FIELD IF NOT EXISTS dev ON image TYPE option<int>;
     DEFINE FIELD IF NOT EXISTS ino ON image TYPE option<int>;

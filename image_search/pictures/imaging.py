@@ -1,7 +1,7 @@
 """Reading photos: file facts, decoding and the model's resize/crop, without torch.
 
 This module runs in the decoding worker processes, so it imports only Pillow and numpy.
-The crop it returns is uint8 (H, W, 3) (a NaFlex model's patches: :mod:`image_search.naflex`);
+The crop it returns is uint8 (H, W, 3) (a NaFlex model's patches: :mod:`image_search.pictures.naflex`);
 scaling to [0, 1] and the model's mean/std are applied on the model's device
 (:mod:`image_search.model`), which equals the ``CLIPImageProcessor`` pipeline: convert to RGB,
 resize the shortest side with bicubic, centre crop, rescale, normalise (SigLIP's: the whole
@@ -30,10 +30,11 @@ from .sniff import MAX_FILE, looks_like_an_image
 
 
 class ThumbnailSink(Protocol):
-    """Where :func:`prepare` leaves the grid's thumbnail (:class:`image_search.thumbs.Thumbnails`,
+    """Where :func:`prepare` leaves the grid's thumbnail (:class:`image_search.pictures.thumbs.Thumbnails`,
     which reads pictures through this module: this one names no thumbnail code)."""
 
     def save(self, rgb: Image.Image, content_hash: str) -> bool: ...
+
 
 # HEIC/HEIF through pillow-heif, a dependency (registered with Pillow by configure_pillow());
 # still optional in the code, for an install that lacks its wheel.
@@ -91,7 +92,7 @@ class Prepared:
     path: str
     size: int
     mtime_ns: int
-    dev: int | None = None  # the device and inode read (see image_search.opening)
+    dev: int | None = None  # the device and inode read (see image_search.pictures.opening)
     ino: int | None = None
     hash: str | None = None
     width: int | None = None
@@ -99,7 +100,7 @@ class Prepared:
     format: str | None = None
     taken_at: dt.datetime | None = None
     pixels: np.ndarray | None = None
-    fingerprint: bytes | None = None  # see image_search.fingerprint
+    fingerprint: bytes | None = None  # see image_search.pictures.fingerprint
     error: str | None = None
     vanished: bool = False  # the file no longer exists: nothing to record
     orientation: int = 1  # EXIF orientation, for a JPEG left to the GPU to decode
@@ -198,7 +199,7 @@ def decode_rgb(image: Image.Image, spec: CropSpec, *, draft: bool = True) -> Ima
 
 def model_input(image: Image.Image, spec: CropSpec) -> np.ndarray:
     """Resize the shortest side to ``spec.shortest_edge`` (bicubic), centre crop: uint8 (H, W, 3)
-    (for a NaFlex spec: its patches, :func:`image_search.naflex.patches`).
+    (for a NaFlex spec: its patches, :func:`image_search.pictures.naflex.patches`).
 
     Same arithmetic as transformers' ``get_resize_output_image_size(default_to_square=False)``
     and ``center_crop``.
@@ -317,7 +318,7 @@ def _read(
 
 
 def read_raw(path: str | os.PathLike[str], max_megapixels: float, need: int | None) -> raw.RawPicture:
-    """A camera RAW file (:mod:`image_search.raw`): its preview when at least ``need`` pixels on
+    """A camera RAW file (:mod:`image_search.pictures.raw`): its preview when at least ``need`` pixels on
     the shortest side, else LibRaw's half-size decode (``None``: always that)."""
     try:
         return raw.read(path, max_megapixels, need)

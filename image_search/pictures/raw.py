@@ -3,7 +3,7 @@ JPEG preview when it covers what the caller needs (every camera writes one; most
 or 1-2 MP), else from LibRaw's half-size decode (no demosaicing: each 2x2 sensor block becomes
 one pixel). Size, orientation and date taken come from the raw data, not the preview.
 
-Runs in the decoding workers beside :mod:`image_search.imaging`, which calls it for the
+Runs in the decoding workers beside :mod:`image_search.pictures.imaging`, which calls it for the
 extensions in :data:`RAW_EXTENSIONS`.
 """
 

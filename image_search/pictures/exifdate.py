@@ -1,5 +1,5 @@
-"""The date a photo was taken, from its EXIF block, for every format (:mod:`image_search.imaging`
-reads the block from an image, :mod:`image_search.raw` from a RAW file's TIFF header)."""
+"""The date a photo was taken, from its EXIF block, for every format (:mod:`image_search.pictures.imaging`
+reads the block from an image, :mod:`image_search.pictures.raw` from a RAW file's TIFF header)."""
 
 from __future__ import annotations
 
