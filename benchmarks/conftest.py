@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from image_search.config import load_config
-from image_search.model import ModelSource, TextEmbedder
+from image_search.models.model import ModelSource, TextEmbedder
 from image_search.store import Store
 from image_search.testing import build_tiny_clip
 from image_search.webui import create_app
@@ -33,7 +33,7 @@ def vit_l14() -> ModelSource:
     """The real ViT-L/14 when cached locally (HF cache), else its architecture with random weights."""
     from huggingface_hub import try_to_load_from_cache
 
-    from image_search.model import DEFAULT_MODEL
+    from image_search.models.model import DEFAULT_MODEL
 
     cached = try_to_load_from_cache(DEFAULT_MODEL, "config.json")  # the local cache only, no network
     return ModelSource(DEFAULT_MODEL) if isinstance(cached, str) else ModelSource(random_weights=True)

@@ -19,7 +19,7 @@ if __name__ == "__main__":
     import torch
     from transformers import CLIPVisionModelWithProjection
 
-    from image_search.model import ImageEmbedder, ModelSource
+    from image_search.models.model import ImageEmbedder, ModelSource
 
 warnings.simplefilter("ignore")
 
@@ -36,7 +36,7 @@ def timed(fn, n: int = 10) -> float:
 
 
 def forward() -> None:
-    """transformers' forward against image_search.vit's, eager and compiled, per attention kernel."""
+    """transformers' forward against image_search.models.vit's, eager and compiled, per attention kernel."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     source = ModelSource(random_weights=True)
@@ -199,7 +199,7 @@ def e2e() -> None:
 def families() -> None:
     """The image tower of each supported model size on this GPU (#15): img/s eager and compiled,
     float16, random weights from the published configs."""
-    from image_search.model import RANDOM_CONFIGS
+    from image_search.models.model import RANDOM_CONFIGS
 
     for name in RANDOM_CONFIGS:
         source = ModelSource(name, random_weights=True)
@@ -306,7 +306,7 @@ def httpparts() -> None:
     it), each dtype; the 100k search alone; then the whole HTTP search."""
     import concurrent.futures
 
-    from image_search.model import TextEmbedder
+    from image_search.models.model import TextEmbedder
     from image_search.vectors import VectorIndex
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
@@ -339,7 +339,7 @@ def searchparts() -> None:
     it is, torch's float32 / float16 / bfloat16 scans, the codes; one text-then-search thread."""
     import concurrent.futures
 
-    from image_search.model import TextEmbedder
+    from image_search.models.model import TextEmbedder
     from image_search.scoring import half_rows_faster
     from image_search.vectors import Query, VectorIndex
 
@@ -408,7 +408,7 @@ def serveparts() -> None:
     other memory (does the scan push the tower's weights out of the cache?)."""
     import concurrent.futures
 
-    from image_search.model import TextEmbedder
+    from image_search.models.model import TextEmbedder
     from image_search.vectors import VectorIndex
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
@@ -450,13 +450,13 @@ def serveparts() -> None:
 
 
 def gelufusion() -> None:
-    """#15: SigLIP 2 B/16's text query with its MLPs' GELU fused into ``fc1`` (image_search.prepack)
+    """#15: SigLIP 2 B/16's text query with its MLPs' GELU fused into ``fc1`` (image_search.models.prepack)
     and without, on one thread of its own, alternating; TEXT_DTYPE (bfloat16) and the towers'
     outputs compared."""
     import concurrent.futures
 
-    import image_search.prepack as packing
-    from image_search.model import TextEmbedder
+    import image_search.models.prepack as packing
+    from image_search.models.model import TextEmbedder
 
     print("CPUs", sorted(os.sched_getaffinity(0)), flush=True)
     compute = concurrent.futures.ThreadPoolExecutor(1)
@@ -481,12 +481,12 @@ def gelufusion() -> None:
 def cpu() -> None:
     """#15 on this host's CPU (run under taskset with two CPUs): the image towers and SigLIP 2's
     text query in bfloat16: eager with plain layers, eager with prepacked layers (the default,
-    image_search.prepack), and compiled by inductor with freezing (COMPILE=1; ~80 s each)."""
+    image_search.models.prepack), and compiled by inductor with freezing (COMPILE=1; ~80 s each)."""
     import numpy as np
     import torch._inductor.config as inductor
 
-    import image_search.model as models
-    from image_search.model import TextEmbedder
+    import image_search.models.model as models
+    from image_search.models.model import TextEmbedder
 
     sys.path.insert(0, str(Path(__file__).parent))
     from test_families import QUERIES, rate

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from image_search.model import ImageEmbedder, ModelSource, TextEmbedder, cpu_has_bf16
+from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder, cpu_has_bf16
 
 NATIVE = cpu_has_bf16()
 TWO_CORES = len(os.sched_getaffinity(0)) == 2

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from image_search.bench import photo_jpegs
-from image_search.model import ImageEmbedder, ModelSource
+from image_search.models.model import ImageEmbedder, ModelSource
 
 from .multigpu import decoders_together, one_and_all
 

@@ -20,7 +20,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from image_search.config import load_config
-from image_search.model import ModelSource, TextEmbedder
+from image_search.models.model import ModelSource, TextEmbedder
 from image_search.store import Store
 from image_search.testing import library_rows
 from image_search.webui import create_app
@@ -143,7 +143,7 @@ def test_http_search_100k_siglip2(benchmark, tmp_path: Path, dtype: str) -> None
     AMX); elsewhere measured and reported. Run there with scripts/gpu-session cpu."""
     import os
 
-    from image_search.model import cpu_has_bf16
+    from image_search.models.model import cpu_has_bf16
 
     source = ModelSource("google/siglip2-base-patch16-224", random_weights=True)
     run = lambda: measure(tmp_path, source, dtype, loads=False)  # noqa: E731

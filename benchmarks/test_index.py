@@ -17,7 +17,7 @@ import torch
 
 from image_search.bench import photo_jpegs
 from image_search.indexer import FileRef, Indexer
-from image_search.model import ImageEmbedder, ModelSource
+from image_search.models.model import ImageEmbedder, ModelSource
 from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store
 from image_search.testing import build_tiny_clip

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from image_search.bench import photo_jpeg, unit_vectors
-from image_search.model import ImageEmbedder, ModelSource
+from image_search.models.model import ImageEmbedder, ModelSource
 from image_search.pictures.imaging import prepare
 from image_search.vectors import VectorIndex
 

@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from image_search.config import load_config
-from image_search.model import ModelSource
+from image_search.models.model import ModelSource
 from image_search.pictures.opening import signed64
 from image_search.pictures.thumbs import Thumbnails
 from image_search.store import image_key, to_bytes
@@ -142,7 +142,7 @@ def serve(folder: Path, ready: Any, stop: Any) -> None:
     """The server (in a process of its own): fill the store, answer until told to stop."""
     from aiohttp.test_utils import TestServer
 
-    from image_search.model import TextEmbedder
+    from image_search.models.model import TextEmbedder
     from image_search.store import Store
     from image_search.webui import create_app
 

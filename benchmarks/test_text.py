@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from image_search.model import ModelSource, TextEmbedder
+from image_search.models.model import ModelSource, TextEmbedder
 
 QUERY = "a dog running on the beach at sunset"
 

@@ -26,7 +26,7 @@ from image_search.config import Config
 from image_search.errors import DeviceFailed
 from image_search.indexer import Indexer
 from image_search.indexing import LibraryListener, NotReady, StatusSnapshot
-from image_search.model import ImageEmbedder, ModelSource, chosen_source, pick_embedders
+from image_search.models import ImageEmbedder, ModelSource, chosen_source, pick_embedders
 from image_search.pictures import Filter, Thumbnails, normalise_root
 from image_search.store import Store, Unwritable
 from image_search.systemd import Notifier

@@ -167,7 +167,7 @@ def run(
     quick: bool = False,
     search_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000),
 ) -> dict[str, Any]:
-    from .model import ImageEmbedder
+    from .models.model import ImageEmbedder
 
     embedder = ImageEmbedder(source, device, dtype).load()
     rounds = 3 if quick else 20
@@ -188,7 +188,7 @@ QUICK = (
 
 
 def _text_rows(source: Any, rounds: int, dtypes: tuple[str, ...]) -> list[Row]:
-    from .model import TextEmbedder, cpu_has_bf16
+    from .models.model import TextEmbedder, cpu_has_bf16
 
     rows = []
     for text_dtype in dtypes:

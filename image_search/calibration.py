@@ -8,7 +8,7 @@ decoded in full and made into the copies of ``COPIES``; each photo and each copy
 embedded the way indexing does a file. The threshold is the lowest cosine between a photo and one
 of its copies, less ``MARGIN``, within [``FLOOR``, ``CEILING``]. It is recorded on the library's
 model row (so embedding again with another model drops it). Until then, the model family's value
-applies (:attr:`image_search.families.Family.duplicate_similarity`).
+applies (:attr:`image_search.models.families.Family.duplicate_similarity`).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def device(config: Config) -> Check:
     import torch
 
     from .errors import ModelUnavailable
-    from .model import pick_device
+    from .models.model import pick_device
 
     try:
         chosen = pick_device(config.device)
@@ -94,7 +94,7 @@ class Bound:
 def model(config: Config, bound: Bound | None = None, holder: str | None = None) -> Check:
     """The model the commands will use (:func:`.checkpoint.chosen_source`): can it be loaded,
     is it the library's, and what a switch to another would cost here."""
-    from .model import DEFAULT_MODEL, chosen_source
+    from .models.model import DEFAULT_MODEL, chosen_source
 
     if bound is None and holder is not None and not config.model:
         return Check("model", "ok", f"the library's, which {holder} uses (`image-search status` names it)")
@@ -129,7 +129,7 @@ def model(config: Config, bound: Bound | None = None, holder: str | None = None)
                 "model", "FAIL", f"{folder} has no config.json", "point --model at a CLIP or SigLIP folder"
             )
         return Check("model", "ok", f"{folder} ({whose}; weights {source.content or 'not found'})")
-    from .weights import hub_snapshot
+    from .models.weights import hub_snapshot
 
     switch = f"; {_cost(config, library, bound)}" if library is not None else ""
     if hub_snapshot(spec) is not None:
@@ -147,7 +147,7 @@ def model(config: Config, bound: Bound | None = None, holder: str | None = None)
 
 def _cost(config: Config, library: ModelIdentity, bound: Bound | None) -> str:
     """What embedding the library again with another model costs, measured here or not."""
-    from .switching import describe, switch_costs
+    from .models.switching import describe, switch_costs
 
     photos = bound.photos if bound is not None else 0
     costs = switch_costs(config.cache_dir, library.typed or library.name, photos)

@@ -28,7 +28,7 @@ from .feeding import Devices, InFlight, Share, Stages, decode_device, start_shar
 from .gpudecode import Decoded, decode_batch, embed_mixed, warm_nvjpeg
 from .gpudecode import available as gpu_decode_available
 from .indexing import LibraryListener
-from .model import ImageEmbedder, default_batch_size
+from .models.model import ImageEmbedder, default_batch_size
 from .pictures.imaging import Prepared, configure_pillow, prepare
 from .pictures.thumbs import Thumbnails
 from .plan import FileRef, Progress, Summary, plan_files, row_of

@@ -2,7 +2,7 @@
 CI benchmarks.
 
 Built with transformers' own classes (model, tokenizer, processor) and read back through
-:class:`image_search.model.ModelSource`, the same path as ``openai/clip-vit-large-patch14`` or
+:class:`image_search.models.model.ModelSource`, the same path as ``openai/clip-vit-large-patch14`` or
 ``google/siglip2-base-patch16-224``.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .tokens import byte_level_clip_tokenizer, byte_level_siglip_tokenizer
+from .models.tokens import byte_level_clip_tokenizer, byte_level_siglip_tokenizer
 
 # Both towers of every tiny model: hidden 32, 2 layers, 2 heads.
 TINY_TOWER: dict[str, Any] = dict(

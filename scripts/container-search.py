@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.conftest import unit_vectors
 from benchmarks.test_http_search import queries
-from image_search.model import DEFAULT_MODEL, ModelSource
+from image_search.models.model import DEFAULT_MODEL, ModelSource
 from image_search.store import Store
 from image_search.testing import library_rows
 

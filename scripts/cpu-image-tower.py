@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from image_search.model import DEFAULT_MODEL, ImageEmbedder, ModelSource, cpu_has_bf16
+from image_search.models.model import DEFAULT_MODEL, ImageEmbedder, ModelSource, cpu_has_bf16
 from image_search.pictures.imaging import prepare
 
 

@@ -28,9 +28,9 @@ from aiohttp import ClientSession  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
 
 import image_search  # noqa: E402
-from image_search.checkpoint import ModelSource  # noqa: E402
 from image_search.config import load_config  # noqa: E402
-from image_search.model import TextEmbedder  # noqa: E402
+from image_search.models.checkpoint import ModelSource  # noqa: E402
+from image_search.models.model import TextEmbedder  # noqa: E402
 from image_search.store import Store  # noqa: E402
 from image_search.testing import library_rows  # noqa: E402
 from webui import create_app  # noqa: E402

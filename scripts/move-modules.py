@@ -101,8 +101,14 @@ def rewrite(path: Path, moves: dict[str, str], old_module: str, new_module: str)
     if not edits:
         return None
     for start, end, new in sorted(edits, reverse=True):
-        lines[start - 1 : end] = [new]
+        lines[start - 1 : end] = [new.rstrip("\n") + _comment(lines[end - 1]) + "\n"]
     return "".join(lines)
+
+
+def _comment(line: str) -> str:
+    """A trailing comment of an import's last line (``# noqa: E402``), kept."""
+    found = re.search(r"\)?\s*(#.*)$", line.rstrip("\n"))
+    return "  " + found.group(1) if found else ""
 
 
 def main(package: str, specs: list[str]) -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from image_search.config import load_config
 from image_search.indexer import Indexer
-from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
+from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.pictures.scan import Filter, walk
 from image_search.plan import FileRef
 from image_search.store import Store

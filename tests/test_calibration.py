@@ -15,7 +15,7 @@ from PIL import Image
 from image_search import calibration
 from image_search.calibration import COPIES, SAMPLE, Calibration, chosen, copies_of, derive, measure_library
 from image_search.indexer import Indexer
-from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures.imaging import CropSpec
 from image_search.store import Store
 from image_search.webui import create_app

@@ -18,7 +18,7 @@ import pytest
 from image_search.calibration import SAMPLE
 from image_search.config import load_config
 from image_search.daemon import Daemon
-from image_search.model import ImageEmbedder
+from image_search.models.model import ImageEmbedder
 from image_search.store import from_bytes, image_key, real_path
 
 from .conftest import make_photo, until

@@ -19,7 +19,7 @@ from PIL import Image, ImageEnhance
 from image_search.duplicates import Settings, group
 from image_search.gpudecode import reductions
 from image_search.indexer import FileRef, Indexer
-from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures import fingerprint
 from image_search.pictures.fingerprint import Fingerprints
 from image_search.pictures.imaging import CropSpec, prepare

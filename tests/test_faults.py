@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from image_search.errors import DeviceFailed
-from image_search.model import ImageEmbedder
+from image_search.models.model import ImageEmbedder
 from image_search.pictures.imaging import prepare
 from image_search.store import Store, from_bytes, real_path
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from image_search.indexer import FileRef, Indexer
-from image_search.model import ImageEmbedder, ModelSource
+from image_search.models.model import ImageEmbedder, ModelSource
 from image_search.pictures.imaging import prepare
 from image_search.pictures.scan import Filter, walk
 from image_search.pictures.thumbs import Thumbnails
@@ -179,7 +179,7 @@ async def test_every_visible_gpu_takes_batches(
 ) -> None:
     """One embedder per GPU (pick_embedders), batches spread over all of them, each file's own
     embedding whichever GPU (and decoder) took it."""
-    from image_search.model import pick_embedders
+    from image_search.models.model import pick_embedders
 
     from .conftest import make_photo
 

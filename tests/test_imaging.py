@@ -14,7 +14,7 @@ from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from image_search.facts import taken_at
-from image_search.model import ImageEmbedder
+from image_search.models.model import ImageEmbedder
 from image_search.pictures.imaging import CropSpec, is_candidate, prepare
 
 from .conftest import make_photo

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from image_search.indexer import FileRef, Indexer
-from image_search.model import ImageEmbedder
+from image_search.models.model import ImageEmbedder
 from image_search.pictures.imaging import prepare
 from image_search.pictures.scan import Filter, walk
 from image_search.store import Store, from_bytes, image_key

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from image_search.model import ImageEmbedder, ModelSource, TextEmbedder
+from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.store import Store
 from image_search.testing import build_tiny_siglip
 from image_search.webui import create_app

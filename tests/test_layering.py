@@ -218,9 +218,10 @@ def test_a_face_loads_what_it_names_and_nothing_before(init: Path) -> None:
         "import importlib, json, sys\n"
         f"face = importlib.import_module({package!r})\n"
         f"loaded = sorted(m for m in sys.modules if m.startswith({package + '.'!r}))\n"
+        "torch = 'torch' in sys.modules\n"
         "same = all(getattr(face, n) is getattr(importlib.import_module(face.__name__ + '.' + m), n)"
         " for n, m in face._FACE.items())\n"
-        "print(json.dumps([face._FACE, face.__all__, loaded, same, 'torch' in sys.modules]))"
+        "print(json.dumps([face._FACE, face.__all__, loaded, same, torch]))"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/", check=True)
     table, names, loaded, same, torch = json.loads(out.stdout.strip().splitlines()[-1])

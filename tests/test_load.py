@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession, ClientTimeout
 
-from image_search.model import ModelSource
+from image_search.models.model import ModelSource
 from image_search.store import Store
 from image_search.testing import build_tiny_clip, library_rows
 

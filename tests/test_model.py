@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import CLIPModel
 
-from image_search.model import (
+from image_search.models.model import (
     ImageEmbedder,
     ModelSource,
     ModelUnavailable,
@@ -154,7 +154,7 @@ def test_int8_image_tower_is_checked_against_float32(
 ) -> None:
     """dtype int8 quantises the image tower's linear layers, kept only where the embeddings of
     the load-time check stay within cosine 0.99 of float32's; real photos stay as close."""
-    import image_search.int8 as int8_module
+    import image_search.models.int8 as int8_module
     from image_search.pictures.imaging import prepare
 
     exact = ImageEmbedder(tiny_source, "cpu", "float32").load()
@@ -172,7 +172,7 @@ def test_int8_image_tower_is_checked_against_float32(
 
 
 def test_int8_is_auto_only_on_a_cpu_without_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
-    import image_search.model as model_module
+    import image_search.models.model as model_module
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     for native, auto in ((True, False), (False, True)):
@@ -185,7 +185,7 @@ def test_int8_is_auto_only_on_a_cpu_without_bfloat16(monkeypatch: pytest.MonkeyP
 def test_text_auto_is_bfloat16_where_native_else_int8(
     tiny_source: ModelSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import image_search.model as model_module
+    import image_search.models.model as model_module
 
     for native, wanted in ((True, "bfloat16"), (False, "int8")):
         monkeypatch.setattr(model_module, "cpu_has_bf16", lambda native=native: native)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from image_search.model import ModelSource
+from image_search.models.model import ModelSource
+from image_search.models.weights import content_digest
 from image_search.testing import build_tiny_clip
-from image_search.weights import content_digest
 
 
 def cli(*args: str, env: dict[str, str], code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -157,7 +157,7 @@ def test_a_new_library_takes_siglip2(cli_env: dict[str, str], photo_dir: Path) -
 
 def test_choosing_the_source() -> None:
     from image_search.errors import ModelUnavailable
-    from image_search.model import CLIP_L14, DEFAULT_MODEL, chosen_source
+    from image_search.models.model import CLIP_L14, DEFAULT_MODEL, chosen_source
     from image_search.store import ModelIdentity
 
     assert DEFAULT_MODEL == "google/siglip2-base-patch16-224"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from image_search.checkpoint import ModelSource
-from image_search.model import ImageEmbedder, TextEmbedder
-from image_search.prepack import PackedLinear, prepack, supported
+from image_search.models.checkpoint import ModelSource
+from image_search.models.model import ImageEmbedder, TextEmbedder
+from image_search.models.prepack import PackedLinear, prepack, supported
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from image_search.indexer import FileRef, Indexer
-from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures import raw
 from image_search.pictures.exifdate import date_taken
 from image_search.pictures.imaging import IMAGE_EXTENSIONS, CropSpec, configure_pillow, is_candidate, prepare

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from image_search.config import load_config
-from image_search.model import TextEmbedder
+from image_search.models.model import TextEmbedder
 from image_search.pictures.imaging import ImageError, open_checked
 from image_search.store import Store, image_key
 from image_search.vectorjoin import TooManyPairs, similar_pairs

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures import opening
 from image_search.pictures.opening import Indexed, NotServable, open_indexed
 from image_search.store import Store, image_key

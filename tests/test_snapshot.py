@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from image_search.library import Library
-from image_search.model import TextEmbedder
+from image_search.models.model import TextEmbedder
 from image_search.snapshot import folder_for
 from image_search.store import Store, image_key, path_fields, to_bytes
 

@@ -16,7 +16,7 @@ from PIL import Image
 from image_search.duplicates import Settings, group_library
 from image_search.indexer import FileRef, Indexer
 from image_search.library import Library
-from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.stacks import Stacks
 from image_search.store import Store, image_key
 from image_search.webui import create_app

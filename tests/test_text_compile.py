@@ -16,8 +16,8 @@ import torch._dynamo
 import torch._inductor.config as inductor
 from aiohttp.test_utils import TestClient, TestServer
 
-import image_search.model as models
-from image_search.model import ModelSource, TextEmbedder
+import image_search.models.model as models
+from image_search.models.model import ModelSource, TextEmbedder
 from image_search.store import Store
 from image_search.testing import build_tiny_siglip, library_rows
 from image_search.webui import create_app
@@ -74,7 +74,7 @@ def test_what_is_compiled(
     monkeypatch.setattr(models.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert wants(siglip, "bfloat16", "auto")
     monkeypatch.setattr(models.shutil, "which", lambda name: None)  # no compiler for inductor
-    with caplog.at_level("INFO", logger="image_search.model"):
+    with caplog.at_level("INFO", logger="image_search.models.model"):
         assert not wants(siglip, "bfloat16", "auto")
     assert "no C++ compiler" in caplog.text  # said, where the compile would have paid
 

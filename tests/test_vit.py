@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from image_search.vit import VisionTower
+from image_search.models.vit import VisionTower
 
 
 @pytest.mark.parametrize(

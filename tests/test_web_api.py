@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from image_search.indexer import FileRef, Indexer
-from image_search.model import ImageEmbedder, TextEmbedder
+from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.store import Store, image_key
 from image_search.webui import create_app
 
@@ -317,7 +317,7 @@ async def test_tensor_work_runs_on_the_one_compute_thread(
     import threading
 
     import image_search.webui.services as services
-    from image_search.model import ModelSource
+    from image_search.models.model import ModelSource
     from image_search.vectors import VectorIndex
 
     seen: dict[str, set[str]] = {}

@@ -9,10 +9,9 @@ import concurrent.futures
 from aiohttp import web
 
 from image_search.config import Config
-from image_search.families import ModelDefaults
 from image_search.indexing import Indexing
 from image_search.library import Library
-from image_search.model import ModelSource
+from image_search.models import ModelDefaults, ModelSource
 from image_search.pictures import Thumbnails
 from image_search.queries import Batcher, TextQueries
 from image_search.store import Store

@@ -14,11 +14,11 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 from PIL import Image
 
+from image_search.models import switch_costs
 from image_search.pictures import CropSpec, ImageError, decode_rgb, open_checked
 from image_search.queries import parse_query, session_vector
 from image_search.refine import refine_query
 from image_search.store import from_bytes, real_path
-from image_search.switching import switch_costs
 from image_search.vectors import Query
 
 from . import validate
@@ -166,7 +166,7 @@ async def timeline(
 ) -> dict[str, Any]:
     """The matches above ``min_score`` (the best ``limit`` of them), grouped by the month they
     were taken, newest month first; within a month the newest first. Undated photos come last.
-    Without ``min_score``, the model's own "fair match" (:func:`image_search.families.match_bands`):
+    Without ``min_score``, the model's own "fair match" (:func:`image_search.models.families.match_bands`):
     a timeline of what matches, not of the best 500 whatever they are."""
     library = request.app[LIBRARY]
     limit = validate.whole(body, "limit", 500, 1, validate.MAX_TIMELINE)

@@ -33,7 +33,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     from ..calibration import measure_library
     from ..indexer import Indexer
-    from ..model import chosen_source, pick_embedders
+    from ..models import chosen_source, pick_embedders
     from ..pictures import Thumbnails, normalise_root
     from ..plan import Summary
     from ..running import find as find_service

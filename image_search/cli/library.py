@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..switching import duration
+from ..models import duration
 from .options import json_flag
 from .output import null_flag, print_paths, printable
 from .sources import source
@@ -99,8 +99,7 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str, line: Any
 
 
 async def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from ..model import DEFAULT_MODEL
-    from ..switching import describe, switch_costs
+    from ..models import DEFAULT_MODEL, describe, switch_costs
 
     status = await source(config).status()
     status = {"configured_model": config.model, "database": config.database_url} | status

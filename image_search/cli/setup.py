@@ -114,8 +114,7 @@ async def _database_check(config: Config, holder: str | None) -> tuple[Any, Any]
 async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
     from .. import bench
     from ..errors import ModelUnavailable
-    from ..model import DEFAULT_MODEL, RANDOM_CONFIGS, ModelSource
-    from ..switching import report_path
+    from ..models import DEFAULT_MODEL, RANDOM_CONFIGS, ModelSource, report_path
 
     # Random weights: the named model's published shapes where shipped, else the default's.
     wanted = config.model or DEFAULT_MODEL
@@ -146,7 +145,7 @@ async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
 
 def _measured(config: Config, model: str) -> str | None:
     """This machine's best image rate for ``model``, from the report `benchmark` kept."""
-    from ..switching import measured_rate
+    from ..models import measured_rate
 
     found = measured_rate(config.cache_dir, model)
     return None if found is None else f"{found[0]:.1f} img/s on {found[1]}"
@@ -156,8 +155,7 @@ async def cmd_models(config: Config, args: argparse.Namespace) -> int:
     """The supported models with the published figures, and this machine's measured image rate
     where `image-search benchmark` has run for that model (with real or random weights)."""
     from ..errors import ModelUnavailable
-    from ..families import KNOWN
-    from ..model import DEFAULT_MODEL, ModelSource
+    from ..models import DEFAULT_MODEL, KNOWN, ModelSource
 
     current = config.model or DEFAULT_MODEL
     rows = [{**k.__dict__, "current": k.id == current} for k in KNOWN]

@@ -32,7 +32,7 @@ class Local:
 
     async def _library(self, store: Any) -> Any:
         from ..library import Library
-        from ..model import chosen_source
+        from ..models import chosen_source
         from ..snapshot import folder_for
 
         self.source = chosen_source(self.config.model, await store.bound_model())
@@ -41,7 +41,7 @@ class Local:
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
         from ..facts import Filters
-        from ..model import TextEmbedder
+        from ..models import TextEmbedder
         from ..queries import Session, TextQueries, session_vector
         from ..store import Store
         from ..vectors import Query
@@ -261,7 +261,7 @@ def _family_similarity(source: Any) -> float:
     """The model family's near-duplicate similarity (CLIP's where the model's config is not here:
     grouping needs only the stored vectors)."""
     from ..errors import ModelUnavailable
-    from ..families import CLIP
+    from ..models import CLIP
 
     try:
         return float(source.family.duplicate_similarity)

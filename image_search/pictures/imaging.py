@@ -3,7 +3,7 @@
 This module runs in the decoding worker processes, so it imports only Pillow and numpy.
 The crop it returns is uint8 (H, W, 3) (a NaFlex model's patches: :mod:`image_search.pictures.naflex`);
 scaling to [0, 1] and the model's mean/std are applied on the model's device
-(:mod:`image_search.model`), which equals the ``CLIPImageProcessor`` pipeline: convert to RGB,
+(:mod:`image_search.models.model`), which equals the ``CLIPImageProcessor`` pipeline: convert to RGB,
 resize the shortest side with bicubic, centre crop, rescale, normalise (SigLIP's: the whole
 picture resized to the square input).
 """

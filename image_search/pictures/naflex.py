@@ -12,7 +12,7 @@ a batch of pictures of any shapes stacks into one array and crosses processes in
 The arithmetic is ``Siglip2ImageProcessor``'s (transformers): the same binary search for the size,
 Pillow's resize with the processor's filter, the same patch order. Scaling to [0, 1], the mean and
 std, the attention mask and the grid as a tensor are made on the model's device
-(:meth:`image_search.model.ImageEmbedder.model_inputs`); tests compare both halves with the
+(:meth:`image_search.models.model.ImageEmbedder.model_inputs`); tests compare both halves with the
 processor on real photos.
 """
 

@@ -16,7 +16,7 @@ log = logging.getLogger("image_search.store")
 @dataclass(frozen=True)
 class ModelIdentity:
     """A model as the database knows it: ``name`` (carried by every row it embedded),
-    ``content`` (its weights' digest, :mod:`image_search.weights`; None where unknown) and
+    ``content`` (its weights' digest, :mod:`image_search.models.weights`; None where unknown) and
     ``typed`` (what to give ``--model`` to use it again: a hub id or a folder)."""
 
     name: str
@@ -57,7 +57,7 @@ class ModelTable(Connection):
 
     async def bound_model(self) -> ModelIdentity | None:
         """The model the library is bound to (None for a new one): what a reader or writer that
-        was not told a model uses (:func:`image_search.checkpoint.chosen_source`)."""
+        was not told a model uses (:func:`image_search.models.checkpoint.chosen_source`)."""
         row = await self._model_row()
         if row is None:
             return None

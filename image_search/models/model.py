@@ -1,5 +1,5 @@
 """The model, behind a small interface: ``load()``, ``embed_pixels()``/``embed_images()``,
-``embed_texts()``; CLIP or SigLIP (:mod:`image_search.families`), told apart by the checkpoint.
+``embed_texts()``; CLIP or SigLIP (:mod:`image_search.models.families`), told apart by the checkpoint.
 
 The vision and text towers load separately (``CLIPVisionModelWithProjection`` and
 ``CLIPTextModelWithProjection``, or ``SiglipVisionModel`` and ``SiglipTextModel``, read the same
@@ -23,6 +23,10 @@ import torch
 from PIL import Image
 from tokenizers.normalizers import Lowercase
 
+from ..errors import ModelUnavailable
+from ..pictures.imaging import model_input
+from ..pictures.modes import to_rgb
+from ..pictures.naflex import HEADER, blank
 from .checkpoint import (
     CLIP_L14,
     DEFAULT_MODEL,
@@ -32,12 +36,8 @@ from .checkpoint import (
     ModelSource,
     chosen_source,
 )
-from .errors import ModelUnavailable
 from .families import CLIP
 from .int8 import quantise_checked
-from .pictures.imaging import model_input
-from .pictures.modes import to_rgb
-from .pictures.naflex import HEADER, blank
 from .prepack import prepack
 from .vit import VisionTower
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger("image_search.model")
+log = logging.getLogger("image_search.models.model")
 
 # The int8 tower must give embeddings within this cosine of float32's, checked on the user's own
 # weights when the model loads; below it the float32 tower stays (and the log says so).

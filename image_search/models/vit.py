@@ -5,7 +5,7 @@ transformers' ``CLIPVisionModelWithProjection(...).image_embeds``, with less wor
 - attention goes straight to ``scaled_dot_product_attention`` (flash / cuDNN kernels);
 - the last layer computes only what the embedding reads: the class token. Its queries, keys and
   values still come from every token (one matmul, which a CPU can prepack:
-  :mod:`image_search.prepack`), but its attention, output, MLP and post-layernorm run on one
+  :mod:`image_search.models.prepack`), but its attention, output, MLP and post-layernorm run on one
   token instead of 257, about 3 % of ViT-L/14's FLOPs.
 
 ``tests/test_model.py`` checks it against transformers' own forward on every load path.

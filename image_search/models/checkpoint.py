@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from .errors import ModelUnavailable
+from ..errors import ModelUnavailable
+from ..pictures.imaging import CropSpec
+from ..store import ModelIdentity
 from .families import CLIP, Family, ModelDefaults, family_of, match_bands
-from .pictures.imaging import CropSpec
-from .store import ModelIdentity
 from .tokens import byte_level_clip_tokenizer
 from .weights import content_digest, folder_fingerprint, hub_snapshot, scalars
 

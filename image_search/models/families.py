@@ -4,7 +4,7 @@ and the thresholds that depend on the family's score range.
 
 - **CLIP** (``clip``: OpenAI CLIP, and MetaCLIP 1 checkpoints, saved as CLIP): shortest side
   resized then centre-cropped; text padded to the longest query (77 positions at most); the
-  embedding is the projected class token (the lean tower of :mod:`image_search.vit`).
+  embedding is the projected class token (the lean tower of :mod:`image_search.models.vit`).
 - **SigLIP** (``siglip``: SigLIP and SigLIP 2 at a fixed resolution): the whole picture resized to
   the square input, no crop; text lower-cased (as SigLIP 2 was trained; SigLIP's own tokenizer
   lower-cases anyway) and padded to all of its positions (64), because its pooling reads the last
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ModelUnavailable
+from ..errors import ModelUnavailable
 
 
 @dataclass(frozen=True)
