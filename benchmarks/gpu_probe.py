@@ -307,7 +307,7 @@ def httpparts() -> None:
     import concurrent.futures
 
     from image_search.models.model import TextEmbedder
-    from image_search.vectors import VectorIndex
+    from image_search.search.vectors import VectorIndex
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.conftest import unit_vectors
@@ -340,8 +340,8 @@ def searchparts() -> None:
     import concurrent.futures
 
     from image_search.models.model import TextEmbedder
-    from image_search.scoring import half_rows_faster
-    from image_search.vectors import Query, VectorIndex
+    from image_search.search.scoring import half_rows_faster
+    from image_search.search.vectors import Query, VectorIndex
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.conftest import unit_vectors
@@ -409,7 +409,7 @@ def serveparts() -> None:
     import concurrent.futures
 
     from image_search.models.model import TextEmbedder
-    from image_search.vectors import VectorIndex
+    from image_search.search.vectors import VectorIndex
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.conftest import unit_vectors

@@ -14,7 +14,7 @@ import torch
 from image_search.bench import photo_jpeg, unit_vectors
 from image_search.models.model import ImageEmbedder, ModelSource
 from image_search.pictures.imaging import prepare
-from image_search.vectors import VectorIndex
+from image_search.search.vectors import VectorIndex
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from image_search.refine import LIKED_WEIGHT, REJECTED_WEIGHT, TEXT_WEIGHT, refine_query
+from image_search.search.refine import LIKED_WEIGHT, REJECTED_WEIGHT, TEXT_WEIGHT, refine_query
 
 D, FAMILIES, PER_FAMILY, PER_CLUSTER, PAGE = 64, 8, 5, 60, 24
 
@@ -201,7 +201,7 @@ def test_refine_is_never_behind_rocchio(benchmark) -> None:
 def test_the_worst_query_parses_in_linear_time(benchmark) -> None:
     """1,000 queries of 400 operators: ~0.1 s when parsing is linear (floor 5 s; it was quadratic
     once, and a 40 KB query took 9 s)."""
-    from image_search.queries import parse_query
+    from image_search.search.queries import parse_query
 
     worst = "+ " * 400 + "x"
     benchmark.pedantic(lambda: [parse_query(worst) for _ in range(1000)], rounds=3, iterations=1)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search import snapshot
-from image_search.library import Library
+from image_search.search import snapshot
+from image_search.search.library import Library
+from image_search.search.vectors import Query, VectorIndex
 from image_search.store import Store, image_key
-from image_search.vectors import Query, VectorIndex
 
 from .conftest import unit_vectors
 
@@ -197,7 +197,7 @@ def test_album_members_1m(benchmark, bench_tmp: Path) -> None:
     as the album page and the album list compute them. Floor: 200 ms."""
     import statistics
 
-    from image_search import albums
+    from image_search.search import albums
 
     folder = bench_tmp / "db.library"
     columns, matrix = library_columns()

@@ -17,14 +17,16 @@ from typing import Any
 
 
 def lazy(package: str, names: dict[str, str]) -> Callable[[str], Any]:
-    """The package's ``__getattr__``: ``names`` maps each name to the module that defines it."""
+    """The package's ``__getattr__``: ``names`` maps each name to the module that defines it, or
+    a module's name to itself where a shell uses the whole module as a namespace."""
 
     def load(name: str) -> Any:
         try:
             module = names[name]
         except KeyError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        loaded = importlib.import_module(f"{package}.{module}")
+        value = loaded if name == module else getattr(loaded, name)
         setattr(sys.modules[package], name, value)  # found directly from now on
         return value
 

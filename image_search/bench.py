@@ -258,7 +258,7 @@ def _preprocess_rows(embedder: Any, rounds: int, sizes: tuple[tuple[int, int], .
 
 
 def _search_rows(sizes: tuple[int, ...], rounds: int) -> list[Row]:
-    from .vectors import VectorIndex
+    from .search.vectors import VectorIndex
 
     rows = []
     for n in sizes:

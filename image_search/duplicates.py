@@ -29,12 +29,12 @@ import numpy as np
 
 from . import hashjoin
 from .pictures.fingerprint import COLOUR, HASH_BITS, Fingerprints
-from .scoring import float32
+from .search.scoring import float32
 from .vectorjoin import similar_pairs
 
 if TYPE_CHECKING:
-    from .library import Library
-    from .vectors import VectorIndex
+    from .search.library import Library
+    from .search.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ class StatusSnapshot(TypedDict, total=False):
 
 
 class LibraryListener(Protocol):
-    """Keeps an in-memory view in step with the store (:class:`image_search.library.Library`)."""
+    """Keeps an in-memory view in step with the store (:class:`image_search.search.library.Library`)."""
 
     def upsert_rows(self, rows: Sequence[ImageRow], vectors: np.ndarray) -> None: ...
 

@@ -151,6 +151,17 @@ def main(package: str, specs: list[str]) -> None:
             path.write_text(new_text)
 
 
+def _top_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
 SHELL_DIRS = ("image_search/cli", "webui", "daemon")
 
 
@@ -161,6 +172,13 @@ def shell_files() -> list[Path]:
 def face(package: str) -> None:
     full = f"{CORE}.{package}"
     used: dict[str, str] = {}  # name -> module
+    modules = {p.stem for p in (TOP / CORE / package).glob("*.py")}
+    defined = {
+        name: path.stem
+        for path in (TOP / CORE / package).glob("*.py")
+        if path.name != "__init__.py"
+        for name in _top_level_names(path)
+    }
     plans = []
     for path in shell_files():
         module = module_of(path)
@@ -173,6 +191,10 @@ def face(package: str) -> None:
                 continue
             base = here.rsplit(".", node.level - 1)[0] if node.level > 1 else here
             base = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+            if base == full:  # already through the face: where each name is defined
+                used.update({a.name: defined[a.name] for a in node.names if a.name in defined})
+                used.update({a.name: a.name for a in node.names if a.name in modules})
+                continue
             if not base.startswith(full + ".") or base.count(".") != full.count(".") + 1:
                 continue
             leaf = base.rsplit(".", 1)[1]
@@ -194,7 +216,7 @@ def face(package: str) -> None:
     doc = ast.get_docstring(ast.parse(init.read_text())) if init.exists() else None
     by_module: dict[str, list[str]] = {}
     for name, leaf in sorted(used.items()):
-        by_module.setdefault(leaf, []).append(name)
+        by_module.setdefault("" if name == leaf else leaf, []).append(name)
     typed = "".join(
         f"    from .{leaf} import {', '.join(names)}\n" for leaf, names in sorted(by_module.items())
     )

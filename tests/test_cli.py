@@ -163,7 +163,7 @@ def test_duplicates_and_albums_on_the_command_line(
 
     import numpy as np
 
-    from image_search import albums
+    from image_search.search import albums
     from image_search.store import Store, from_bytes, image_key
 
     meadow = next(photo_dir.rglob("*GreenMeadow.jpg"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import image_search.vectors as vectors_module
-from image_search.vectors import Query, VectorIndex
+import image_search.search.vectors as vectors_module
+from image_search.search.vectors import Query, VectorIndex
 
 D = 64
 
@@ -125,7 +125,7 @@ def test_rows_mapped_from_the_snapshot_stay_in_the_file(tmp_path) -> None:  # ty
     """A big index loaded from the library's snapshot keeps its rows in the file mapped
     copy-on-write: not in its own memory, written rows copied privately, the file never written;
     every search equals one over the same rows held in memory, through writes, moves and deletes."""
-    from image_search import snapshot
+    from image_search.search import snapshot
 
     matrix = clustered(3 * vectors_module.BLOCK + 500, seed=4)  # three whole blocks and a tail
     keys = [f"k{i}" for i in range(len(matrix))]

@@ -186,7 +186,7 @@ def test_a_sample_measures_how_many_pairs_meet() -> None:
 
 def test_a_live_index_reads_only_what_it_needs() -> None:
     from image_search.duplicates import LiveRows
-    from image_search.vectors import VectorIndex
+    from image_search.search.vectors import VectorIndex
 
     matrix, prints, hashes = _library(3000, seed=9)
     settings = Settings(similarity=0.9)

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from image_search.facts import taken_at
 from image_search.models.model import ImageEmbedder
 from image_search.pictures.imaging import CropSpec, is_candidate, prepare
+from image_search.search.facts import taken_at
 
 from .conftest import make_photo
 

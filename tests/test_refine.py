@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from image_search.errors import BadValue
-from image_search.queries import TextQueries, parse_query
-from image_search.refine import EmptyQuery, refine_query
+from image_search.search.queries import TextQueries, parse_query
+from image_search.search.refine import EmptyQuery, refine_query
 
 
 def unit(v: np.ndarray) -> np.ndarray:

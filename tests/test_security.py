@@ -318,7 +318,7 @@ async def test_a_batch_that_fails_fails_only_the_request_that_broke_it() -> None
     """The batcher runs each request alone when their batch fails: one bad input costs one answer."""
     import concurrent.futures
 
-    from image_search.queries import Batcher
+    from image_search.search.queries import Batcher
 
     def double(items: list[str]) -> list[int]:
         if "bad" in items:

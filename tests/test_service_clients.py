@@ -36,7 +36,7 @@ def cli(*args: str, env: dict[str, str], code: int = 0) -> subprocess.CompletedP
 
 
 def save_album(db: Path, photo: Path) -> None:
-    from image_search import albums
+    from image_search.search import albums
     from image_search.store import Store, from_bytes, image_key
 
     async def save() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search.library import Library
 from image_search.models.model import TextEmbedder
-from image_search.snapshot import folder_for
+from image_search.search.library import Library
+from image_search.search.snapshot import folder_for
 from image_search.store import Store, image_key, path_fields, to_bytes
 
 
@@ -141,7 +141,7 @@ async def test_the_web_app_reads_the_snapshot_of_the_database_it_has_open(
     screenshots script served ids its database did not have)."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from image_search.snapshot import folder_for
+    from image_search.search.snapshot import folder_for
     from image_search.testing import library_rows
     from image_search.webui import create_app
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from image_search.duplicates import Settings, group_library
 from image_search.indexer import FileRef, Indexer
-from image_search.library import Library
 from image_search.models.model import ImageEmbedder, TextEmbedder
-from image_search.stacks import Stacks
+from image_search.search.library import Library
+from image_search.search.stacks import Stacks
 from image_search.store import Store, image_key
 from image_search.webui import create_app
 
@@ -145,8 +145,8 @@ async def test_a_pair_is_not_a_duplicate(
 
 def test_a_library_without_raw_files_stacks_its_first_raw() -> None:
     """Without a RAW file nothing is grouped at load; the first RAW groups the library then."""
-    from image_search.facts import Meta
-    from image_search.stacks import Stacks
+    from image_search.search.facts import Meta
+    from image_search.search.stacks import Stacks
 
     def meta(path: str, fmt: str) -> Meta:
         return Meta(path, "/p", float("nan"), 10, 10, fmt, path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import image_search.vectors as vectors_module
-from image_search.vectors import Query, VectorIndex
+import image_search.search.vectors as vectors_module
+from image_search.search.vectors import Query, VectorIndex
 
 
 def units(n: int, d: int = 32, seed: int = 0) -> np.ndarray:

@@ -318,7 +318,7 @@ async def test_tensor_work_runs_on_the_one_compute_thread(
 
     import image_search.webui.services as services
     from image_search.models.model import ModelSource
-    from image_search.vectors import VectorIndex
+    from image_search.search.vectors import VectorIndex
 
     seen: dict[str, set[str]] = {}
 

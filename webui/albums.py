@@ -10,10 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from image_search import albums
-from image_search.albums import Album
-from image_search.facts import Filters
-from image_search.queries import session_vector
+from image_search.search import Album, Filters, albums, session_vector
 
 from . import validate
 from .keys import CONFIG, DEFAULTS, LIBRARY, SEARCHER, SECURITY, STORE, SUMMARIES, TEXTS

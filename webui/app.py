@@ -15,13 +15,11 @@ from aiohttp import web
 
 from image_search.config import Config
 from image_search.indexing import Indexing
-from image_search.library import Library, follow_store
 from image_search.models import TextEmbedder, chosen_source
 from image_search.pictures import Thumbnails, configure_pillow
-from image_search.queries import Batcher, TextQueries
-from image_search.snapshot import folder_for as snapshot_folder
+from image_search.search import Batcher, Library, Query, TextQueries, follow_store
+from image_search.search import folder_for as snapshot_folder
 from image_search.store import Store
-from image_search.vectors import Query
 
 from .keys import (
     COMPUTE,

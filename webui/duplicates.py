@@ -9,7 +9,7 @@ from aiohttp import web
 
 from image_search.calibration import Calibration, chosen
 from image_search.duplicates import Settings
-from image_search.library import Library
+from image_search.search import Library
 
 from . import validate
 from .keys import CONFIG, DEFAULTS, FINDER, LIBRARY, SECURITY, STORE

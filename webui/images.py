@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from image_search.facts import Meta
 from image_search.pictures import FORMATS, ImageError, Indexed, NotServable, camera, open_indexed, read_at
+from image_search.search import Meta
 from image_search.store import ImageRow, key_of, real_path
 
 from . import validate

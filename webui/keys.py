@@ -10,12 +10,10 @@ from aiohttp import web
 
 from image_search.config import Config
 from image_search.indexing import Indexing
-from image_search.library import Library
 from image_search.models import ModelDefaults, ModelSource
 from image_search.pictures import Thumbnails
-from image_search.queries import Batcher, TextQueries
+from image_search.search import Batcher, Library, Query, TextQueries
 from image_search.store import Store
-from image_search.vectors import Query
 
 from .security import Security
 from .services import AlbumSummaries, CountsCache, DuplicateFinder, ImageQueries

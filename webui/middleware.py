@@ -9,9 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from image_search.albums import AlbumError, AlbumNameTaken
 from image_search.errors import BadValue, UnknownImage
-from image_search.refine import EmptyQuery
+from image_search.search import AlbumError, AlbumNameTaken, EmptyQuery
 
 from .keys import SECURITY
 from .responses import json_error

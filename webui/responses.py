@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from image_search.facts import Meta
+from image_search.search import Meta
 
 
 def json_error(status: int, message: str) -> web.Response:

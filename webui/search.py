@@ -16,10 +16,8 @@ from PIL import Image
 
 from image_search.models import switch_costs
 from image_search.pictures import CropSpec, ImageError, decode_rgb, open_checked
-from image_search.queries import parse_query, session_vector
-from image_search.refine import refine_query
+from image_search.search import Query, parse_query, refine_query, session_vector
 from image_search.store import from_bytes, real_path
-from image_search.vectors import Query
 
 from . import validate
 from .albums import summaries

@@ -16,8 +16,8 @@ from PIL import Image
 
 from image_search.duplicates import Groups, Settings, group_library
 from image_search.indexing import Indexing, NotReady
-from image_search.library import Library
 from image_search.models import ImageEmbedder, ModelSource
+from image_search.search import Library
 from image_search.store import Counts, Store
 
 T = TypeVar("T")

@@ -12,9 +12,8 @@ from aiohttp import web
 from image_search.config import Config
 from image_search.duplicates import Settings
 from image_search.errors import BadValue
-from image_search.facts import FILTER_KEYS, Filters
 from image_search.pictures import DEFAULT_SIZE, FORMATS, SIZES
-from image_search.queries import MAX_QUERY_CHARS, MAX_WEIGHT, Session
+from image_search.search import FILTER_KEYS, MAX_QUERY_CHARS, MAX_WEIGHT, Filters, Session
 
 MAX_LIMIT = 500
 MAX_OFFSET = 100_000

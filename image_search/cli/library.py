@@ -71,7 +71,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 async def cmd_search(config: Config, args: argparse.Namespace) -> int:
     from ..config import ConfigError
-    from ..queries import parse_query
+    from ..search import parse_query
 
     try:
         args.text.encode("utf-8")
@@ -190,8 +190,8 @@ async def cmd_albums(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_album(config: Config, args: argparse.Namespace) -> int:
-    from ..albums import link_folder
     from ..config import ConfigError
+    from ..search import link_folder
 
     try:
         args.name.encode()

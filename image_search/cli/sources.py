@@ -31,20 +31,17 @@ class Local:
         self.source: Any = None  # the library's model, once _library has looked
 
     async def _library(self, store: Any) -> Any:
-        from ..library import Library
         from ..models import chosen_source
-        from ..snapshot import folder_for
+        from ..search import Library, folder_for
 
         self.source = chosen_source(self.config.model, await store.bound_model())
         snapshot = folder_for(self.config.database_url)
         return await Library.open(store, self.source.identity(), snapshot)
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
-        from ..facts import Filters
         from ..models import TextEmbedder
-        from ..queries import Session, TextQueries, session_vector
+        from ..search import Filters, Query, Session, TextQueries, session_vector
         from ..store import Store
-        from ..vectors import Query
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
@@ -120,12 +117,12 @@ class Local:
         }
 
     async def albums(self) -> list[dict[str, Any]]:
-        from .. import albums
+        from ..search import is_new
 
         rows = []
         async with self._albums(None) as (library, found):
             for album, hits in found:
-                new = sum(albums.is_new(library, album, k) for k, _ in hits)
+                new = sum(is_new(library, album, k) for k, _ in hits)
                 rows.append(
                     {"id": album.id, "name": album.name, "count": len(hits), "new": new, "text": album.text}
                 )
@@ -139,22 +136,16 @@ class Local:
     @contextlib.asynccontextmanager
     async def _albums(self, name: str | None) -> AsyncIterator[tuple[Any, list[tuple[Any, list[Any]]]]]:
         """The library and, for one album (by name or id) or all of them, its members now."""
-        from .. import albums
+        from ..search import album_vector, direct_search, find_album, list_albums, members
         from ..store import Store
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
-            saved = (
-                [await albums.find_album(store, name)]
-                if name is not None
-                else await albums.list_albums(store)
-            )
+            saved = [await find_album(store, name)] if name is not None else await list_albums(store)
             out = []
             for album in saved:
-                vector = await albums.album_vector(store, library, None, album)
-                out.append(
-                    (album, await albums.members(library, album, vector, albums.direct_search(library)))
-                )
+                vector = await album_vector(store, library, None, album)
+                out.append((album, await members(library, album, vector, direct_search(library))))
             yield library, out
 
 
@@ -217,7 +208,7 @@ class Remote:
         return [{key: album.get(key, 0) for key in keys} for album in saved]
 
     async def album(self, name: str) -> tuple[list[dict[str, Any]], list[str]]:
-        from ..albums import AlbumError
+        from ..search import AlbumError
 
         async with self._client() as api:
             saved = (await api.get("/api/albums"))["albums"]

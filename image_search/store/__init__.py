@@ -4,7 +4,7 @@ One row per photo, embeddings as float16 bytes (:mod:`.images`); saved albums (:
 the connection, migrations and write lanes (:mod:`.connection`); the model check
 (:mod:`.models`); typed rows and their pure helpers (:mod:`.rows`). Search does not run in
 SurrealDB (its vector index measured 50–60x slower than an exact in-memory search, see
-shared/notes/surrealdb-vectors.md): :mod:`image_search.library` holds the searchable rows in
+shared/notes/surrealdb-vectors.md): :mod:`image_search.search.library` holds the searchable rows in
 memory. Writes go in batches, one transaction each, two at once (the lanes).
 """
 

@@ -1,5 +1,5 @@
 """Every query on the ``album`` table. Album logic (names, members, "new") lives in
-:mod:`image_search.albums`; this only reads and writes rows."""
+:mod:`image_search.search.albums`; this only reads and writes rows."""
 
 from __future__ import annotations
 

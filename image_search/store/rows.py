@@ -71,7 +71,7 @@ class ImageRow(TypedDict, total=False):
 
 
 class AlbumRow(TypedDict, total=False):
-    """A saved refine session (see :mod:`image_search.albums`)."""
+    """A saved refine session (see :mod:`image_search.search.albums`)."""
 
     id: RecordID
     name: str

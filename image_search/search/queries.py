@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .errors import BadValue
+from ..errors import BadValue
 from .library import Library
 from .refine import EmptyQuery, refine_query
 

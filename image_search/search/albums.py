@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UnknownImage, UserError
+from ..errors import UnknownImage, UserError
+from ..pictures.scan import is_under
+from ..store import AlbumConflict, AlbumRow, Store, key_of, now
 from .facts import Filters
 from .library import Library
-from .pictures.scan import is_under
 from .queries import Session, TextQueries, session_vector
 from .refine import EmptyQuery
-from .store import AlbumConflict, AlbumRow, Store, key_of, now
 from .vectors import Query
 
 SEEN_DIGITS = 16

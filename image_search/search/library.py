@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnknownImage
+from ..store import ImageRow, ModelIdentity, Store, from_bytes, key_of
 from . import snapshot as snapshots
-from .errors import UnknownImage
 from .facts import Filters, Meta
 from .stacks import Stacks, is_raw_format
-from .store import ImageRow, ModelIdentity, Store, from_bytes, key_of
 from .vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Library:
     async def load(
         self, store: Store, snapshot: Path | None = None, executor: concurrent.futures.Executor | None = None
     ) -> None:
-        """Everything searchable, from ``snapshot`` (:mod:`image_search.snapshot`) when it was
+        """Everything searchable, from ``snapshot`` (:mod:`image_search.search.snapshot`) when it was
         written at the store's change counter, else from the store (then written anew, aside).
         The matrix is built on ``executor`` (the web app's compute thread; None: asyncio's)."""
         self._replay = []

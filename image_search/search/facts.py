@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .errors import BadValue
-from .store import ImageRow, real_path
+from ..errors import BadValue
+from ..store import ImageRow, real_path
 
 
 class Meta(NamedTuple):

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import beside_database
+from ..config import beside_database
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from .pictures.raw import NAMES
+from ..pictures.raw import NAMES
 
 RAW_FORMATS = frozenset(name[1:].upper() for name in NAMES)
 # Which file of a stack is shown: the one a browser shows as it is first.
