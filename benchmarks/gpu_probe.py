@@ -538,12 +538,17 @@ def dups() -> None:
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.test_duplicates import library
-    from image_search.duplicates import group
 
-    try:
-        from image_search import vectorjoin as join
-    except ImportError:  # the commit before (BASE=1): the vector join lived in duplicates.py
-        from image_search import duplicates as join  # type: ignore[no-redef]
+    try:  # image_search/duplicates/ as a package
+        from image_search.duplicates import vectorjoin as join
+        from image_search.duplicates.grouping import group
+    except ImportError:  # a commit before it (BASE=1: the vector join lived in duplicates.py)
+        from image_search.duplicates import group  # type: ignore[attr-defined,no-redef]
+
+        try:
+            from image_search import vectorjoin as join  # type: ignore[attr-defined,no-redef]
+        except ImportError:
+            from image_search import duplicates as join  # type: ignore[no-redef]
     BLOCK, _bf16_fast = join.BLOCK, join._bf16_fast
     TILE = getattr(join, "TILE", 2048)  # an older commit made no tiles
 

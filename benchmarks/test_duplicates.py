@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from image_search.duplicates import group
+from image_search.duplicates.grouping import group
+from image_search.duplicates.vectorjoin import _bf16_fast
 from image_search.pictures import fingerprint
-from image_search.vectorjoin import _bf16_fast
 
 N = 100_000
 D = 768

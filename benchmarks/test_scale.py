@@ -247,7 +247,7 @@ def test_duplicates_of_the_library_1m(benchmark, bench_tmp: Path) -> None:
     at its peak is reported."""
     import threading
 
-    from image_search.duplicates import Settings, group_library
+    from image_search.duplicates.grouping import Settings, group_library
 
     folder = bench_tmp / "db.library"
     columns, matrix = library_columns()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from image_search.calibration import Calibration, measure_library
+from image_search.duplicates import Calibration, measure_library
 from image_search.indexer import Indexer
 from image_search.indexing import LibraryListener
 from image_search.pictures import Filter, Thumbnails, walk

@@ -144,7 +144,11 @@ def main(package: str, specs: list[str]) -> None:
             continue
         new_text = text
         for old, new in moves.items():
-            new_text = re.sub(rf"(?<![\w.]){re.escape(old)}(?![\w])", new, new_text)
+            # A module becoming its own package's module (duplicates -> duplicates/grouping): the
+            # package's other modules, already named by the imports rewritten above, keep their name.
+            inside = [m.rsplit(".", 1)[1] for m in moves.values() if m.startswith(old + ".")]
+            keep = rf"(?!\.(?:{'|'.join(inside)})\b)" if inside else ""
+            new_text = re.sub(rf"(?<![\w.]){re.escape(old)}(?![\w]){keep}", new, new_text)
             old_path, new_path = old.replace(".", "/") + ".py", new.replace(".", "/") + ".py"
             new_text = re.sub(rf"(?<![\w/]){re.escape(old_path)}", new_path, new_text)
         if new_text != text:

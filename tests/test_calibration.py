@@ -1,5 +1,5 @@
 """The near-duplicate threshold measured on the library's own photos with its own model
-(:mod:`image_search.calibration`): what it measures, when, where it is kept and who uses it."""
+(:mod:`image_search.duplicates.calibration`): what it measures, when, where it is kept and who uses it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from image_search import calibration
-from image_search.calibration import COPIES, SAMPLE, Calibration, chosen, copies_of, derive, measure_library
+from image_search.duplicates import calibration
+from image_search.duplicates.calibration import (
+    COPIES,
+    SAMPLE,
+    Calibration,
+    chosen,
+    copies_of,
+    derive,
+    measure_library,
+)
 from image_search.indexer import Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures.imaging import CropSpec

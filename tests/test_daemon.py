@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search.calibration import SAMPLE
 from image_search.config import load_config
 from image_search.daemon import Daemon
+from image_search.duplicates.calibration import SAMPLE
 from image_search.models.model import ImageEmbedder
 from image_search.store import from_bytes, image_key, real_path
 

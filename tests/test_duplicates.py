@@ -16,7 +16,8 @@ import torch
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image, ImageEnhance
 
-from image_search.duplicates import Settings, group
+from image_search.duplicates.grouping import Settings, group
+from image_search.duplicates.vectorjoin import TooManyPairs, similar_pairs
 from image_search.gpudecode import reductions
 from image_search.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
@@ -25,7 +26,6 @@ from image_search.pictures.fingerprint import Fingerprints
 from image_search.pictures.imaging import CropSpec, prepare
 from image_search.pictures.scan import Filter, walk
 from image_search.store import Store
-from image_search.vectorjoin import TooManyPairs, similar_pairs
 from image_search.webui import create_app
 
 from .conftest import app_config, index_folder
@@ -193,7 +193,7 @@ def test_bounds_are_upper_bounds() -> None:
     (where |x|² - |Px|² cancels in float32)."""
     import torch
 
-    from image_search.vectorjoin import _basis, _bounding
+    from image_search.duplicates.vectorjoin import _basis, _bounding
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(600, 32)).astype(np.float32)
@@ -226,7 +226,7 @@ def test_directions_are_chosen_from_a_sample() -> None:
     |Rx|² is ~(256 - k) / 256)."""
     import torch
 
-    from image_search.vectorjoin import BOUNDS_FROM, DIMS, _basis, _choose_dims
+    from image_search.duplicates.vectorjoin import BOUNDS_FROM, DIMS, _basis, _choose_dims
 
     rng = np.random.default_rng(3)
     n = BOUNDS_FROM
@@ -245,7 +245,7 @@ def test_bfloat16_scores_compare_by_their_bits() -> None:
     one bfloat16 step below it does."""
     import torch
 
-    from image_search.vectorjoin import _comparable
+    from image_search.duplicates.vectorjoin import _comparable
 
     scores = torch.linspace(-1.5, 1.5, 20_001).to(torch.bfloat16)
     for floor in (0.9, 0.88, 0.5, 0.0001, 0.98):

@@ -216,7 +216,7 @@ async def test_every_visible_gpu_takes_batches(
 async def test_near_duplicates_with_gpu_decoding(tmp_path: Path, gpu_embedder: ImageEmbedder) -> None:
     """The wallpaper test set indexed with nvJPEG decoding most JPEGs: fingerprints made on the GPU
     and on the CPU meet in the same groups, and the groups are exactly the expected ones."""
-    from image_search.duplicates import group
+    from image_search.duplicates.grouping import group
     from image_search.indexer import FileRef, Indexer
     from image_search.pictures.scan import Filter, walk
     from image_search.store import Store

@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from image_search import duplicates, hashjoin
-from image_search.duplicates import Settings, group
+from image_search.duplicates import grouping as duplicates
+from image_search.duplicates import hashjoin
+from image_search.duplicates.grouping import Settings, group
 
 
 def _hashes(n: int, seed: int = 0, bunched: bool = False) -> np.ndarray:
@@ -148,7 +149,7 @@ def test_bunched_hashes_leave_it_to_the_vectors(monkeypatch: pytest.MonkeyPatch,
     settings = Settings(similarity=0.9)
     expected = _brute_groups(matrix, bunched, settings)
     monkeypatch.setattr(duplicates, "HASH_FIRST_PAIRS", 1_000_000)  # 3,000 rows make 4.5M pairs
-    with caplog.at_level(logging.INFO, logger="image_search.duplicates"):
+    with caplog.at_level(logging.INFO, logger="image_search.duplicates.grouping"):
         result = group(matrix, bunched, hashes, settings)
     assert result.first == "vectors" and result.groups == expected
     assert "pairs of close hashes" in caplog.text
@@ -157,7 +158,7 @@ def test_bunched_hashes_leave_it_to_the_vectors(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(hashjoin, "plan", lambda n, r, s: hashjoin.Plan((16, 16, 16, 16), 0.0, 0.0))
     monkeypatch.setattr(duplicates, "MET_SLACK", 0)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="image_search.duplicates"):
+    with caplog.at_level(logging.INFO, logger="image_search.duplicates.grouping"):
         result = group(matrix, bunched, hashes, settings)
     assert result.first == "vectors" and result.groups == expected
     assert "pairs met" in caplog.text
@@ -185,7 +186,7 @@ def test_a_sample_measures_how_many_pairs_meet() -> None:
 
 
 def test_a_live_index_reads_only_what_it_needs() -> None:
-    from image_search.duplicates import LiveRows
+    from image_search.duplicates.grouping import LiveRows
     from image_search.search.vectors import VectorIndex
 
     matrix, prints, hashes = _library(3000, seed=9)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from image_search.cli.progress import Bar
-from image_search.vectorjoin import BLOCK, similar_pairs
+from image_search.duplicates.vectorjoin import BLOCK, similar_pairs
 
 
 class Terminal(io.StringIO):

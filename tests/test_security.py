@@ -19,10 +19,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from image_search.config import load_config
+from image_search.duplicates.vectorjoin import TooManyPairs, similar_pairs
 from image_search.models.model import TextEmbedder
 from image_search.pictures.imaging import ImageError, open_checked
 from image_search.store import Store, image_key
-from image_search.vectorjoin import TooManyPairs, similar_pairs
 from image_search.webui import create_app
 from webui.peer import _decode, peer_uid
 from webui.security import Security, is_loopback

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from image_search.duplicates import Settings, group_library
+from image_search.duplicates.grouping import Settings, group_library
 from image_search.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.search.library import Library

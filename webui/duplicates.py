@@ -7,8 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from image_search.calibration import Calibration, chosen
-from image_search.duplicates import Settings
+from image_search.duplicates import Calibration, Settings, chosen
 from image_search.search import Library
 
 from . import validate
@@ -64,7 +63,7 @@ async def export(request: web.Request) -> web.Response:
 
 async def _settings(request: web.Request) -> tuple[Settings, str]:
     """The grouping a request asks for, and where its default similarity comes from: the option,
-    else the one measured on this library (:mod:`image_search.calibration`), else the model's."""
+    else the one measured on this library (:mod:`image_search.duplicates.calibration`), else the model's."""
     config = request.app[CONFIG]
     measured = Calibration.from_dict(await request.app[STORE].duplicate_calibration())
     default, said = chosen(config.duplicate_similarity, measured, request.app[DEFAULTS].duplicate_similarity)

@@ -155,7 +155,7 @@ def page(request: web.Request, default: int, most: int) -> tuple[int, int]:
 
 def duplicate_settings(request: web.Request, config: Config, similarity: float) -> Settings:
     """The grouping asked for; its similarity defaults to ``similarity`` (the option's, the
-    library's measured one or the model family's: :func:`image_search.calibration.chosen`)."""
+    library's measured one or the model family's: :func:`image_search.duplicates.calibration.chosen`)."""
     try:
         similarity = float(request.query.get("similarity", similarity))
         hash_bits = int(request.query.get("hash_bits", config.duplicate_hash_bits))

@@ -31,7 +31,7 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
-    from ..calibration import measure_library
+    from ..duplicates import measure_library
     from ..indexer import Indexer
     from ..models import chosen_source, pick_embedders
     from ..pictures import Thumbnails, normalise_root

@@ -85,8 +85,7 @@ class Local:
         }
 
     async def duplicates(self) -> dict[str, Any]:
-        from ..calibration import Calibration, chosen
-        from ..duplicates import Settings, group_library
+        from ..duplicates import Calibration, Settings, chosen, group_library
         from ..store import Store
 
         async with Store.from_config(self.config) as store:

@@ -37,7 +37,7 @@ class Family:
     pad_to_max: bool  # text padded to every position (SigLIP) rather than the longest query
     lower_case: bool
     # Near-duplicates: the image-image cosine a pair must reach before its fingerprints are
-    # compared, until :mod:`image_search.calibration` has measured the library's own.
+    # compared, until :mod:`image_search.duplicates.calibration` has measured the library's own.
     duplicate_similarity: float
     sigmoid: bool = False  # trained with SigLIP's sigmoid loss: its album default from its bias
     naflex: bool = False  # a variable patch grid (:mod:`image_search.pictures.naflex`), not a fixed square
@@ -57,7 +57,7 @@ SIGLIP = Family(
     "SigLIP", "SiglipConfig", "SiglipVisionModel", "SiglipTextModel",
     square=True, pad_to_max=True, lower_case=True,
     # Not measured on real SigLIP weights (none reach this machine): lower than CLIP's so that the
-    # candidate stage loses no pair until the library's own is measured (image_search.calibration).
+    # candidate stage loses no pair until the library's own is measured (image_search.duplicates.calibration).
     duplicate_similarity=0.85, sigmoid=True,
 )  # fmt: skip
 SIGLIP2_NAFLEX = Family(

@@ -64,7 +64,7 @@ class ModelTable(Connection):
         return ModelIdentity(str(row["name"]), row.get("content"), row.get("typed"))
 
     async def duplicate_calibration(self) -> dict[str, Any] | None:
-        """What :mod:`image_search.calibration` measured for the bound model, if it has."""
+        """What :mod:`image_search.duplicates.calibration` measured for the bound model, if it has."""
         row = await self._model_row()
         return row.get("duplicates") if row else None
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .pictures.imaging import CropSpec, ImageError, decode_rgb, open_checked
-from .pictures.raw import is_raw
+from ..pictures.imaging import CropSpec, ImageError, decode_rgb, open_checked
+from ..pictures.raw import is_raw
 
 SAMPLE = 16  # photos; each with len(COPIES) copies
 MARGIN = 0.02  # below the lowest cosine seen: the sample's 80 pairs are not every library's

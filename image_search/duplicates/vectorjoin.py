@@ -1,6 +1,6 @@
 """Near-duplicate candidates from the vectors: an exact self-join of the vector matrix, in row
 blocks against the rows after them (the upper triangle), a tile of scores at a time, used when
-the perceptual hashes cannot find them (:mod:`image_search.duplicates`). On CPUs with AVX-512
+the perceptual hashes cannot find them (:mod:`image_search.duplicates.grouping`). On CPUs with AVX-512
 BF16 the products run in bfloat16 (AMX where present), several times faster than float32; a
 bfloat16 score is within 0.012 of the true one (inputs and output rounded, each relative error
 <= 2^-8, |x.y| <= 1), so candidates are taken 0.02 below the threshold and every candidate is
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadValue
+from ..errors import BadValue
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,18 @@
 """Near-duplicate groups: the same picture at another resolution or compression, or a burst.
 
 Two photos are near-duplicates when their image vectors agree (cosine >= ``similarity``, measured
-per library by :mod:`image_search.calibration`) and their
+per library by :mod:`image_search.duplicates.calibration`) and their
 perceptual fingerprints confirm it (:mod:`image_search.pictures.fingerprint`): CLIP alone groups two
 different sunsets over the same sea, the fingerprint alone groups recoloured variants. Identical
 files (same content hash) are always one group. Pairs join into groups transitively.
 
 The pairs are found from the fingerprints first when they can be: a pair must have hashes within
-``hash_bits``, and :mod:`image_search.hashjoin` finds every such pair without comparing every pair
+``hash_bits``, and :mod:`image_search.duplicates.hashjoin` finds every such pair without comparing every pair
 (multi-index hashing); each is then checked on the colours and the vectors (float32). At 1M photos
 that is about a minute here where comparing every pair of vectors took most of an hour. When the
 hashes are too bunched for that (a sample of rows says so, or the probes meet far more pairs than
 estimated) or ``hash_bits`` is wide, the vectors find the candidates instead: an exact
-self-join (:mod:`image_search.vectorjoin`).
+self-join (:mod:`image_search.duplicates.vectorjoin`).
 Measured: ``benchmarks/test_duplicates.py``.
 """
 
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..pictures.fingerprint import COLOUR, HASH_BITS, Fingerprints
+from ..search.scoring import float32
 from . import hashjoin
-from .pictures.fingerprint import COLOUR, HASH_BITS, Fingerprints
-from .search.scoring import float32
 from .vectorjoin import similar_pairs
 
 if TYPE_CHECKING:
-    from .search.library import Library
-    from .search.vectors import VectorIndex
+    from ..search.library import Library
+    from ..search.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
