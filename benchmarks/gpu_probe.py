@@ -90,7 +90,7 @@ def forward() -> None:
 def decoders() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
-    from image_search.gpudecode import decode_batch
+    from image_search.indexing.gpudecode import decode_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         files = photo_jpegs(Path(tmp), 256, (4000, 3000))
@@ -136,9 +136,9 @@ def e2e() -> None:
     import asyncio
     from collections import defaultdict
 
-    import image_search.indexer as ix
-    from image_search import gpudecode
-    from image_search.indexer import FileRef, Indexer
+    import image_search.indexing.indexer as ix
+    from image_search.indexing.indexer import FileRef, Indexer
+    from image_search.indexing import gpudecode
     from image_search.store import Store
 
     spent: dict[str, float] = defaultdict(float)
@@ -597,7 +597,7 @@ def gil() -> None:
 
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from image_search.gpudecode import decode_batch
+    from image_search.indexing.gpudecode import decode_batch
 
     folder = Path(os.environ.get("GPUS_TMP", tempfile.mkdtemp()))
     files = photo_jpegs(folder / "12mp", 64, (4000, 3000))

@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.pictures.imaging import CropSpec, prepare
 from image_search.store import Store
 
@@ -90,7 +90,7 @@ def decoders_together(files: list[Path], device: Any, spec: CropSpec | None = No
     the rate the decoders give together, which indexing's steady rate is held against."""
     import torch
 
-    from image_search.gpudecode import decode_batch
+    from image_search.indexing.gpudecode import decode_batch
 
     spec = spec or CropSpec()
     data = [f.read_bytes() for f in files[:64]]

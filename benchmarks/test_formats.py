@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_search.indexing.workers import worker_start
 from image_search.pictures.imaging import CropSpec, configure_pillow, prepare
-from image_search.workers import worker_start
 from tests.dng import write_dng
 
 SIZE = (4000, 3000)

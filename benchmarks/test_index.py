@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from image_search.bench import photo_jpegs
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, ModelSource
 from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store

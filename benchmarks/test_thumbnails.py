@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from image_search.bench import photo_jpegs
 from image_search.config import load_config
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.pictures.thumbs import Thumbnails
 from image_search.store import Store, image_key

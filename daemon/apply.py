@@ -12,12 +12,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from image_search.duplicates import Calibration, measure_library
-from image_search.indexer import Indexer
-from image_search.indexing import LibraryListener
+from image_search.indexing import FileRef, Indexer, LibraryListener, Summary, remove_missing, remove_rows
 from image_search.pictures import Filter, Thumbnails, walk
-from image_search.plan import FileRef, Summary
 from image_search.store import ImageRow, Store, from_bytes, image_key, key_of, now, real_path
-from image_search.sync import remove_missing, remove_rows
 
 from .intake import Intake
 from .progress import DaemonStatus

@@ -10,8 +10,8 @@ import asyncio
 import os
 from collections.abc import Sequence
 
+from image_search.indexing import FileRef
 from image_search.pictures import Filter, root_of, walk
-from image_search.plan import FileRef
 
 from .watch import Change, Settler
 from .work import Delete, IndexFiles, Move, Reconcile, Work

@@ -10,8 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from image_search.indexing import StatusSnapshot
-from image_search.plan import Progress, Summary
+from image_search.indexing import Progress, StatusSnapshot, Summary
 from image_search.store import Store, now
 from image_search.systemd import Notifier
 

@@ -24,8 +24,7 @@ from PIL import Image
 
 from image_search.config import Config
 from image_search.errors import DeviceFailed
-from image_search.indexer import Indexer
-from image_search.indexing import LibraryListener, NotReady, StatusSnapshot
+from image_search.indexing import Indexer, LibraryListener, NotReady, StatusSnapshot
 from image_search.models import ImageEmbedder, ModelSource, chosen_source, pick_embedders
 from image_search.pictures import Filter, Thumbnails, normalise_root
 from image_search.store import Store, Unwritable
@@ -86,7 +85,7 @@ class Daemon:
     def roots(self) -> list[str]:
         return self.intake.roots
 
-    # -- what the web server sees (image_search.indexing.Indexing) ---------------------------
+    # -- what the web server sees (image_search.indexing.seam.Indexing) ---------------------------
 
     def snapshot(self) -> StatusSnapshot:
         self.status.queue = self.intake.pending

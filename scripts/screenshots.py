@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from image_search.config import load_config
-from image_search.indexer import Indexer
+from image_search.indexing.indexer import Indexer
+from image_search.indexing.plan import FileRef
 from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.pictures.scan import Filter, walk
-from image_search.plan import FileRef
 from image_search.store import Store
 from image_search.testing import build_tiny_clip
 from image_search.webui import create_app

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from image_search.config import Config, load_config
-from image_search.indexer import Indexer
+from image_search.indexing.indexer import Indexer
+from image_search.indexing.plan import FileRef, Summary
 from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.pictures.scan import Filter, walk
-from image_search.plan import FileRef, Summary
 from image_search.store import Store
 from image_search.testing import build_tiny_clip
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder
 from image_search.search import albums
 from image_search.search.albums import Album, AlbumError, link_folder

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.store import Store
 from image_search.webui import create_app

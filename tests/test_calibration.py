@@ -22,7 +22,7 @@ from image_search.duplicates.calibration import (
     derive,
     measure_library,
 )
-from image_search.indexer import Indexer
+from image_search.indexing.indexer import Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures.imaging import CropSpec
 from image_search.store import Store

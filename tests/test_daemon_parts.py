@@ -11,8 +11,8 @@ from image_search.daemon.intake import Intake
 from image_search.daemon.progress import DaemonStatus, RateMeter
 from image_search.daemon.watch import Change
 from image_search.daemon.work import Delete, IndexFiles, Move, Reconcile
+from image_search.indexing.plan import FileRef, Progress, Summary
 from image_search.pictures.scan import Filter, walk
-from image_search.plan import FileRef, Progress, Summary
 
 from .conftest import make_photo
 

@@ -172,7 +172,7 @@ def test_journald_logging_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None
     handler.send = lambda _text, **fields: sent.append({**fields, "MESSAGE": _text})  # type: ignore[attr-defined]
     handler.emit(
         logging.LogRecord(
-            "image_search.indexer",
+            "image_search.indexing.indexer",
             logging.WARNING,
             __file__,
             1,

@@ -18,8 +18,8 @@ from PIL import Image, ImageEnhance
 
 from image_search.duplicates.grouping import Settings, group
 from image_search.duplicates.vectorjoin import TooManyPairs, similar_pairs
-from image_search.gpudecode import reductions
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.gpudecode import reductions
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures import fingerprint
 from image_search.pictures.fingerprint import Fingerprints

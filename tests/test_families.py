@@ -16,7 +16,7 @@ from transformers import SiglipModel, SiglipProcessor
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 from image_search.errors import ModelUnavailable
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.families import CLIP, SIGLIP
 from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder, cpu_has_bf16
 from image_search.pictures.imaging import configure_pillow, prepare

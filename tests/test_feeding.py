@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
-from image_search.feeding import Devices, Share, Stages, start_share
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.feeding import Devices, Share, Stages, start_share
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, ModelSource
 from image_search.pictures.imaging import prepare
 from image_search.store import Store, from_bytes, image_key

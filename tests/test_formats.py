@@ -14,7 +14,7 @@ import pillow_heif
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image, ImageOps
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures.imaging import CropSpec, configure_pillow, decode_rgb, open_checked, prepare
 from image_search.store import Store, image_key

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, ModelSource
 from image_search.pictures.imaging import prepare
 from image_search.pictures.scan import Filter, walk
@@ -30,7 +30,7 @@ def gpu_embedder(tiny_source: ModelSource) -> ImageEmbedder:
 
 
 def gpu_decoded(path: Path, embedder: ImageEmbedder, orientation: int = 1) -> tuple[np.ndarray, bytes]:
-    from image_search.gpudecode import decode_batch
+    from image_search.indexing.gpudecode import decode_batch
 
     pair = decode_batch([path.read_bytes()], [orientation], embedder.crop, embedder.device)[0]
     assert pair is not None
@@ -217,7 +217,7 @@ async def test_near_duplicates_with_gpu_decoding(tmp_path: Path, gpu_embedder: I
     """The wallpaper test set indexed with nvJPEG decoding most JPEGs: fingerprints made on the GPU
     and on the CPU meet in the same groups, and the groups are exactly the expected ones."""
     from image_search.duplicates.grouping import group
-    from image_search.indexer import FileRef, Indexer
+    from image_search.indexing.indexer import FileRef, Indexer
     from image_search.pictures.scan import Filter, walk
     from image_search.store import Store
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from image_search.gpudecode import crop, finish, reductions, shrink, to_host, upright
+from image_search.indexing.gpudecode import crop, finish, reductions, shrink, to_host, upright
 from image_search.pictures import fingerprint
 from image_search.pictures.imaging import CropSpec
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from image_search.cli.serve import serving
 from image_search.config import load_config
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.pictures.scan import Filter, walk
 from image_search.store import Store, image_key

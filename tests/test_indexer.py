@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder
 from image_search.pictures.imaging import prepare
 from image_search.pictures.scan import Filter, walk

@@ -18,7 +18,7 @@ from transformers.models.siglip2.image_processing_pil_siglip2 import (
     get_image_size_for_max_num_patches,
 )
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.families import SIGLIP2_NAFLEX
 from image_search.models.model import ImageEmbedder, ModelSource, TextEmbedder
 from image_search.pictures import naflex

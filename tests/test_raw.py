@@ -12,7 +12,7 @@ import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.pictures import raw
 from image_search.pictures.exifdate import date_taken

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from image_search.duplicates.grouping import Settings, group_library
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.search.library import Library
 from image_search.search.stacks import Stacks

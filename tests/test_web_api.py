@@ -14,7 +14,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from image_search.indexer import FileRef, Indexer
+from image_search.indexing.indexer import FileRef, Indexer
 from image_search.models.model import ImageEmbedder, TextEmbedder
 from image_search.store import Store, image_key
 from image_search.webui import create_app

@@ -32,10 +32,9 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
     from ..duplicates import measure_library
-    from ..indexer import Indexer
+    from ..indexing import Indexer, Summary
     from ..models import chosen_source, pick_embedders
     from ..pictures import Thumbnails, normalise_root
-    from ..plan import Summary
     from ..running import find as find_service
     from ..store import Store
 
@@ -84,9 +83,8 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
 
 async def _index_target(config: Config, store: Any, indexer: Any, target: str, *, force: bool) -> Any:
     """One PATH: a folder (its files indexed, rows of files gone from it removed) or a file."""
+    from ..indexing import FileRef, remove_missing
     from ..pictures import Filter, Thumbnails, normalise_root, root_of, walk
-    from ..plan import FileRef
-    from ..sync import remove_missing
 
     path = Path(target)
     if not path.exists():

@@ -72,7 +72,7 @@ def root_of(path: str, roots: Sequence[str]) -> str | None:
 def walk(root: str, flt: Filter, unreadable: list[str] | None = None) -> Iterator[str]:
     """Every wanted file under ``root``, as absolute paths. Folders that cannot be read are
     logged, skipped and added to ``unreadable`` (their photos are offline, not gone: see
-    :func:`image_search.sync.remove_missing`); with ``follow_symlinks`` each real folder is
+    :func:`image_search.indexing.sync.remove_missing`); with ``follow_symlinks`` each real folder is
     visited once, so loops end."""
     seen: set[tuple[int, int]] = set()
 

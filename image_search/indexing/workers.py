@@ -8,9 +8,9 @@ import signal
 
 import numpy as np
 
-from .lifeline import die_with_parent
-from .pictures.imaging import configure_pillow
-from .pictures.thumbs import Thumbnails
+from ..lifeline import die_with_parent
+from ..pictures.imaging import configure_pillow
+from ..pictures.thumbs import Thumbnails
 
 WORKER_NICENESS = 10
 

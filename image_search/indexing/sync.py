@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .indexing import LibraryListener
-from .pictures.scan import is_under
-from .pictures.thumbs import Thumbnails
-from .store import ImageRow, Store, key_of, real_path
+from ..pictures.scan import is_under
+from ..pictures.thumbs import Thumbnails
+from ..store import ImageRow, Store, key_of, real_path
+from .seam import LibraryListener
 
 
 async def remove_rows(

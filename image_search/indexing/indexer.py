@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeviceFailed
+from ..errors import DeviceFailed
+from ..models.model import ImageEmbedder, default_batch_size
+from ..pictures.imaging import Prepared, configure_pillow, prepare
+from ..pictures.thumbs import Thumbnails
+from ..store import Store, from_bytes, now, to_bytes
 from .feeding import Devices, InFlight, Share, Stages, decode_device, start_share
 from .gpudecode import Decoded, decode_batch, embed_mixed, warm_nvjpeg
 from .gpudecode import available as gpu_decode_available
-from .indexing import LibraryListener
-from .models.model import ImageEmbedder, default_batch_size
-from .pictures.imaging import Prepared, configure_pillow, prepare
-from .pictures.thumbs import Thumbnails
 from .plan import FileRef, Progress, Summary, plan_files, row_of
-from .store import Store, from_bytes, now, to_bytes
+from .seam import LibraryListener
 from .workers import read_file, save_gpu_thumbnail, worker_ping, worker_start
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,9 @@ class Indexer:
         context = multiprocessing.get_context(method)
         if method == "forkserver":  # imported once in the server, not in every worker it forks
             # The forkserver exits when this process dies, SIGKILL included (image_search.lifeline).
-            context.set_forkserver_preload(["__main__", "image_search.workers", "image_search._forkserver"])
+            context.set_forkserver_preload(
+                ["__main__", "image_search.indexing.workers", "image_search._forkserver"]
+            )
         self.pool = concurrent.futures.ProcessPoolExecutor(
             self.workers,
             mp_context=context,

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .store import ImageRow, Store, image_key, path_fields
+from ..store import ImageRow, Store, image_key, path_fields
 
 if TYPE_CHECKING:
-    from .pictures.imaging import Prepared
+    from ..pictures.imaging import Prepared
 
 
 @dataclass(frozen=True)

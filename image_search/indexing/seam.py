@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypedDict
 import numpy as np
 from PIL import Image
 
-from .store import ImageRow
+from ..store import ImageRow
 
 
 class NotReady(RuntimeError):

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..pictures import fingerprint
+from ..pictures.imaging import CropSpec
 from .feeding import Stages
-from .pictures import fingerprint
-from .pictures.imaging import CropSpec
 
 log = logging.getLogger(__name__)
 
