@@ -18,7 +18,7 @@ from image_search.store import ImageRow, Store, from_bytes, image_key, key_of, n
 
 from .intake import Intake
 from .progress import DaemonStatus
-from .work import Delete, IndexFiles, Move, Reconcile, Work
+from .work import Calibrate, Delete, IndexFiles, Move, Reconcile, Work
 
 log = logging.getLogger("image_search.daemon")
 
@@ -75,6 +75,9 @@ class Applier:
             await self.delete(item)
         elif isinstance(item, Move):
             await self.move(item)
+        elif isinstance(item, Calibrate):
+            if self.calibration is None:
+                self.calibration = await measure_library(self.store, self.indexer)
         else:
             assert isinstance(item, Reconcile)
             await self.reconcile(item.roots or None)
@@ -84,7 +87,7 @@ class Applier:
         summary = await self.indexer.index(files)
         self.status.count(summary)
         if self.calibration is None and summary.indexed:
-            self.calibration = await measure_library(self.store, self.indexer)
+            self.intake.put(Calibrate())
         self.status.state = "watching"
         return summary
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from image_search.plan import FileRef
+from image_search.indexing import FileRef
 
 
 @dataclass
@@ -35,4 +35,10 @@ class Reconcile:
     roots: list[str] = field(default_factory=list)
 
 
-Work = IndexFiles | Delete | Move | Reconcile
+@dataclass(frozen=True)
+class Calibrate:
+    """Measure the near-duplicate threshold once the library has enough photos (after indexing,
+    as an item of its own: its failure or its time is not the indexing's)."""
+
+
+Work = IndexFiles | Delete | Move | Reconcile | Calibrate
