@@ -137,8 +137,8 @@ def e2e() -> None:
     from collections import defaultdict
 
     import image_search.indexing.indexer as ix
-    from image_search.indexing.indexer import FileRef, Indexer
     from image_search.indexing import gpudecode
+    from image_search.indexing.indexer import FileRef, Indexer
     from image_search.store import Store
 
     spent: dict[str, float] = defaultdict(float)

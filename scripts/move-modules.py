@@ -26,7 +26,7 @@ from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
 CORE = "image_search"
-SHELLS = {"webui": "image_search.webui", "daemon": "image_search.daemon"}
+SHELLS = {"webui": "image_search.webui", "daemon": "image_search.daemon", "cli": "image_search.cli"}
 
 
 def module_of(path: Path) -> str:
@@ -166,7 +166,7 @@ def _top_level_names(path: Path) -> set[str]:
     return names
 
 
-SHELL_DIRS = ("image_search/cli", "webui", "daemon")
+SHELL_DIRS = ("cli", "webui", "daemon")
 
 
 def shell_files() -> list[Path]:

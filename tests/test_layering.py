@@ -17,18 +17,19 @@ import pytest
 
 TOP = Path(__file__).parents[1]
 CORE = TOP / "image_search"
-SHELLS = {"webui": TOP / "webui", "daemon": TOP / "daemon", "cli": CORE / "cli"}
+SHELLS = {"webui": TOP / "webui", "daemon": TOP / "daemon", "cli": TOP / "cli"}
 MAX_FUNCTION = 60
 MAX_MODULE = 400
 LONG_MODULE_REASON = "Longer than 400 lines because"
 
 
 def core_modules() -> list[str]:
-    """Every module of the core: ``image_search`` but its command line."""
+    """Every module of the core: ``image_search`` but ``__main__`` (``python -m image_search``,
+    which hands over to the command line)."""
     names = []
     for path in sorted(CORE.rglob("*.py")):
         rel = path.relative_to(TOP).with_suffix("")
-        if rel.parts[:2] == ("image_search", "cli") or rel.name == "__main__":
+        if rel.name == "__main__":
             continue
         names.append(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
     return names
@@ -37,7 +38,7 @@ def core_modules() -> list[str]:
 def imports_of(path: Path) -> set[str]:
     """Every module a file imports, at the top or inside functions, as absolute names."""
     package = ".".join(path.relative_to(TOP).with_suffix("").parts[:-1])
-    if package.startswith(("webui", "daemon")):
+    if package.startswith(("webui", "daemon", "cli")):
         package = "image_search." + package
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -53,7 +54,7 @@ def imports_of(path: Path) -> set[str]:
 
 
 def all_files() -> list[Path]:
-    return sorted([*CORE.rglob("*.py"), *SHELLS["webui"].rglob("*.py"), *SHELLS["daemon"].rglob("*.py")])
+    return sorted([*CORE.rglob("*.py"), *(path for shell in SHELLS.values() for path in shell.rglob("*.py"))])
 
 
 def test_importing_the_core_pulls_in_no_shell() -> None:

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
-from ..errors import UserError
+from image_search.config import Config
+from image_search.errors import UserError
+
 from .options import json_flag, paths_argument
 from .output import printable
 
@@ -70,8 +71,8 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 async def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     """Exit status 1 where a check failed."""
-    from .. import doctor
-    from ..running import find
+    from image_search import doctor
+    from image_search.running import find
 
     config.roots = list(dict.fromkeys([*config.roots, *(p.expanduser().absolute() for p in args.paths)]))
     service = find(config)
@@ -89,8 +90,8 @@ async def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
 
 async def _database_check(config: Config, holder: str | None) -> tuple[Any, Any]:
     """The database's check, and its model with the photos it holds where it could be read."""
-    from .. import doctor
-    from ..store import SCHEMA_VERSION, Store, StoreError, StoreLocked
+    from image_search import doctor
+    from image_search.store import SCHEMA_VERSION, Store, StoreError, StoreLocked
 
     store = Store.from_config(config)
     schema = None
@@ -112,9 +113,9 @@ async def _database_check(config: Config, holder: str | None) -> tuple[Any, Any]
 
 
 async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
-    from .. import bench
-    from ..errors import ModelUnavailable
-    from ..models import DEFAULT_MODEL, RANDOM_CONFIGS, ModelSource, report_path
+    from image_search import bench
+    from image_search.errors import ModelUnavailable
+    from image_search.models import DEFAULT_MODEL, RANDOM_CONFIGS, ModelSource, report_path
 
     # Random weights: the named model's published shapes where shipped, else the default's.
     wanted = config.model or DEFAULT_MODEL
@@ -145,7 +146,7 @@ async def cmd_benchmark(config: Config, args: argparse.Namespace) -> int:
 
 def _measured(config: Config, model: str) -> str | None:
     """This machine's best image rate for ``model``, from the report `benchmark` kept."""
-    from ..models import measured_rate
+    from image_search.models import measured_rate
 
     found = measured_rate(config.cache_dir, model)
     return None if found is None else f"{found[0]:.1f} img/s on {found[1]}"
@@ -154,8 +155,8 @@ def _measured(config: Config, model: str) -> str | None:
 async def cmd_models(config: Config, args: argparse.Namespace) -> int:
     """The supported models with the published figures, and this machine's measured image rate
     where `image-search benchmark` has run for that model (with real or random weights)."""
-    from ..errors import ModelUnavailable
-    from ..models import DEFAULT_MODEL, KNOWN, ModelSource
+    from image_search.errors import ModelUnavailable
+    from image_search.models import DEFAULT_MODEL, KNOWN, ModelSource
 
     current = config.model or DEFAULT_MODEL
     rows = [{**k.__dict__, "current": k.id == current} for k in KNOWN]
@@ -191,8 +192,8 @@ async def cmd_models(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_install_service(config: Config, args: argparse.Namespace) -> int:
-    from .. import units
-    from ..config import config_home, data_home
+    from image_search import units
+    from image_search.config import config_home, data_home
 
     script = Path(sys.executable).parent / "image-search"
     executable = str(script) if script.exists() else f"{sys.executable} -m image_search"

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
-from ..models import duration
+from image_search.config import Config
+from image_search.models import duration
+
 from .options import json_flag
 from .output import null_flag, print_paths, printable
 from .sources import source
@@ -70,8 +71,8 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 
 async def cmd_search(config: Config, args: argparse.Namespace) -> int:
-    from ..config import ConfigError
-    from ..search import parse_query
+    from image_search.config import ConfigError
+    from image_search.search import parse_query
 
     try:
         args.text.encode("utf-8")
@@ -99,7 +100,7 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str, line: Any
 
 
 async def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from ..models import DEFAULT_MODEL, describe, switch_costs
+    from image_search.models import DEFAULT_MODEL, describe, switch_costs
 
     status = await source(config).status()
     status = {"configured_model": config.model, "database": config.database_url} | status
@@ -190,8 +191,8 @@ async def cmd_albums(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_album(config: Config, args: argparse.Namespace) -> int:
-    from ..config import ConfigError
-    from ..search import link_folder
+    from image_search.config import ConfigError
+    from image_search.search import link_folder
 
     try:
         args.name.encode()

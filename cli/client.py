@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import UserError
-from ..running import Service
+from image_search.errors import UserError
+from image_search.running import Service
 
 TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=10)
 

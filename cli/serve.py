@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
-from ..errors import UserError
+from image_search.config import Config
+from image_search.errors import UserError
+
 from .options import all_roots, paths_argument
 
 log = logging.getLogger("image_search")
@@ -56,9 +57,8 @@ async def serving(app: Any, config: Config) -> AsyncIterator[None]:
     commands find this process through the service file (:mod:`image_search.running`)."""
     from aiohttp import web
 
+    from image_search.running import announced, local_url
     from image_search.webui.keys import SECURITY
-
-    from ..running import announced, local_url
 
     # After refusing a body (413), read what the client still sends for 2 s at most, then close.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, lingering_time=2.0)
@@ -80,10 +80,9 @@ async def serving(app: Any, config: Config) -> AsyncIterator[None]:
 
 async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from image_search.daemon import Daemon
+    from image_search.store import Store
+    from image_search.systemd import Notifier
     from image_search.webui import create_app
-
-    from ..store import Store
-    from ..systemd import Notifier
 
     roots = all_roots(config, args)
     config.roots = list(dict.fromkeys([*config.roots, *(Path(r) for r in roots)]))  # the page names them
@@ -101,9 +100,8 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_web(config: Config, args: argparse.Namespace) -> int:
+    from image_search.systemd import Notifier
     from image_search.webui import create_app
-
-    from ..systemd import Notifier
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

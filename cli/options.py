@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import Config, load_config, options
-from ..errors import UsageError
-from ..pictures import normalise_root
+from image_search.config import Config, load_config, options
+from image_search.errors import UsageError
+from image_search.pictures import normalise_root
 
 
 def config_parent() -> argparse.ArgumentParser:

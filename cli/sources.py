@@ -11,13 +11,14 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..config import Config
+from image_search.config import Config
+
 from .progress import Bar
 
 
 def source(config: Config) -> Local | Remote:
     """The running service's API where one holds this database, else the database itself."""
-    from ..running import find
+    from image_search.running import find
 
     service = find(config)
     return Remote(config, service) if service is not None else Local(config)
@@ -31,17 +32,17 @@ class Local:
         self.source: Any = None  # the library's model, once _library has looked
 
     async def _library(self, store: Any) -> Any:
-        from ..models import chosen_source
-        from ..search import Library, folder_for
+        from image_search.models import chosen_source
+        from image_search.search import Library, folder_for
 
         self.source = chosen_source(self.config.model, await store.bound_model())
         snapshot = folder_for(self.config.database_url)
         return await Library.open(store, self.source.identity(), snapshot)
 
     async def search(self, text: str, limit: int) -> list[dict[str, Any]]:
-        from ..models import TextEmbedder
-        from ..search import Filters, Query, Session, TextQueries, session_vector
-        from ..store import Store
+        from image_search.models import TextEmbedder
+        from image_search.search import Filters, Query, Session, TextQueries, session_vector
+        from image_search.store import Store
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
@@ -59,7 +60,7 @@ class Local:
         return [{"path": library.meta[k].path, "score": round(s, 4), "id": k} for k, s in hits]
 
     async def status(self) -> dict[str, Any]:
-        from ..store import Store, real_path
+        from image_search.store import Store, real_path
 
         async with Store.from_config(self.config) as store:
             counts = await store.counts()
@@ -85,8 +86,8 @@ class Local:
         }
 
     async def duplicates(self) -> dict[str, Any]:
-        from ..duplicates import Calibration, Settings, chosen, group_library
-        from ..store import Store
+        from image_search.duplicates import Calibration, Settings, chosen, group_library
+        from image_search.store import Store
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
@@ -116,7 +117,7 @@ class Local:
         }
 
     async def albums(self) -> list[dict[str, Any]]:
-        from ..search import is_new
+        from image_search.search import is_new
 
         rows = []
         async with self._albums(None) as (library, found):
@@ -135,8 +136,8 @@ class Local:
     @contextlib.asynccontextmanager
     async def _albums(self, name: str | None) -> AsyncIterator[tuple[Any, list[tuple[Any, list[Any]]]]]:
         """The library and, for one album (by name or id) or all of them, its members now."""
-        from ..search import album_vector, direct_search, find_album, list_albums, members
-        from ..store import Store
+        from image_search.search import album_vector, direct_search, find_album, list_albums, members
+        from image_search.store import Store
 
         async with Store.from_config(self.config) as store:
             library = await self._library(store)
@@ -207,7 +208,7 @@ class Remote:
         return [{key: album.get(key, 0) for key in keys} for album in saved]
 
     async def album(self, name: str) -> tuple[list[dict[str, Any]], list[str]]:
-        from ..search import AlbumError
+        from image_search.search import AlbumError
 
         async with self._client() as api:
             saved = (await api.get("/api/albums"))["albums"]
@@ -250,8 +251,8 @@ def _copy(path: str, width: Any, height: Any, size: Any) -> dict[str, Any]:
 def _family_similarity(source: Any) -> float:
     """The model family's near-duplicate similarity (CLIP's where the model's config is not here:
     grouping needs only the stored vectors)."""
-    from ..errors import ModelUnavailable
-    from ..models import CLIP
+    from image_search.errors import ModelUnavailable
+    from image_search.models import CLIP
 
     try:
         return float(source.family.duplicate_similarity)

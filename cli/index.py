@@ -8,8 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
-from ..errors import UsageError, UserError
+from image_search.config import Config
+from image_search.errors import UsageError, UserError
+
 from .options import json_flag, paths_argument
 from .output import printable
 from .progress import Bar
@@ -31,12 +32,12 @@ def add(sub: Any, parent: argparse.ArgumentParser) -> None:
 
 
 async def cmd_index(config: Config, args: argparse.Namespace) -> int:
-    from ..duplicates import measure_library
-    from ..indexing import Indexer, Summary
-    from ..models import chosen_source, pick_embedders
-    from ..pictures import Thumbnails, normalise_root
-    from ..running import find as find_service
-    from ..store import Store
+    from image_search.duplicates import measure_library
+    from image_search.indexing import Indexer, Summary
+    from image_search.models import chosen_source, pick_embedders
+    from image_search.pictures import Thumbnails, normalise_root
+    from image_search.running import find as find_service
+    from image_search.store import Store
 
     targets = [normalise_root(p) for p in args.paths] or [normalise_root(p) for p in config.roots]
     if not targets:
@@ -83,8 +84,8 @@ async def cmd_index(config: Config, args: argparse.Namespace) -> int:
 
 async def _index_target(config: Config, store: Any, indexer: Any, target: str, *, force: bool) -> Any:
     """One PATH: a folder (its files indexed, rows of files gone from it removed) or a file."""
-    from ..indexing import FileRef, remove_missing
-    from ..pictures import Filter, Thumbnails, normalise_root, root_of, walk
+    from image_search.indexing import FileRef, remove_missing
+    from image_search.pictures import Filter, Thumbnails, normalise_root, root_of, walk
 
     path = Path(target)
     if not path.exists():

@@ -12,11 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..config import ConfigError, data_home
-from ..errors import UsageError, UserError
-from ..pictures import configure_pillow
-from ..private import make_private
-from ..store import StoreError
+from image_search.config import ConfigError, data_home
+from image_search.errors import UsageError, UserError
+from image_search.pictures import configure_pillow
+from image_search.private import make_private
+from image_search.store import StoreError
+
 from . import index, library, serve, setup
 from .options import config_from_args, config_parent
 from .output import OneLine
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbose: bool) -> None:
     """journald under systemd (with the systemd extra), else plain lines on stderr."""
-    from ..systemd import journald_handler
+    from image_search.systemd import journald_handler
 
     level = logging.DEBUG if verbose else logging.INFO
     handler = journald_handler()
