@@ -1,5 +1,5 @@
 """Indexing 12 MP JPEGs with one GPU and with every GPU, in one run (#19): the helpers that
-benchmarks/test_gpus.py and `benchmarks/gpu_probe.py gpus` share.
+benchmarks/test_gpus.py and `scripts/gpu-probe.py gpus` share.
 
 Each run is a fresh indexer (fresh decoding pool) over a fresh database, the models loaded once.
 Reported per run: the overall rate; the steady rate, while the decoders run (from the commit that

@@ -1,5 +1,6 @@
 """Which variant of the ViT-L/14 forward is fastest on this GPU, and how fast each JPEG decoder
-is on 12 MP photos: run once per GPU kind to choose defaults (scripts/gpu-session probe)."""
+is on 12 MP photos: run once per GPU kind to choose defaults (scripts/gpu-session probe). A
+diagnostic, not a benchmark: ``python scripts/gpu-probe.py WHAT`` from the repository."""
 
 from __future__ import annotations
 
@@ -223,9 +224,9 @@ def gpus() -> None:
     12 MP JPEGs; with BASELINE=1 the tree on PYTHONPATH is an older commit: one and all, once."""
     import json
 
-    from multigpu import decoders_together, index_run, one_and_all
-
+    sys.path.insert(0, str(Path(__file__).parent.parent))
     import image_search
+    from benchmarks.multigpu import decoders_together, index_run, one_and_all
 
     print("image_search from", image_search.__file__, "GPUs", torch.cuda.device_count(), flush=True)
     embedders = [
@@ -256,7 +257,8 @@ def variants() -> None:
     decoders run (the last quarter drains twice as fast once they stop)."""
     import json
 
-    from multigpu import decoders_together, index_run
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.multigpu import decoders_together, index_run
 
     embedder = ImageEmbedder(ModelSource(random_weights=True), "cuda:0", "float16").load()
     folder = Path(os.environ.get("GPUS_TMP", tempfile.mkdtemp()))
@@ -279,7 +281,8 @@ def variants() -> None:
 
 def one() -> None:
     """One indexing run on one GPU (for a profiler to watch): N 12 MP JPEGs under GPUS_TMP."""
-    from multigpu import index_run
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.multigpu import index_run
 
     embedder = ImageEmbedder(ModelSource(random_weights=True), "cuda:0", "float16").load()
     folder = Path(os.environ.get("GPUS_TMP", tempfile.mkdtemp()))
@@ -488,8 +491,8 @@ def cpu() -> None:
     import image_search.models.model as models
     from image_search.models.model import TextEmbedder
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_families import QUERIES, rate
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.test_families import QUERIES, rate
 
     print("CPUs", sorted(os.sched_getaffinity(0)), "threads", torch.get_num_threads(), flush=True)
     inductor.freezing = True
