@@ -3,8 +3,8 @@
 Importing one module of a sub-package runs the sub-package's ``__init__`` first; an ``__init__``
 that imported its modules would load torch for a caller that wanted ``families`` (the command
 line's ``status``) and into the decoding workers' fork server (which must stay without torch).
-So an ``__init__`` names its modules in a table and :func:`lazy` loads them when asked (PEP 562);
-the same names are imported under ``TYPE_CHECKING`` for readers and type checkers, and
+So an ``__init__`` imports its names only for type checkers (``if TYPE_CHECKING:``), and
+otherwise gets its ``__getattr__`` (PEP 562) and ``__all__`` from :func:`face`;
 ``tests/test_layering.py`` checks that the two agree.
 """
 
@@ -16,13 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy(package: str, names: dict[str, str]) -> Callable[[str], Any]:
-    """The package's ``__getattr__``: ``names`` maps each name to the module that defines it, or
-    a module's name to itself where a shell uses the whole module as a namespace."""
+def face(package: str, **modules: tuple[str, ...]) -> tuple[Callable[[str], Any], list[str]]:
+    """The package's ``__getattr__`` and ``__all__``: each keyword names a module and the names
+    it offers (the module's own name offers the whole module, where a shell uses it as a
+    namespace)."""
+    owner = {name: module for module, names in modules.items() for name in names}
 
     def load(name: str) -> Any:
         try:
-            module = names[name]
+            module = owner[name]
         except KeyError:
             raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
         loaded = importlib.import_module(f"{package}.{module}")
@@ -30,4 +32,4 @@ def lazy(package: str, names: dict[str, str]) -> Callable[[str], Any]:
         setattr(sys.modules[package], name, value)  # found directly from now on
         return value
 
-    return load
+    return load, sorted(owner)

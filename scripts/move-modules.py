@@ -13,7 +13,8 @@ modules in strings, comments and documents are rewritten too. Import order is le
 
 ``--face`` then writes the package's ``__init__`` (keeping its docstring): the names the shells
 (the command line, the web app, the daemon) import from its modules, loaded on first use
-(:mod:`image_search._face`), and rewrites those imports to name the package.
+(:mod:`image_search._face`), and rewrites those imports to name the package; run ``ruff format``
+after it.
 """
 
 from __future__ import annotations
@@ -224,18 +225,19 @@ def face(package: str) -> None:
     typed = "".join(
         f"    from .{leaf} import {', '.join(names)}\n" for leaf, names in sorted(by_module.items())
     )
-    table = "".join(f"    {name!r}: {leaf!r},\n" for name, leaf in sorted(used.items()))
+    offered: dict[str, list[str]] = {}
+    for name, leaf in sorted(used.items(), key=lambda item: (item[1], item[0] != item[1], item[0])):
+        offered.setdefault(leaf, []).append(name)
+    table = "".join(f"        {leaf}={(*names,)!r},\n" for leaf, names in sorted(offered.items()))
     init.write_text(
         f'"""{doc or package}\n"""\n\n'
         "from __future__ import annotations\n\n"
         "from typing import TYPE_CHECKING\n\n"
-        "from .._face import lazy\n\n"
-        "if TYPE_CHECKING:\n"
-        f"{typed}\n"
-        "# The face: what the shells use, each name loaded from its module on first use.\n"
-        f"_FACE = {{\n{table}}}\n"
-        "__all__ = sorted(_FACE)\n"
-        "__getattr__ = lazy(__name__, _FACE)\n"
+        "from .._face import face\n\n"
+        "if TYPE_CHECKING:  # what the shells use, named for readers and type checkers\n"
+        f"{typed}"
+        "else:  # loaded on first use (image_search/_face.py)\n"
+        f"    __getattr__, __all__ = face(\n        __name__,\n{table}    )\n"
     )
 
 

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._face import lazy
+from .._face import face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what the shells use, named for readers and type checkers
     from .calibration import Calibration, chosen, measure_library
     from .grouping import Groups, Settings, group_library
-
-# The face: what the shells use, each name loaded from its module on first use.
-_FACE = {
-    "Calibration": "calibration",
-    "Groups": "grouping",
-    "Settings": "grouping",
-    "chosen": "calibration",
-    "group_library": "grouping",
-    "measure_library": "calibration",
-}
-__all__ = sorted(_FACE)
-__getattr__ = lazy(__name__, _FACE)
+else:  # loaded on first use (image_search/_face.py)
+    __getattr__, __all__ = face(
+        __name__,
+        calibration=("Calibration", "chosen", "measure_library"),
+        grouping=("Groups", "Settings", "group_library"),
+    )

@@ -11,26 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._face import lazy
+from .._face import face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what the shells use, named for readers and type checkers
     from .indexer import Indexer
     from .plan import FileRef, Progress, Summary
     from .seam import Indexing, LibraryListener, NotReady, StatusSnapshot
     from .sync import remove_missing, remove_rows
-
-# The face: what the shells use, each name loaded from its module on first use.
-_FACE = {
-    "FileRef": "plan",
-    "Indexer": "indexer",
-    "Indexing": "seam",
-    "LibraryListener": "seam",
-    "NotReady": "seam",
-    "Progress": "plan",
-    "StatusSnapshot": "seam",
-    "Summary": "plan",
-    "remove_missing": "sync",
-    "remove_rows": "sync",
-}
-__all__ = sorted(_FACE)
-__getattr__ = lazy(__name__, _FACE)
+else:  # loaded on first use (image_search/_face.py)
+    __getattr__, __all__ = face(
+        __name__,
+        indexer=("Indexer",),
+        plan=("FileRef", "Progress", "Summary"),
+        seam=("Indexing", "LibraryListener", "NotReady", "StatusSnapshot"),
+        sync=("remove_missing", "remove_rows"),
+    )

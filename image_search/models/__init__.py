@@ -11,38 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._face import lazy
+from .._face import face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what the shells use, named for readers and type checkers
+    from .checkpoint import DEFAULT_MODEL, RANDOM_CONFIGS, ModelSource, chosen_source
     from .families import CLIP, KNOWN, ModelDefaults
-    from .model import (
-        DEFAULT_MODEL,
-        RANDOM_CONFIGS,
-        ImageEmbedder,
-        ModelSource,
-        TextEmbedder,
-        chosen_source,
-        pick_embedders,
-    )
+    from .model import ImageEmbedder, TextEmbedder, pick_embedders
     from .switching import describe, duration, measured_rate, report_path, switch_costs
-
-# The face: what the shells use, each name loaded from its module on first use.
-_FACE = {
-    "CLIP": "families",
-    "DEFAULT_MODEL": "model",
-    "ImageEmbedder": "model",
-    "KNOWN": "families",
-    "ModelDefaults": "families",
-    "ModelSource": "model",
-    "RANDOM_CONFIGS": "model",
-    "TextEmbedder": "model",
-    "chosen_source": "model",
-    "describe": "switching",
-    "duration": "switching",
-    "measured_rate": "switching",
-    "pick_embedders": "model",
-    "report_path": "switching",
-    "switch_costs": "switching",
-}
-__all__ = sorted(_FACE)
-__getattr__ = lazy(__name__, _FACE)
+else:  # loaded on first use (image_search/_face.py)
+    __getattr__, __all__ = face(
+        __name__,
+        checkpoint=("DEFAULT_MODEL", "RANDOM_CONFIGS", "ModelSource", "chosen_source"),
+        families=("CLIP", "KNOWN", "ModelDefaults"),
+        model=("ImageEmbedder", "TextEmbedder", "pick_embedders"),
+        switching=("describe", "duration", "measured_rate", "report_path", "switch_costs"),
+    )

@@ -10,34 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._face import lazy
+from .._face import face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what the shells use, named for readers and type checkers
     from .imaging import CropSpec, ImageError, camera, configure_pillow, decode_rgb, open_checked
     from .opening import Indexed, NotServable, open_indexed, read_at
     from .scan import Filter, normalise_root, root_of, walk
     from .thumbs import DEFAULT_SIZE, FORMATS, SIZES, Thumbnails
-
-# The face: what the shells use, each name loaded from its module on first use.
-_FACE = {
-    "CropSpec": "imaging",
-    "DEFAULT_SIZE": "thumbs",
-    "FORMATS": "thumbs",
-    "Filter": "scan",
-    "ImageError": "imaging",
-    "Indexed": "opening",
-    "NotServable": "opening",
-    "SIZES": "thumbs",
-    "Thumbnails": "thumbs",
-    "camera": "imaging",
-    "configure_pillow": "imaging",
-    "decode_rgb": "imaging",
-    "normalise_root": "scan",
-    "open_checked": "imaging",
-    "open_indexed": "opening",
-    "read_at": "opening",
-    "root_of": "scan",
-    "walk": "scan",
-}
-__all__ = sorted(_FACE)
-__getattr__ = lazy(__name__, _FACE)
+else:  # loaded on first use (image_search/_face.py)
+    __getattr__, __all__ = face(
+        __name__,
+        imaging=("CropSpec", "ImageError", "camera", "configure_pillow", "decode_rgb", "open_checked"),
+        opening=("Indexed", "NotServable", "open_indexed", "read_at"),
+        scan=("Filter", "normalise_root", "root_of", "walk"),
+        thumbs=("DEFAULT_SIZE", "FORMATS", "SIZES", "Thumbnails"),
+    )

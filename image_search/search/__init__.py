@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._face import lazy
+from .._face import face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what the shells use, named for readers and type checkers
     from . import albums
     from .albums import (
         Album,
@@ -42,36 +42,34 @@ if TYPE_CHECKING:
     from .refine import EmptyQuery, refine_query
     from .snapshot import folder_for
     from .vectors import Query
-
-# The face: what the shells use, each name loaded from its module on first use.
-_FACE = {
-    "Album": "albums",
-    "AlbumError": "albums",
-    "AlbumNameTaken": "albums",
-    "Batcher": "queries",
-    "EmptyQuery": "refine",
-    "FILTER_KEYS": "facts",
-    "Filters": "facts",
-    "Library": "library",
-    "MAX_QUERY_CHARS": "queries",
-    "MAX_WEIGHT": "queries",
-    "Meta": "facts",
-    "Query": "vectors",
-    "Session": "queries",
-    "TextQueries": "queries",
-    "album_vector": "albums",
-    "albums": "albums",
-    "direct_search": "albums",
-    "find_album": "albums",
-    "folder_for": "snapshot",
-    "follow_store": "library",
-    "is_new": "albums",
-    "link_folder": "albums",
-    "list_albums": "albums",
-    "members": "albums",
-    "parse_query": "queries",
-    "refine_query": "refine",
-    "session_vector": "queries",
-}
-__all__ = sorted(_FACE)
-__getattr__ = lazy(__name__, _FACE)
+else:  # loaded on first use (image_search/_face.py)
+    __getattr__, __all__ = face(
+        __name__,
+        albums=(
+            "albums",
+            "Album",
+            "AlbumError",
+            "AlbumNameTaken",
+            "album_vector",
+            "direct_search",
+            "find_album",
+            "is_new",
+            "link_folder",
+            "list_albums",
+            "members",
+        ),
+        facts=("FILTER_KEYS", "Filters", "Meta"),
+        library=("Library", "follow_store"),
+        queries=(
+            "Batcher",
+            "MAX_QUERY_CHARS",
+            "MAX_WEIGHT",
+            "Session",
+            "TextQueries",
+            "parse_query",
+            "session_vector",
+        ),
+        refine=("EmptyQuery", "refine_query"),
+        snapshot=("folder_for",),
+        vectors=("Query",),
+    )
