@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
@@ -151,3 +152,15 @@ def test_a_raw_file_is_passed_over(tmp_path: Path) -> None:
     raw = tmp_path / "a.dng"
     raw.write_bytes(b"II*\x00")
     assert calibration.pictures(str(raw), CropSpec(), 100) is None
+
+
+def test_a_decoder_bug_costs_the_photo_its_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = tmp_path / "a.jpg"
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(photo)
+    assert calibration.pictures(str(photo), CropSpec(), 100) is not None
+
+    def broken(*args: object, **kwargs: object) -> Image.Image:
+        raise RuntimeError("a decoder's bug")
+
+    monkeypatch.setattr(calibration, "decode_rgb", broken)
+    assert calibration.pictures(str(photo), CropSpec(), 100) is None

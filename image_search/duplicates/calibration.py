@@ -124,6 +124,9 @@ def pictures(path: str, spec: CropSpec, max_megapixels: float) -> list[Image.Ima
         ]
     except (ImageError, OSError):
         return None
+    except Exception:  # a decoder's bug costs this photo its place in the sample, nothing more
+        log.debug("%s left out of the near-duplicate sample", path, exc_info=True)
+        return None
 
 
 async def calibrate(
