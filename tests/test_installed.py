@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,8 +28,17 @@ def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``image-search`` command of a fresh venv with the wheel of this checkout."""
+    """The ``image-search`` command of a fresh venv with the wheel of this checkout: built from a
+    copy of the files git knows, so that nothing a build left here (a stale ``build/lib`` with
+    modules since moved) can slip into the wheel and hide a missing one."""
     where = tmp_path_factory.mktemp("installed")
+    source = where / "source"
+    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=TOP)
+    assert listed.returncode == 0, listed.stderr
+    for name in filter(None, listed.stdout.split("\0")):
+        if (TOP / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(TOP / name, source / name)
     build = run(
         [
             sys.executable,
@@ -39,7 +49,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "-w",
             str(where),
-            str(TOP),
+            str(source),
         ]
     )
     assert build.returncode == 0, build.stderr[-3000:]
@@ -90,7 +100,7 @@ def test_every_command_of_the_installed_program(
     assert json.loads(cmd("albums", "--json")) == []
     save = (
         "import asyncio, sys\n"
-        "from image_search import albums\n"
+        "from image_search.search import albums\n"
         "from image_search.config import load_config\n"
         "from image_search.store import Store\n"
         "async def main():\n"
