@@ -34,19 +34,35 @@ def core_modules() -> list[str]:
     return names
 
 
+def module_name(path: Path) -> str:
+    """A file's module as installed (the shells live inside ``image_search``)."""
+    rel = path.relative_to(TOP).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts if parts[0] == "image_search" else ("image_search", *parts))
+
+
+def package_of(path: Path) -> str:
+    name = module_name(path)
+    return name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+
+
+def imported_from(package: str, node: ast.ImportFrom) -> str:
+    """The absolute name a ``from ... import`` in ``package`` reads from."""
+    if not node.level:
+        return node.module or ""
+    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+    return f"{base}.{node.module}" if node.module else base
+
+
 def imports_of(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside functions, as absolute names."""
-    package = ".".join(path.relative_to(TOP).with_suffix("").parts[:-1])
-    if package.startswith(("webui", "daemon", "cli")):
-        package = "image_search." + package
-    found = set()
+    """Every module a file imports, at the top or inside functions, as absolute names (with each
+    name a ``from`` imports, as a possible module)."""
+    package, found = package_of(path), set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-            name = node.module or ""
-            absolute = (f"{base}.{name}" if name else base) if node.level else name
+            absolute = imported_from(package, node)
             found.add(absolute)
             found.update(f"{absolute}.{alias.name}" for alias in node.names)
     return found
@@ -109,12 +125,6 @@ def test_every_query_lives_in_the_store() -> None:
                 assert not SURREALQL.search(node.value), f"{path.relative_to(TOP)}: {node.value[:60]!r}"
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(TOP).with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(parts if parts[0] == "image_search" else ("image_search", *parts))
-
-
 def import_graph() -> dict[str, set[str]]:
     """Module -> the modules of this project it imports (at the top, inside functions or for
     type checking alone). ``from package import name`` is an arrow to ``package.name`` where that
@@ -123,17 +133,13 @@ def import_graph() -> dict[str, set[str]]:
     modules = {module_name(path): path for path in all_files()}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        package = package_of(path)
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names if a.name in modules)
             elif isinstance(node, ast.ImportFrom):
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                if not node.level:
-                    base = node.module or ""
-                elif node.module:
-                    base = f"{base}.{node.module}"
+                base = imported_from(package, node)
                 for alias in node.names:
                     target = f"{base}.{alias.name}"
                     found.add(target if target in modules else base)
